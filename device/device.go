@@ -20,6 +20,7 @@ package device
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // ErrOutOfMemory is wrapped by Alloc when the capacity would be exceeded.
@@ -148,6 +149,11 @@ type Device interface {
 	Synchronize(s Stream) error
 	// EventSynchronize blocks until e has fired.
 	EventSynchronize(e Event) error
+	// EventTime is when e fired, measured from the device's creation (its
+	// clock is the device's: on a GPU, cuEventElapsedTime from a base event).
+	// It is valid once e has fired; the profiler and --trace build the
+	// per-stream timeline from it.
+	EventTime(e Event) (time.Duration, error)
 
 	// HostAlloc returns host memory suited as a copy source (pinned, page
 	// locked on a GPU). HostFree releases it.
