@@ -1,0 +1,122 @@
+package kernels
+
+import "math"
+
+// Plain-Go inner loops. They are the whole implementation without SIMD and
+// the fallback for tails and CPUs without AVX2. Four independent accumulators
+// keep the floating-point adds from serializing on one register.
+
+func dotF32Generic(a, b []float32) float32 {
+	b = b[:len(a)]
+	var s0, s1, s2, s3 float32
+	i := 0
+	for ; i+4 <= len(a); i += 4 {
+		s0 += a[i] * b[i]
+		s1 += a[i+1] * b[i+1]
+		s2 += a[i+2] * b[i+2]
+		s3 += a[i+3] * b[i+3]
+	}
+	for ; i < len(a); i++ {
+		s0 += a[i] * b[i]
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
+func dotBF16Generic(w []uint16, x []float32) float32 {
+	x = x[:len(w)]
+	var s0, s1, s2, s3 float32
+	i := 0
+	for ; i+4 <= len(w); i += 4 {
+		s0 += math.Float32frombits(uint32(w[i])<<16) * x[i]
+		s1 += math.Float32frombits(uint32(w[i+1])<<16) * x[i+1]
+		s2 += math.Float32frombits(uint32(w[i+2])<<16) * x[i+2]
+		s3 += math.Float32frombits(uint32(w[i+3])<<16) * x[i+3]
+	}
+	for ; i < len(w); i++ {
+		s0 += math.Float32frombits(uint32(w[i])<<16) * x[i]
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
+func dotF16Generic(w []uint16, x []float32) float32 {
+	x = x[:len(w)]
+	var s0, s1, s2, s3 float32
+	i := 0
+	for ; i+4 <= len(w); i += 4 {
+		s0 += F16ToF32Scalar(w[i]) * x[i]
+		s1 += F16ToF32Scalar(w[i+1]) * x[i+1]
+		s2 += F16ToF32Scalar(w[i+2]) * x[i+2]
+		s3 += F16ToF32Scalar(w[i+3]) * x[i+3]
+	}
+	for ; i < len(w); i++ {
+		s0 += F16ToF32Scalar(w[i]) * x[i]
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
+// The x4 variants dot one weight row (length in) with four consecutive
+// activation rows xs[0:in], xs[in:2in], ... so the row is loaded once.
+
+func dotF32x4Generic(acc *[4]float32, w, xs []float32, in int) {
+	w = w[:in]
+	x0, x1, x2, x3 := xs[:in], xs[in:2*in], xs[2*in:3*in], xs[3*in:4*in]
+	var s0, s1, s2, s3 float32
+	for i, v := range w {
+		s0 += v * x0[i]
+		s1 += v * x1[i]
+		s2 += v * x2[i]
+		s3 += v * x3[i]
+	}
+	*acc = [4]float32{s0, s1, s2, s3}
+}
+
+func dotBF16x4Generic(acc *[4]float32, w []uint16, xs []float32, in int) {
+	w = w[:in]
+	x0, x1, x2, x3 := xs[:in], xs[in:2*in], xs[2*in:3*in], xs[3*in:4*in]
+	var s0, s1, s2, s3 float32
+	for i, h := range w {
+		v := math.Float32frombits(uint32(h) << 16)
+		s0 += v * x0[i]
+		s1 += v * x1[i]
+		s2 += v * x2[i]
+		s3 += v * x3[i]
+	}
+	*acc = [4]float32{s0, s1, s2, s3}
+}
+
+func dotF16x4Generic(acc *[4]float32, w []uint16, xs []float32, in int) {
+	w = w[:in]
+	x0, x1, x2, x3 := xs[:in], xs[in:2*in], xs[2*in:3*in], xs[3*in:4*in]
+	var s0, s1, s2, s3 float32
+	for i, h := range w {
+		v := F16ToF32Scalar(h)
+		s0 += v * x0[i]
+		s1 += v * x1[i]
+		s2 += v * x2[i]
+		s3 += v * x3[i]
+	}
+	*acc = [4]float32{s0, s1, s2, s3}
+}
+
+// axpy*: y[j] += a * w[j] for j < len(y).
+
+func axpyF32Generic(y []float32, a float32, w []float32) {
+	w = w[:len(y)]
+	for j, v := range w {
+		y[j] += a * v
+	}
+}
+
+func axpyBF16Generic(y []float32, a float32, w []uint16) {
+	w = w[:len(y)]
+	for j, h := range w {
+		y[j] += a * math.Float32frombits(uint32(h)<<16)
+	}
+}
+
+func axpyF16Generic(y []float32, a float32, w []uint16) {
+	w = w[:len(y)]
+	for j, h := range w {
+		y[j] += a * F16ToF32Scalar(h)
+	}
+}

@@ -1,0 +1,191 @@
+// Package kernels holds the CPU compute kernels behind the host device
+// backend: matrix-vector / matrix-matrix products against f32, bf16 and f16
+// weights, dot products, and the half-precision conversions.
+//
+// The products are memory bound: a decode step reads every weight once, so
+// the kernels are written to stream weights at close to memory bandwidth.
+// Work is split over the output dimension across a fixed pool of worker
+// goroutines (see SetThreads); small products run inline on the caller so
+// that the handoff never costs more than the arithmetic. With a batch of
+// n > 1 activation rows each weight row is read once and dotted with all n
+// rows, so a batch costs about one pass over the weights.
+//
+// On amd64 with AVX2+FMA (and F16C for f16 weights) the inner loops are Go
+// assembly chosen at run time; elsewhere, or with the purego build tag, they
+// are plain Go. Either way sums are accumulated in float32 lanes and reduced
+// at the end, so results differ from a strictly sequential float32 sum
+// (llama2.c's order, kept by the *Ref functions) only by rounding.
+//
+// Reference implementations: MatMulF32Ref, MatMulBF16Ref, MatMulF16Ref,
+// MatMulTF32Ref, MatMulTBF16Ref, MatMulTF16Ref and DotF32Ref are the plain,
+// single-threaded, sequential-sum versions of the corresponding kernels. They
+// are exported so that fuzz tests elsewhere (the host and CUDA backends) can
+// hold their results to a known-good definition.
+//
+// Slices are row-major. Every function panics (via a Go bounds check or an
+// explicit length check) if a slice is shorter than its shape requires; the
+// callers own the shapes.
+package kernels
+
+import "fmt"
+
+// MatMulF32 computes y = x·wᵀ for w of shape [out][in], x of shape [n][in]
+// and y of shape [n][out]:
+//
+//	y[r*out+o] = Σ_i w[o*in+i] * x[r*in+i]
+func MatMulF32(y, x, w []float32, n, in, out int) {
+	checkMatMul("MatMulF32", len(y), len(x), len(w), n, in, out)
+	matMul(kindF32, y, x, w, nil, n, in, out)
+}
+
+// MatMulBF16 is MatMulF32 with bfloat16 weights (the upper 16 bits of a
+// float32), widened exactly to float32 before the multiply.
+func MatMulBF16(y, x []float32, w []uint16, n, in, out int) {
+	checkMatMul("MatMulBF16", len(y), len(x), len(w), n, in, out)
+	matMul(kindBF16, y, x, nil, w, n, in, out)
+}
+
+// MatMulF16 is MatMulF32 with IEEE half-precision weights, widened exactly to
+// float32 before the multiply.
+func MatMulF16(y, x []float32, w []uint16, n, in, out int) {
+	checkMatMul("MatMulF16", len(y), len(x), len(w), n, in, out)
+	matMul(kindF16, y, x, nil, w, n, in, out)
+}
+
+// MatMulTF32 computes y = x·w for w of shape [in][out] (the transposed
+// layout, used e.g. for the Sirius correction and sparse column gathers):
+//
+//	y[r*out+o] = Σ_i x[r*in+i] * w[i*out+o]
+func MatMulTF32(y, x, w []float32, n, in, out int) {
+	checkMatMul("MatMulTF32", len(y), len(x), len(w), n, in, out)
+	matMulT(kindF32, y, x, w, nil, n, in, out)
+}
+
+// MatMulTBF16 is MatMulTF32 with bfloat16 weights.
+func MatMulTBF16(y, x []float32, w []uint16, n, in, out int) {
+	checkMatMul("MatMulTBF16", len(y), len(x), len(w), n, in, out)
+	matMulT(kindBF16, y, x, nil, w, n, in, out)
+}
+
+// MatMulTF16 is MatMulTF32 with IEEE half-precision weights.
+func MatMulTF16(y, x []float32, w []uint16, n, in, out int) {
+	checkMatMul("MatMulTF16", len(y), len(x), len(w), n, in, out)
+	matMulT(kindF16, y, x, nil, w, n, in, out)
+}
+
+// DotF32 returns Σ a[i]*b[i] over len(a) elements; b must be at least as long.
+// It runs on the caller's goroutine.
+func DotF32(a, b []float32) float32 {
+	if len(b) < len(a) {
+		panic(fmt.Sprintf("kernels: DotF32: len(b)=%d < len(a)=%d", len(b), len(a)))
+	}
+	return dotF32(a, b[:len(a)])
+}
+
+type wkind uint8
+
+const (
+	kindF32 wkind = iota
+	kindBF16
+	kindF16
+)
+
+func checkMatMul(name string, ly, lx, lw, n, in, out int) {
+	if n < 0 || in < 0 || out < 0 {
+		panic(fmt.Sprintf("kernels: %s: negative shape n=%d in=%d out=%d", name, n, in, out))
+	}
+	if ly < n*out || lx < n*in || lw < in*out {
+		panic(fmt.Sprintf("kernels: %s: short slice for n=%d in=%d out=%d: len(y)=%d len(x)=%d len(w)=%d",
+			name, n, in, out, ly, lx, lw))
+	}
+}
+
+// inlineWork is the number of multiply-adds below which a product runs on the
+// caller: a handoff to the pool costs a few microseconds, about what a single
+// core needs for this much work.
+const inlineWork = 1 << 16
+
+// matMul runs the [out][in] product, splitting out across the pool. Blocks of
+// output rows are claimed dynamically so a slow core does not stall the call.
+func matMul(k wkind, y, x, wf []float32, wh []uint16, n, in, out int) {
+	if n == 0 || out == 0 {
+		return
+	}
+	rows := func(lo, hi int) { matMulRows(k, y, x, wf, wh, n, in, out, lo, hi) }
+	parallelFor(out, n*in*out, 8, rows)
+}
+
+// matMulT runs the [in][out] product. Each task owns a column block of y; it
+// walks the weight rows once, accumulating into all n rows of its block.
+func matMulT(k wkind, y, x, wf []float32, wh []uint16, n, in, out int) {
+	if n == 0 || out == 0 {
+		return
+	}
+	cols := func(lo, hi int) { matMulTCols(k, y, x, wf, wh, n, in, out, lo, hi) }
+	parallelFor(out, n*in*out, 64, cols)
+}
+
+// matMulRows computes output rows [lo,hi) of every batch row. Each weight row
+// is dotted against up to four activation rows at once so it is read from
+// memory once per four rows (and from L1 for the rest of a batch).
+func matMulRows(k wkind, y, x, wf []float32, wh []uint16, n, in, out, lo, hi int) {
+	var acc [4]float32
+	for o := lo; o < hi; o++ {
+		r := 0
+		for ; r+4 <= n; r += 4 {
+			xs := x[r*in : (r+4)*in]
+			switch k {
+			case kindF32:
+				dotF32x4(&acc, wf[o*in:(o+1)*in], xs, in)
+			case kindBF16:
+				dotBF16x4(&acc, wh[o*in:(o+1)*in], xs, in)
+			case kindF16:
+				dotF16x4(&acc, wh[o*in:(o+1)*in], xs, in)
+			}
+			y[r*out+o] = acc[0]
+			y[(r+1)*out+o] = acc[1]
+			y[(r+2)*out+o] = acc[2]
+			y[(r+3)*out+o] = acc[3]
+		}
+		for ; r < n; r++ {
+			xs := x[r*in : (r+1)*in]
+			var s float32
+			switch k {
+			case kindF32:
+				s = dotF32(wf[o*in:(o+1)*in], xs)
+			case kindBF16:
+				s = dotBF16(wh[o*in:(o+1)*in], xs)
+			case kindF16:
+				s = dotF16(wh[o*in:(o+1)*in], xs)
+			}
+			y[r*out+o] = s
+		}
+	}
+}
+
+// tcolBlock bounds the column block a MatMulT task accumulates at once, so the
+// n partial rows of y it updates stay in L1/L2 while the weights stream by.
+const tcolBlock = 512
+
+func matMulTCols(k wkind, y, x, wf []float32, wh []uint16, n, in, out, lo, hi int) {
+	for c0 := lo; c0 < hi; c0 += tcolBlock {
+		c1 := min(c0+tcolBlock, hi)
+		for r := range n {
+			clear(y[r*out+c0 : r*out+c1])
+		}
+		for i := range in {
+			for r := range n {
+				a := x[r*in+i]
+				ys := y[r*out+c0 : r*out+c1]
+				switch k {
+				case kindF32:
+					axpyF32(ys, a, wf[i*out+c0:i*out+c1])
+				case kindBF16:
+					axpyBF16(ys, a, wh[i*out+c0:i*out+c1])
+				case kindF16:
+					axpyF16(ys, a, wh[i*out+c0:i*out+c1])
+				}
+			}
+		}
+	}
+}

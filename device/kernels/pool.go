@@ -1,0 +1,99 @@
+package kernels
+
+import (
+	"runtime"
+	"sync"
+	"sync/atomic"
+)
+
+// The worker pool is started lazily and only grows: SetThreads bounds how
+// many participants a call uses, and idle workers cost nothing but a parked
+// goroutine. One pool serves every caller; concurrent calls share it.
+var (
+	threads   atomic.Int32
+	poolMu    sync.Mutex
+	poolSize  int // workers started so far
+	poolQueue = make(chan *job, 256)
+)
+
+func init() { threads.Store(int32(runtime.GOMAXPROCS(0))) }
+
+// SetThreads sets how many goroutines (the caller included) a product may run
+// on; n < 1 restores the default, runtime.GOMAXPROCS(0). It is safe to call
+// at any time; calls already running keep the count they started with.
+func SetThreads(n int) {
+	if n < 1 {
+		n = runtime.GOMAXPROCS(0)
+	}
+	threads.Store(int32(n))
+}
+
+// Threads reports the current SetThreads value.
+func Threads() int { return int(threads.Load()) }
+
+// job is one parallel call: participants claim blocks of [0,total) through
+// next until none remain.
+type job struct {
+	fn    func(lo, hi int)
+	total int
+	block int
+	next  atomic.Int64
+	wg    sync.WaitGroup
+}
+
+func (j *job) run() {
+	for {
+		lo := int(j.next.Add(1)-1) * j.block
+		if lo >= j.total {
+			return
+		}
+		j.fn(lo, min(lo+j.block, j.total))
+	}
+}
+
+func worker() {
+	for j := range poolQueue {
+		j.run()
+		j.wg.Done()
+	}
+}
+
+func ensureWorkers(n int) {
+	poolMu.Lock()
+	for poolSize < n {
+		go worker()
+		poolSize++
+	}
+	poolMu.Unlock()
+}
+
+// blocksPerThread trades load balance (more blocks) against per-block
+// overhead and the sequential prefetch stream a long block enjoys.
+const blocksPerThread = 4
+
+// parallelFor calls fn over disjoint ranges covering [0,total), each a
+// multiple of align long except the last. work (in multiply-adds) decides
+// whether handing off is worth it; small calls run inline on the caller.
+func parallelFor(total, work, align int, fn func(lo, hi int)) {
+	t := int(threads.Load())
+	if t <= 1 || work < inlineWork || total <= align {
+		fn(0, total)
+		return
+	}
+	block := (total + t*blocksPerThread - 1) / (t * blocksPerThread)
+	block = (block + align - 1) / align * align
+	nblocks := (total + block - 1) / block
+	helpers := min(t, nblocks) - 1
+	if helpers <= 0 {
+		fn(0, total)
+		return
+	}
+	ensureWorkers(helpers)
+	j := &job{fn: fn, total: total, block: block}
+	j.wg.Add(helpers)
+	for range helpers {
+		poolQueue <- j
+	}
+	j.run()
+	j.wg.Wait()
+}
