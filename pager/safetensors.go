@@ -1,0 +1,234 @@
+package pager
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/edsrzf/mmap-go"
+)
+
+const (
+	// stMaxHeader bounds the safetensors JSON header. Real headers are a
+	// few hundred KB even for 1000+ tensor shards.
+	stMaxHeader = 100 << 20
+	// maxJSONFile bounds config.json and model.safetensors.index.json.
+	maxJSONFile = 64 << 20
+	stMaxDims   = 8
+)
+
+// safetensors dtype names; only the first three are supported.
+var stDTypes = map[string]DType{"F32": F32, "F16": F16, "BF16": BF16}
+
+type stEntry struct {
+	DType       string   `json:"dtype"`
+	Shape       []int64  `json:"shape"`
+	DataOffsets []uint64 `json:"data_offsets"`
+}
+
+// addSafetensors parses one mapped .safetensors file and adds its tensors to m.
+func (m *Model) addSafetensors(path string, mm []byte) error {
+	ts, meta, err := parseSafetensors(mm)
+	if err != nil {
+		return fmt.Errorf("safetensors %s: %w", path, err)
+	}
+	for k, v := range meta {
+		m.Meta["safetensors.metadata."+k] = v
+	}
+	for _, t := range ts {
+		if err := m.add(t); err != nil {
+			return fmt.Errorf("safetensors %s: %w", path, err)
+		}
+	}
+	return nil
+}
+
+// parseSafetensors reads the header and returns the tensors (in data order)
+// and the __metadata__ strings.
+func parseSafetensors(mm []byte) ([]*Tensor, map[string]string, error) {
+	if len(mm) < 8 {
+		return nil, nil, fmt.Errorf("file of %d bytes is shorter than the 8-byte header length", len(mm))
+	}
+	n := binary.LittleEndian.Uint64(mm)
+	if n > stMaxHeader {
+		return nil, nil, fmt.Errorf("header length %d exceeds the limit %d", n, stMaxHeader)
+	}
+	if n > uint64(len(mm)-8) {
+		return nil, nil, fmt.Errorf("header length %d exceeds the %d bytes after it (truncated?)", n, len(mm)-8)
+	}
+	hdr := mm[8 : 8+n]
+	dataStart := 8 + int64(n)
+	dataLen := uint64(int64(len(mm)) - dataStart)
+
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(hdr, &raw); err != nil {
+		return nil, nil, fmt.Errorf("header JSON: %w", err)
+	}
+	meta := map[string]string{}
+	if mr, ok := raw["__metadata__"]; ok {
+		if err := json.Unmarshal(mr, &meta); err != nil {
+			return nil, nil, fmt.Errorf("__metadata__ must map strings to strings: %w", err)
+		}
+		delete(raw, "__metadata__")
+	}
+	ts := make([]*Tensor, 0, len(raw))
+	for name, msg := range raw {
+		var e stEntry
+		dec := json.NewDecoder(bytes.NewReader(msg))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&e); err != nil {
+			return nil, nil, fmt.Errorf("tensor %s: %w", name, err)
+		}
+		dt, ok := stDTypes[e.DType]
+		if !ok {
+			if e.DType == "" {
+				return nil, nil, fmt.Errorf("tensor %s: missing dtype", name)
+			}
+			return nil, nil, fmt.Errorf("tensor %s has dtype %s, which offload does not support yet (supported: %s)", name, e.DType, supportedNames)
+		}
+		if len(e.Shape) > stMaxDims {
+			return nil, nil, fmt.Errorf("tensor %s: %d dims exceeds the limit %d", name, len(e.Shape), stMaxDims)
+		}
+		shape := make([]int, len(e.Shape))
+		for i, s := range e.Shape {
+			if s < 0 || s > maxTensorBytes {
+				return nil, nil, fmt.Errorf("tensor %s: dim %d is %d", name, i, s)
+			}
+			shape[i] = int(s)
+		}
+		want, err := tensorBytes(dt, shape)
+		if err != nil {
+			return nil, nil, fmt.Errorf("tensor %s: %w", name, err)
+		}
+		if len(e.DataOffsets) != 2 {
+			return nil, nil, fmt.Errorf("tensor %s: data_offsets must be [begin, end], got %v", name, e.DataOffsets)
+		}
+		b, end := e.DataOffsets[0], e.DataOffsets[1]
+		if b > end || end > dataLen {
+			return nil, nil, fmt.Errorf("tensor %s: data_offsets [%d, %d] outside the %d data bytes (truncated?)", name, b, end, dataLen)
+		}
+		if end-b != uint64(want) {
+			return nil, nil, fmt.Errorf("tensor %s: shape %v of %s needs %d bytes but data_offsets [%d, %d] hold %d", name, shape, dt, want, b, end, end-b)
+		}
+		off := dataStart + int64(b)
+		ts = append(ts, &Tensor{Name: name, DType: dt, Shape: shape, Data: mm[off : off+want : off+want],
+			mapping: mmap.MMap(mm), off: off})
+	}
+	sortByOffset(ts)
+	return ts, meta, nil
+}
+
+// readJSONFile reads a bounded JSON file into v.
+func readJSONFile(path string, v any) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxJSONFile+1))
+	if err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	if len(b) > maxJSONFile {
+		return fmt.Errorf("%s is larger than %d bytes", path, maxJSONFile)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("parse %s: %w", path, err)
+	}
+	return nil
+}
+
+// readConfig loads a Hugging Face config.json into Meta.
+func (m *Model) readConfig(path string) error {
+	var cfg map[string]any
+	if err := readJSONFile(path, &cfg); err != nil {
+		if os.IsNotExist(err) {
+			return fmt.Errorf("safetensors %s: missing %s (Hugging Face models need config.json beside the weights)", m.Path, path)
+		}
+		return fmt.Errorf("safetensors %s: config: %w", m.Path, err)
+	}
+	if cfg == nil {
+		return fmt.Errorf("safetensors %s: %s is not a JSON object", m.Path, path)
+	}
+	for k, v := range cfg {
+		m.Meta[k] = v
+	}
+	m.configPath = path
+	return nil
+}
+
+// openHFDir opens a Hugging Face model directory: config.json plus either
+// model.safetensors or the shards listed in model.safetensors.index.json.
+func openHFDir(dir string) (m *Model, err error) {
+	m = &Model{Path: dir, Format: "safetensors", Meta: map[string]any{}}
+	defer func() {
+		if err != nil {
+			_ = m.Close()
+			m = nil
+		}
+	}()
+	if err := m.readConfig(filepath.Join(dir, "config.json")); err != nil {
+		return nil, err
+	}
+	single := filepath.Join(dir, "model.safetensors")
+	index := filepath.Join(dir, "model.safetensors.index.json")
+	if _, serr := os.Stat(single); serr == nil {
+		return m, m.addShard(single)
+	}
+	var idx struct {
+		Metadata  map[string]any    `json:"metadata"`
+		WeightMap map[string]string `json:"weight_map"`
+	}
+	if err := readJSONFile(index, &idx); err != nil {
+		if os.IsNotExist(err) {
+			return nil, fmt.Errorf("safetensors %s: no model.safetensors or model.safetensors.index.json in the directory", dir)
+		}
+		return nil, fmt.Errorf("safetensors %s: index: %w", dir, err)
+	}
+	if len(idx.WeightMap) == 0 {
+		return nil, fmt.Errorf("safetensors %s: %s has an empty weight_map", dir, index)
+	}
+	var shards []string
+	seen := map[string]bool{}
+	for name, file := range idx.WeightMap {
+		if file == "" || file != filepath.Base(file) || file == "." || file == ".." || strings.ContainsAny(file, `/\`) {
+			return nil, fmt.Errorf("safetensors %s: weight_map puts %s in %q, which is not a file name in the model directory", dir, name, file)
+		}
+		if !seen[file] {
+			seen[file] = true
+			shards = append(shards, file)
+		}
+	}
+	sort.Strings(shards)
+	holder := map[string]string{} // tensor name -> shard file it was found in
+	for _, s := range shards {
+		before := len(m.Tensors)
+		if err := m.addShard(filepath.Join(dir, s)); err != nil {
+			return nil, err
+		}
+		for _, t := range m.Tensors[before:] {
+			holder[t.Name] = s
+		}
+	}
+	for name, file := range idx.WeightMap {
+		if holder[name] != file {
+			return nil, fmt.Errorf("safetensors %s: weight_map lists %s in %s, but that shard does not hold it", dir, name, file)
+		}
+	}
+	return m, nil
+}
+
+func (m *Model) addShard(path string) error {
+	mm, err := mapFile(path)
+	if err != nil {
+		return fmt.Errorf("safetensors %s: %w", m.Path, err)
+	}
+	m.mappings = append(m.mappings, mm)
+	return m.addSafetensors(path, mm)
+}
