@@ -120,3 +120,20 @@ func axpyF16Generic(y []float32, a float32, w []uint16) {
 		y[j] += a * F16ToF32Scalar(h)
 	}
 }
+
+// readOrGeneric ORs every word of p: a plain streaming read, the ceiling the
+// product kernels are measured against.
+func readOrGeneric(p []uint64) uint64 {
+	var a, b, c, d uint64
+	i := 0
+	for ; i+4 <= len(p); i += 4 {
+		a |= p[i]
+		b |= p[i+1]
+		c |= p[i+2]
+		d |= p[i+3]
+	}
+	for ; i < len(p); i++ {
+		a |= p[i]
+	}
+	return a | b | c | d
+}

@@ -1,9 +1,17 @@
+//go:build !amd64 || purego
+
 package kernels
 
 // Without assembly every kernel is its plain-Go version.
 
 // useAsm reports whether the SIMD kernels are in use; always false here.
 var useAsm = false
+
+// simdName names the inner loops in use, for benchmark labels.
+func simdName() string { return "generic" }
+
+// readOr ORs the words of p together: the memory-read ceiling benchmark.
+func readOr(p []uint64) uint64 { return readOrGeneric(p) }
 
 func dotF32(a, b []float32) float32                               { return dotF32Generic(a, b) }
 func dotBF16(w []uint16, x []float32) float32                     { return dotBF16Generic(w, x) }

@@ -1,0 +1,241 @@
+//go:build amd64 && !purego
+
+package kernels
+
+import "golang.org/x/sys/cpu"
+
+// The AVX2 kernels process whole vectors of 8 (16 for F32ToBF16); these
+// wrappers check bounds once, hand the vector part to assembly and finish the
+// short tail in Go. F16 weights also need F16C (VCVTPH2PS/VCVTPS2PH), which
+// every AVX2 CPU in practice has but which is checked separately anyway.
+var (
+	hasAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA
+	hasF16C = hasAVX2 && cpu.X86.HasF16C
+)
+
+// useAsm switches the SIMD kernels on; tests clear it to exercise the plain
+// Go path on the same machine.
+var useAsm = hasAVX2
+
+func simdName() string {
+	if useAsm {
+		return "avx2"
+	}
+	return "generic"
+}
+
+//go:noescape
+func dotF32AVX2(w, x *float32, n int) float32
+
+//go:noescape
+func dotBF16AVX2(w *uint16, x *float32, n int) float32
+
+//go:noescape
+func dotF16AVX2(w *uint16, x *float32, n int) float32
+
+//go:noescape
+func dotF32x4AVX2(acc *[4]float32, w, x *float32, stride, n int)
+
+//go:noescape
+func dotBF16x4AVX2(acc *[4]float32, w *uint16, x *float32, stride, n int)
+
+//go:noescape
+func dotF16x4AVX2(acc *[4]float32, w *uint16, x *float32, stride, n int)
+
+//go:noescape
+func axpyF32AVX2(y *float32, a float32, w *float32, n int)
+
+//go:noescape
+func axpyBF16AVX2(y *float32, a float32, w *uint16, n int)
+
+//go:noescape
+func axpyF16AVX2(y *float32, a float32, w *uint16, n int)
+
+//go:noescape
+func bf16ToF32AVX2(dst *float32, src *uint16, n int)
+
+//go:noescape
+func f16ToF32AVX2(dst *float32, src *uint16, n int)
+
+//go:noescape
+func f32ToBF16AVX2(dst *uint16, src *float32, n int)
+
+//go:noescape
+func f32ToF16AVX2(dst *uint16, src *float32, n int)
+
+//go:noescape
+func readOrAVX2(p *uint64, n int) uint64
+
+func dotF32(a, b []float32) float32 {
+	if !useAsm || len(a) < 8 {
+		return dotF32Generic(a, b)
+	}
+	b = b[:len(a)]
+	m := len(a) &^ 7
+	s := dotF32AVX2(&a[0], &b[0], m)
+	for i := m; i < len(a); i++ {
+		s += a[i] * b[i]
+	}
+	return s
+}
+
+func dotBF16(w []uint16, x []float32) float32 {
+	if !useAsm || len(w) < 8 {
+		return dotBF16Generic(w, x)
+	}
+	x = x[:len(w)]
+	m := len(w) &^ 7
+	s := dotBF16AVX2(&w[0], &x[0], m)
+	for i := m; i < len(w); i++ {
+		s += BF16ToF32Scalar(w[i]) * x[i]
+	}
+	return s
+}
+
+func dotF16(w []uint16, x []float32) float32 {
+	if !useAsm || !hasF16C || len(w) < 8 {
+		return dotF16Generic(w, x)
+	}
+	x = x[:len(w)]
+	m := len(w) &^ 7
+	s := dotF16AVX2(&w[0], &x[0], m)
+	for i := m; i < len(w); i++ {
+		s += F16ToF32Scalar(w[i]) * x[i]
+	}
+	return s
+}
+
+// x4Tail adds the products past m (the vector part) for all four rows.
+func x4Tail(acc *[4]float32, w func(i int) float32, xs []float32, m, in int) {
+	for i := m; i < in; i++ {
+		v := w(i)
+		acc[0] += v * xs[i]
+		acc[1] += v * xs[in+i]
+		acc[2] += v * xs[2*in+i]
+		acc[3] += v * xs[3*in+i]
+	}
+}
+
+func dotF32x4(acc *[4]float32, w, xs []float32, in int) {
+	if !useAsm || in < 8 {
+		dotF32x4Generic(acc, w, xs, in)
+		return
+	}
+	w, xs = w[:in], xs[:4*in]
+	m := in &^ 7
+	dotF32x4AVX2(acc, &w[0], &xs[0], in, m)
+	if m < in {
+		x4Tail(acc, func(i int) float32 { return w[i] }, xs, m, in)
+	}
+}
+
+func dotBF16x4(acc *[4]float32, w []uint16, xs []float32, in int) {
+	if !useAsm || in < 8 {
+		dotBF16x4Generic(acc, w, xs, in)
+		return
+	}
+	w, xs = w[:in], xs[:4*in]
+	m := in &^ 7
+	dotBF16x4AVX2(acc, &w[0], &xs[0], in, m)
+	if m < in {
+		x4Tail(acc, func(i int) float32 { return BF16ToF32Scalar(w[i]) }, xs, m, in)
+	}
+}
+
+func dotF16x4(acc *[4]float32, w []uint16, xs []float32, in int) {
+	if !useAsm || !hasF16C || in < 8 {
+		dotF16x4Generic(acc, w, xs, in)
+		return
+	}
+	w, xs = w[:in], xs[:4*in]
+	m := in &^ 7
+	dotF16x4AVX2(acc, &w[0], &xs[0], in, m)
+	if m < in {
+		x4Tail(acc, func(i int) float32 { return F16ToF32Scalar(w[i]) }, xs, m, in)
+	}
+}
+
+func axpyF32(y []float32, a float32, w []float32) {
+	if !useAsm || len(y) < 8 {
+		axpyF32Generic(y, a, w)
+		return
+	}
+	w = w[:len(y)]
+	m := len(y) &^ 7
+	axpyF32AVX2(&y[0], a, &w[0], m)
+	axpyF32Generic(y[m:], a, w[m:])
+}
+
+func axpyBF16(y []float32, a float32, w []uint16) {
+	if !useAsm || len(y) < 8 {
+		axpyBF16Generic(y, a, w)
+		return
+	}
+	w = w[:len(y)]
+	m := len(y) &^ 7
+	axpyBF16AVX2(&y[0], a, &w[0], m)
+	axpyBF16Generic(y[m:], a, w[m:])
+}
+
+func axpyF16(y []float32, a float32, w []uint16) {
+	if !useAsm || !hasF16C || len(y) < 8 {
+		axpyF16Generic(y, a, w)
+		return
+	}
+	w = w[:len(y)]
+	m := len(y) &^ 7
+	axpyF16AVX2(&y[0], a, &w[0], m)
+	axpyF16Generic(y[m:], a, w[m:])
+}
+
+func bf16ToF32(dst []float32, src []uint16) {
+	if !useAsm || len(src) < 8 {
+		bf16ToF32Generic(dst, src)
+		return
+	}
+	dst = dst[:len(src)]
+	m := len(src) &^ 7
+	bf16ToF32AVX2(&dst[0], &src[0], m)
+	bf16ToF32Generic(dst[m:], src[m:])
+}
+
+func f16ToF32(dst []float32, src []uint16) {
+	if !useAsm || !hasF16C || len(src) < 8 {
+		f16ToF32Generic(dst, src)
+		return
+	}
+	dst = dst[:len(src)]
+	m := len(src) &^ 7
+	f16ToF32AVX2(&dst[0], &src[0], m)
+	f16ToF32Generic(dst[m:], src[m:])
+}
+
+func f32ToBF16(dst []uint16, src []float32) {
+	if !useAsm || len(src) < 16 {
+		f32ToBF16Generic(dst, src)
+		return
+	}
+	dst = dst[:len(src)]
+	m := len(src) &^ 15
+	f32ToBF16AVX2(&dst[0], &src[0], m)
+	f32ToBF16Generic(dst[m:], src[m:])
+}
+
+func f32ToF16(dst []uint16, src []float32) {
+	if !useAsm || !hasF16C || len(src) < 8 {
+		f32ToF16Generic(dst, src)
+		return
+	}
+	dst = dst[:len(src)]
+	m := len(src) &^ 7
+	f32ToF16AVX2(&dst[0], &src[0], m)
+	f32ToF16Generic(dst[m:], src[m:])
+}
+
+func readOr(p []uint64) uint64 {
+	if !useAsm || len(p) < 32 {
+		return readOrGeneric(p)
+	}
+	m := len(p) &^ 31
+	return readOrAVX2(&p[0], m) | readOrGeneric(p[m:])
+}
