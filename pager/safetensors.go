@@ -110,7 +110,10 @@ func parseSafetensors(mm []byte) ([]*Tensor, map[string]string, error) {
 			return nil, nil, fmt.Errorf("tensor %s: data_offsets must be [begin, end], got %v", name, e.DataOffsets)
 		}
 		b, end := e.DataOffsets[0], e.DataOffsets[1]
-		if b > end || end > dataLen {
+		if b > end {
+			return nil, nil, fmt.Errorf("tensor %s: data_offsets [%d, %d] begin after they end", name, b, end)
+		}
+		if end > dataLen {
 			return nil, nil, fmt.Errorf("tensor %s: data_offsets [%d, %d] outside the %d data bytes (truncated?)", name, b, end, dataLen)
 		}
 		if end-b != uint64(want) {
@@ -165,12 +168,11 @@ func (m *Model) readConfig(path string) error {
 
 // openHFDir opens a Hugging Face model directory: config.json plus either
 // model.safetensors or the shards listed in model.safetensors.index.json.
-func openHFDir(dir string) (m *Model, err error) {
-	m = &Model{Path: dir, Format: "safetensors", Meta: map[string]any{}}
+func openHFDir(dir string) (_ *Model, err error) {
+	m := &Model{Path: dir, Format: "safetensors", Meta: map[string]any{}}
 	defer func() {
 		if err != nil {
-			_ = m.Close()
-			m = nil
+			_ = m.Close() // unmap the shards opened so far
 		}
 	}()
 	if err := m.readConfig(filepath.Join(dir, "config.json")); err != nil {
