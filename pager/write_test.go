@@ -148,8 +148,10 @@ func TestWritersAreAtomic(t *testing.T) {
 		{"long", func(i int, w io.Writer) error { _, err := w.Write(make([]byte, 17)); return err }, "more bytes than the tensor holds"},
 	}
 	writers := map[string]func(path string, specs []TensorSpec, fill func(int, io.Writer) error) error{
-		"safetensors": func(p string, s []TensorSpec, f func(int, io.Writer) error) error { return WriteSafetensors(p, s, nil, f) },
-		"gguf":        func(p string, s []TensorSpec, f func(int, io.Writer) error) error { return WriteGGUF(p, nil, s, f) },
+		"safetensors": func(p string, s []TensorSpec, f func(int, io.Writer) error) error {
+			return WriteSafetensors(p, s, nil, f)
+		},
+		"gguf": func(p string, s []TensorSpec, f func(int, io.Writer) error) error { return WriteGGUF(p, nil, s, f) },
 	}
 	for wname, write := range writers {
 		for _, f := range fills {
