@@ -20,7 +20,7 @@ func F32ToBF16Scalar(f float32) uint16 {
 }
 
 // F16ToF32Scalar widens one IEEE half-precision value (exact, subnormals
-// included).
+// included; a NaN stays NaN with its payload, quieted).
 func F16ToF32Scalar(h uint16) float32 {
 	sign := uint32(h&0x8000) << 16
 	exp := uint32(h>>10) & 0x1f
@@ -38,7 +38,11 @@ func F16ToF32Scalar(h uint16) float32 {
 		}
 		return math.Float32frombits(sign | e<<23 | (mant&0x3ff)<<13)
 	case 0x1f:
-		return math.Float32frombits(sign | 0x7f800000 | mant<<13)
+		if mant != 0 {
+			// NaN: quieted, as VCVTPH2PS does, so both paths agree bit for bit.
+			return math.Float32frombits(sign | 0x7fc00000 | mant<<13)
+		}
+		return math.Float32frombits(sign | 0x7f800000)
 	}
 	return math.Float32frombits(sign | (exp+127-15)<<23 | mant<<13)
 }

@@ -1,0 +1,141 @@
+package kernels
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"testing"
+)
+
+// fuzzInputs derives a small product from fuzz bytes: the first three bytes
+// pick n (1..6), in (0..71) and out (1..20), which covers the 4-row blocks, the
+// 16- and 8-wide vector loops and the scalar tails; the rest, cycled, give the
+// values. Weights are kept finite and below 2 in magnitude (one exponent bit
+// cleared) so that a different summation order can only round differently,
+// never overflow differently; subnormals, zeros and signs all still occur.
+func fuzzInputs(data []byte, k wkind) (x, wf []float32, wh []uint16, n, in, out int, ok bool) {
+	if len(data) < 4 {
+		return nil, nil, nil, 0, 0, 0, false
+	}
+	n, in, out = 1+int(data[0])%6, int(data[1])%72, 1+int(data[2])%20
+	vals := data[3:]
+	at := func(i int) byte { return vals[i%len(vals)] }
+	x = make([]float32, n*in)
+	for i := range x {
+		x[i] = float32(int8(at(i))) / 16
+	}
+	off := len(x)
+	switch k {
+	case kindF32:
+		wf = make([]float32, in*out)
+		for i := range wf {
+			wf[i] = float32(int16(uint16(at(off+2*i))|uint16(at(off+2*i+1))<<8)) / 4096
+		}
+	default:
+		wh = make([]uint16, in*out)
+		for i := range wh {
+			wh[i] = (uint16(at(off+2*i)) | uint16(at(off+2*i+1))<<8) & 0xbfff
+		}
+	}
+	return x, wf, wh, n, in, out, true
+}
+
+// fuzzKernel holds the fast kernel (SIMD when available, and plain Go) to the
+// reference on one fuzz input.
+func fuzzKernel(t *testing.T, c kernelCase, data []byte) {
+	x, wf, wh, n, in, out, ok := fuzzInputs(data, c.kind)
+	if !ok {
+		return
+	}
+	yref := make([]float32, n*out)
+	bound := absBound(x, weightsF32(wf, wh, convFor(c.kind)), n, in, out, c.trans)
+	saved := useAsm
+	defer func() { useAsm = saved }()
+	for _, asm := range []bool{false, saved} {
+		useAsm = asm
+		y := make([]float32, n*out)
+		runCase(c, y, yref, x, wf, wh, n, in, out)
+		checkClose(t, fmt.Sprintf("%s asm=%v n=%d in=%d out=%d", c.name, asm, n, in, out), y, yref, bound)
+	}
+}
+
+func fuzzSeeds(f *testing.F) {
+	f.Add([]byte{0, 0, 0, 1})
+	f.Add([]byte{3, 17, 5, 0x80, 0x7f, 1, 2, 3, 0xff, 0x00, 0x3c})
+	f.Add([]byte{5, 71, 19, 0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0, 0x01})
+	f.Add([]byte{4, 16, 8, 0x00, 0x01, 0x00, 0x80, 0x03, 0x00}) // subnormal weights
+}
+
+func FuzzMatMulF32(f *testing.F) {
+	fuzzSeeds(f)
+	f.Fuzz(func(t *testing.T, data []byte) { fuzzKernel(t, kernelCases[0], data) })
+}
+
+func FuzzMatMulBF16(f *testing.F) {
+	fuzzSeeds(f)
+	f.Fuzz(func(t *testing.T, data []byte) { fuzzKernel(t, kernelCases[1], data) })
+}
+
+func FuzzMatMulF16(f *testing.F) {
+	fuzzSeeds(f)
+	f.Fuzz(func(t *testing.T, data []byte) { fuzzKernel(t, kernelCases[2], data) })
+}
+
+func FuzzMatMulTF32(f *testing.F) {
+	fuzzSeeds(f)
+	f.Fuzz(func(t *testing.T, data []byte) { fuzzKernel(t, kernelCases[3], data) })
+}
+
+func FuzzMatMulTBF16(f *testing.F) {
+	fuzzSeeds(f)
+	f.Fuzz(func(t *testing.T, data []byte) { fuzzKernel(t, kernelCases[4], data) })
+}
+
+func FuzzMatMulTF16(f *testing.F) {
+	fuzzSeeds(f)
+	f.Fuzz(func(t *testing.T, data []byte) { fuzzKernel(t, kernelCases[5], data) })
+}
+
+// FuzzConvert holds the SIMD conversions to the scalar ones bit for bit, on
+// arbitrary bit patterns (NaN, Inf and subnormals included).
+func FuzzConvert(f *testing.F) {
+	f.Add([]byte{0, 0, 0x80, 0x7f, 0x01, 0x00, 0x80, 0xff, 0xff, 0x7f})
+	f.Add([]byte{0x00, 0x10, 0x00, 0x00, 0xff, 0xff, 0xff, 0x7f, 0x00, 0x80, 0x7f, 0x47, 0x01, 0x80, 0x00, 0x33})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		hs := make([]uint16, len(data)/2)
+		for i := range hs {
+			hs[i] = binary.LittleEndian.Uint16(data[2*i:])
+		}
+		fs := make([]float32, len(data)/4)
+		for i := range fs {
+			fs[i] = math.Float32frombits(binary.LittleEndian.Uint32(data[4*i:]))
+		}
+		wide := make([]float32, len(hs))
+		BF16ToF32(wide, hs)
+		for i, h := range hs {
+			if math.Float32bits(wide[i]) != math.Float32bits(BF16ToF32Scalar(h)) {
+				t.Fatalf("BF16ToF32(%#04x) = %#08x", h, math.Float32bits(wide[i]))
+			}
+		}
+		F16ToF32(wide, hs)
+		for i, h := range hs {
+			if math.Float32bits(wide[i]) != math.Float32bits(F16ToF32Scalar(h)) {
+				t.Fatalf("F16ToF32(%#04x) = %#08x, scalar %#08x", h, math.Float32bits(wide[i]),
+					math.Float32bits(F16ToF32Scalar(h)))
+			}
+		}
+		narrow := make([]uint16, len(fs))
+		F32ToBF16(narrow, fs)
+		for i, v := range fs {
+			if narrow[i] != F32ToBF16Scalar(v) {
+				t.Fatalf("F32ToBF16(%#08x) = %#04x, scalar %#04x", math.Float32bits(v), narrow[i], F32ToBF16Scalar(v))
+			}
+		}
+		F32ToF16(narrow, fs)
+		for i, v := range fs {
+			if narrow[i] != F32ToF16Scalar(v) {
+				t.Fatalf("F32ToF16(%#08x) = %#04x, scalar %#04x", math.Float32bits(v), narrow[i], F32ToF16Scalar(v))
+			}
+		}
+	})
+}
