@@ -1,0 +1,112 @@
+package plan
+
+// Reading a model's architecture for `offload plan --model`. This file is the
+// only place plan touches weight files, and it never reads weights: pager.Open
+// memory-maps the file and parses headers only, and the dtype is taken from
+// tensor sizes (slice lengths), which faults no page in. When package model
+// grows its own loader (config from a pager.Model), LoadModelInfo should call
+// it instead of toConfig below.
+
+import (
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"offload/device"
+	"offload/model"
+	"offload/pager"
+)
+
+// ModelInfo is what plan needs from a model file.
+type ModelInfo struct {
+	Name   string
+	Format string // "gguf", "safetensors", "llama2c"
+	Config model.Config
+	// DType names the weights' storage type: the one holding most of the
+	// matrix bytes, e.g. "bf16" or "q4_k" (suffixed "+mixed" when others
+	// hold some). DTypeBytes is the exact average, bytes per weight over all
+	// matrices, so mixed quantisations are sized as they are on disk.
+	DType      string
+	DTypeBytes float64
+}
+
+// LoadModelInfo reads the architecture and weight type of a model directory
+// (config.json + safetensors), GGUF file or llama2.c checkpoint.
+func LoadModelInfo(path string) (ModelInfo, error) {
+	m, err := pager.Open(path)
+	if err != nil {
+		return ModelInfo{}, err
+	}
+	defer m.Close()
+	lp, err := m.LlamaParams()
+	if err != nil {
+		return ModelInfo{}, err
+	}
+	info := ModelInfo{Name: modelName(m), Format: m.Format, Config: toConfig(m.Format, lp)}
+	if err := info.Config.Validate(); err != nil {
+		return ModelInfo{}, fmt.Errorf("%s %s: %w", m.Format, path, err)
+	}
+	info.DType, info.DTypeBytes, err = weightDType(m)
+	if err != nil {
+		return ModelInfo{}, fmt.Errorf("%s %s: %w", m.Format, path, err)
+	}
+	return info, nil
+}
+
+// toConfig maps the file's parameters onto model.Config. RoPE pairing
+// follows the format: Hugging Face checkpoints use rotate_half, GGUF and
+// llama2.c (whose converters permute q/k rows) interleaved pairs.
+func toConfig(format string, p pager.LlamaParams) model.Config {
+	style := device.RopeInterleaved
+	if format == "safetensors" {
+		style = device.RopeHalf
+	}
+	return model.Config{
+		Arch: "llama", Dim: p.Dim, Hidden: p.Hidden, Layers: p.Layers, Heads: p.Heads, KVHeads: p.KVHeads,
+		HeadDim: p.HeadDim, Vocab: p.Vocab, MaxSeq: p.ContextLength, RopeTheta: float32(p.RopeTheta),
+		RopeStyle: style, NormEps: float32(p.NormEps), TiedEmbeddings: p.TiedEmbeddings,
+	}
+}
+
+func modelName(m *pager.Model) string {
+	if s, ok := m.Meta["general.name"].(string); ok && s != "" {
+		return s
+	}
+	base := filepath.Base(filepath.Clean(m.Path))
+	return strings.TrimSuffix(base, filepath.Ext(base))
+}
+
+// weightDType sizes the matrices (tensors of two or more dims): norms are
+// vectors and often kept in f32 even in quantised files.
+func weightDType(m *pager.Model) (string, float64, error) {
+	byType := map[pager.DType]int64{}
+	var bytes, elems int64
+	for _, t := range m.Tensors {
+		if len(t.Shape) < 2 {
+			continue
+		}
+		n := int64(len(t.Data))
+		byType[t.DType] += n
+		bytes += n
+		elems += t.Elements()
+	}
+	if elems == 0 {
+		return "", 0, fmt.Errorf("no weight matrices")
+	}
+	types := make([]pager.DType, 0, len(byType))
+	for d := range byType {
+		types = append(types, d)
+	}
+	sort.Slice(types, func(i, j int) bool {
+		if byType[types[i]] != byType[types[j]] {
+			return byType[types[i]] > byType[types[j]]
+		}
+		return types[i] < types[j]
+	})
+	name := strings.ToLower(types[0].String())
+	if len(types) > 1 {
+		name += "+mixed"
+	}
+	return name, float64(bytes) / float64(elems), nil
+}
