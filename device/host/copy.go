@@ -1,0 +1,205 @@
+package host
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unsafe"
+
+	"offload/device"
+)
+
+const (
+	toDevice = 0
+	toHost   = 1
+)
+
+// CopyToDevice enqueues a copy of src into dst at byte offset off.
+func (d *Device) CopyToDevice(s device.Stream, dst device.Buffer, off int64, src []byte) error {
+	st, err := d.streamOf(s, "CopyToDevice")
+	if err != nil {
+		return err
+	}
+	b, data, err := d.bytesOf(dst, "host: CopyToDevice dst")
+	if err != nil {
+		return err
+	}
+	n := int64(len(src))
+	if off < 0 || off > b.size-n {
+		return fmt.Errorf("host: CopyToDevice: %d bytes at offset %d do not fit buffer %q of %d bytes", n, off, b.label, b.size)
+	}
+	if n == 0 {
+		return nil
+	}
+	to := data[off : off+n]
+	return st.work("copy to device", func(it *item) error { return d.transfer(it, toDevice, to, src) })
+}
+
+// CopyToHost enqueues a copy of len(dst) bytes of src at byte offset off.
+func (d *Device) CopyToHost(s device.Stream, dst []byte, src device.Buffer, off int64) error {
+	st, err := d.streamOf(s, "CopyToHost")
+	if err != nil {
+		return err
+	}
+	b, data, err := d.bytesOf(src, "host: CopyToHost src")
+	if err != nil {
+		return err
+	}
+	n := int64(len(dst))
+	if off < 0 || off > b.size-n {
+		return fmt.Errorf("host: CopyToHost: %d bytes at offset %d do not fit buffer %q of %d bytes", n, off, b.label, b.size)
+	}
+	if n == 0 {
+		return nil
+	}
+	from := data[off : off+n]
+	return st.work("copy to host", func(it *item) error { return d.transfer(it, toHost, dst, from) })
+}
+
+// CopyDevice enqueues a device-to-device copy of n bytes. It is not paced:
+// it models the device's own memory bandwidth, not the link. Overlapping
+// ranges are copied as if through a temporary (memmove).
+func (d *Device) CopyDevice(s device.Stream, dst device.Buffer, dstOff int64, src device.Buffer, srcOff int64, n int64) error {
+	st, err := d.streamOf(s, "CopyDevice")
+	if err != nil {
+		return err
+	}
+	db, ddata, err := d.bytesOf(dst, "host: CopyDevice dst")
+	if err != nil {
+		return err
+	}
+	sb, sdata, err := d.bytesOf(src, "host: CopyDevice src")
+	if err != nil {
+		return err
+	}
+	switch {
+	case n < 0:
+		return fmt.Errorf("host: CopyDevice: negative length %d", n)
+	case dstOff < 0 || dstOff > db.size-n:
+		return fmt.Errorf("host: CopyDevice: %d bytes at offset %d do not fit dst buffer %q of %d bytes", n, dstOff, db.label, db.size)
+	case srcOff < 0 || srcOff > sb.size-n:
+		return fmt.Errorf("host: CopyDevice: %d bytes at offset %d do not fit src buffer %q of %d bytes", n, srcOff, sb.label, sb.size)
+	case n == 0:
+		return nil
+	}
+	to, from := ddata[dstOff:dstOff+n], sdata[srcOff:srcOff+n]
+	return st.work("copy device", func(*item) error {
+		if overlap(to, from) {
+			copy(to, from) // memmove; not worth splitting
+			return nil
+		}
+		d.memcpy(to, from)
+		return nil
+	})
+}
+
+func overlap(a, b []byte) bool {
+	if len(a) == 0 || len(b) == 0 {
+		return false
+	}
+	pa, pb := uintptr(unsafe.Pointer(&a[0])), uintptr(unsafe.Pointer(&b[0]))
+	return pa < pb+uintptr(len(b)) && pb < pa+uintptr(len(a))
+}
+
+// transfer runs one host<->device copy. Unpaced it is a memcpy. Paced, the
+// copy books the link in direction dir from max(when this stream was ready
+// for it, when the link is free) for n/Link seconds, does the memcpy, and
+// holds the stream until the booked end (an absolute deadline, so sleep
+// overshoot never accumulates over a run of copies).
+func (d *Device) transfer(it *item, dir int, dst, src []byte) error {
+	if d.opts.Link <= 0 {
+		d.memcpy(dst, src)
+		return nil
+	}
+	dur := time.Duration(float64(len(src)) / d.opts.Link * float64(time.Second))
+	d.linkMu.Lock()
+	begin := max(it.enqueued, it.prevEnd, d.linkFree[dir])
+	end := begin + dur
+	d.linkFree[dir] = end
+	d.linkMu.Unlock()
+	d.memcpy(dst, src)
+	if t := d.now(); t >= end {
+		it.end = t // the memcpy itself was slower than the link
+		return nil
+	}
+	it.end = end
+	t := time.NewTimer(end - d.now())
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-d.done:
+		return errClosed
+	}
+}
+
+// memcpySplit is the size from which a copy is split over goroutines: on a
+// machine whose single core cannot saturate memory bandwidth two streams of
+// copying get closer to it; below it the handoff costs more than it saves.
+const memcpySplit = 4 << 20
+
+// memcpy copies src into dst (same length, not overlapping).
+func (d *Device) memcpy(dst, src []byte) {
+	n := len(src)
+	parts := min(d.threads, 4, n/memcpySplit)
+	if parts <= 1 {
+		copy(dst, src)
+		return
+	}
+	chunk := (n/parts + 4095) &^ 4095
+	var wg sync.WaitGroup
+	for lo := chunk; lo < n; lo += chunk {
+		hi := min(lo+chunk, n)
+		wg.Go(func() { copy(dst[lo:hi], src[lo:hi]) })
+	}
+	copy(dst[:chunk], src[:chunk])
+	wg.Wait()
+}
+
+// Link presets, host to device, one direction, x16, the "pinned, measured"
+// column of REFERENCE.md §4 (the theoretical figures are 15.75, 31.5 and
+// 63 GB/s; pageable copies reach about half of these).
+var linkPresets = map[string]float64{
+	"pcie3": 12.5e9, // ~12-13 GB/s measured pinned
+	"pcie4": 25e9,   // 24-26 GB/s (RTX 4090, A100); the Sirius offload runs' figure
+	"pcie5": 56e9,   // ~56 GB/s (RTX 5090)
+}
+
+// ParseLink parses a link speed for Options.Link: a number with a unit
+// ("25GB/s", "12.5 GB/s", "800MB/s", "1.5GiB/s", "3e9B/s", a bare "3e9" is
+// bytes/s; k, M, G, T are powers of 1000, Ki, Mi, Gi, Ti of 1024), a preset
+// ("pcie3" = 12.5 GB/s, "pcie4" = 25 GB/s, "pcie5" = 56 GB/s: the pinned,
+// measured figures of REFERENCE.md §4), or "0"/"off"/"none" for no pacing.
+func ParseLink(s string) (float64, error) {
+	t := strings.ToLower(strings.TrimSpace(s))
+	if v, ok := linkPresets[t]; ok {
+		return v, nil
+	}
+	switch t {
+	case "", "0", "off", "none", "unpaced":
+		return 0, nil
+	}
+	t = strings.TrimSuffix(t, "/s")
+	t = strings.TrimSuffix(t, "ps")
+	t = strings.TrimSuffix(t, "b")
+	mult := 1.0
+	for _, u := range []struct {
+		suffix string
+		mult   float64
+	}{
+		{"ki", 1 << 10}, {"mi", 1 << 20}, {"gi", 1 << 30}, {"ti", 1 << 40},
+		{"k", 1e3}, {"m", 1e6}, {"g", 1e9}, {"t", 1e12},
+	} {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSuffix(t, u.suffix), u.mult
+			break
+		}
+	}
+	v, err := strconv.ParseFloat(strings.TrimSpace(t), 64)
+	if err != nil || v < 0 || v != v || v*mult > 1e15 {
+		return 0, fmt.Errorf("host: link speed %q: want e.g. 25GB/s, 800MB/s, pcie3, pcie4, pcie5 or 0", s)
+	}
+	return v * mult, nil
+}

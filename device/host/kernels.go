@@ -1,0 +1,594 @@
+package host
+
+import (
+	"fmt"
+	"math"
+	"sync"
+	"unsafe"
+
+	"offload/device"
+	"offload/device/kernels"
+)
+
+// tensorBytes checks t against its buffer (ours, live, element-aligned,
+// in bounds) and returns its bytes. Slices are taken at enqueue time, so a
+// later Free cannot pull memory from under queued work.
+func (d *Device) tensorBytes(op, name string, t device.Tensor, types ...device.DType) ([]byte, error) {
+	ok := false
+	for _, dt := range types {
+		ok = ok || t.DType == dt
+	}
+	if !ok {
+		return nil, fmt.Errorf("host: %s: %s is %s, want one of %v", op, name, t.DType, types)
+	}
+	b, data, err := d.bytesOf(t.Buf, fmt.Sprintf("host: %s: %s", op, name))
+	if err != nil {
+		return nil, err
+	}
+	es := int64(t.DType.Size())
+	switch {
+	case t.Rows < 0 || t.Cols < 0:
+		return nil, fmt.Errorf("host: %s: %s has negative shape %d x %d", op, name, t.Rows, t.Cols)
+	case t.Off < 0 || t.Off%es != 0:
+		return nil, fmt.Errorf("host: %s: %s offset %d is not a multiple of its %d-byte %s elements", op, name, t.Off, es, t.DType)
+	case t.Cols > 0 && int64(t.Rows) > b.size/es/int64(t.Cols):
+		return nil, fmt.Errorf("host: %s: %s of %d x %d %s does not fit buffer %q of %d bytes", op, name, t.Rows, t.Cols, t.DType, b.label, b.size)
+	case t.Off > b.size-t.Bytes():
+		return nil, fmt.Errorf("host: %s: %s of %d x %d %s at offset %d does not fit buffer %q of %d bytes", op, name, t.Rows, t.Cols, t.DType, t.Off, b.label, b.size)
+	}
+	return data[t.Off : t.Off+t.Bytes()], nil
+}
+
+func f32s(b []byte) []float32 {
+	if len(b) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*float32)(unsafe.Pointer(&b[0])), len(b)/4)
+}
+
+func u16s(b []byte) []uint16 {
+	if len(b) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*uint16)(unsafe.Pointer(&b[0])), len(b)/2)
+}
+
+func u32s(b []byte) []uint32 {
+	if len(b) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*uint32)(unsafe.Pointer(&b[0])), len(b)/4)
+}
+
+func i32s(b []byte) []int32 {
+	if len(b) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*int32)(unsafe.Pointer(&b[0])), len(b)/4)
+}
+
+// overlaps reports whether two tensors share bytes of one buffer.
+func overlaps(a, b device.Tensor) bool {
+	return a.Buf == b.Buf && a.Off < b.Off+b.Bytes() && b.Off < a.Off+a.Bytes() && a.Bytes() > 0 && b.Bytes() > 0
+}
+
+var weightTypes = []device.DType{device.F32, device.F16, device.BF16}
+
+// operands resolves the tensors of one call; each entry names a tensor and
+// the dtypes it may have.
+type operand struct {
+	name  string
+	t     device.Tensor
+	types []device.DType
+}
+
+func (d *Device) operands(op string, ops ...operand) ([][]byte, error) {
+	out := make([][]byte, len(ops))
+	for i, o := range ops {
+		b, err := d.tensorBytes(op, o.name, o.t, o.types...)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = b
+	}
+	return out, nil
+}
+
+func f32op(name string, t device.Tensor) operand {
+	return operand{name, t, []device.DType{device.F32}}
+}
+
+func shapeErr(op, format string, args ...any) error {
+	return fmt.Errorf("host: %s: "+format, append([]any{op}, args...)...)
+}
+
+func noAlias(op string, out device.Tensor, ins ...device.Tensor) error {
+	for _, in := range ins {
+		if overlaps(out, in) {
+			return shapeErr(op, "output overlaps an input")
+		}
+	}
+	return nil
+}
+
+// MatMul computes y[r] = W x[r] with w [out, in] (package kernels).
+func (d *Device) MatMul(s device.Stream, y, x, w device.Tensor) error {
+	return d.matmul("MatMul", s, y, x, w, false)
+}
+
+// MatMulT computes y[r] = x[r] W with w [in, out] (package kernels).
+func (d *Device) MatMulT(s device.Stream, y, x, w device.Tensor) error {
+	return d.matmul("MatMulT", s, y, x, w, true)
+}
+
+func (d *Device) matmul(op string, s device.Stream, y, x, w device.Tensor, transposed bool) error {
+	st, err := d.streamOf(s, op)
+	if err != nil {
+		return err
+	}
+	b, err := d.operands(op, f32op("y", y), f32op("x", x), operand{"w", w, weightTypes})
+	if err != nil {
+		return err
+	}
+	in, out := w.Cols, w.Rows
+	if transposed {
+		in, out = w.Rows, w.Cols
+	}
+	if x.Cols != in || y.Cols != out || y.Rows != x.Rows {
+		return shapeErr(op, "y %dx%d = x %dx%d times w %dx%d: want x cols %d, y %dx%d", y.Rows, y.Cols, x.Rows, x.Cols, w.Rows, w.Cols, in, x.Rows, out)
+	}
+	if err := noAlias(op, y, x, w); err != nil {
+		return err
+	}
+	yv, xv, n := f32s(b[0]), f32s(b[1]), x.Rows
+	var fn func()
+	switch {
+	case w.DType == device.F32 && !transposed:
+		fn = func() { kernels.MatMulF32(yv, xv, f32s(b[2]), n, in, out) }
+	case w.DType == device.F16 && !transposed:
+		fn = func() { kernels.MatMulF16(yv, xv, u16s(b[2]), n, in, out) }
+	case w.DType == device.BF16 && !transposed:
+		fn = func() { kernels.MatMulBF16(yv, xv, u16s(b[2]), n, in, out) }
+	case w.DType == device.F32:
+		fn = func() { kernels.MatMulTF32(yv, xv, f32s(b[2]), n, in, out) }
+	case w.DType == device.F16:
+		fn = func() { kernels.MatMulTF16(yv, xv, u16s(b[2]), n, in, out) }
+	default:
+		fn = func() { kernels.MatMulTBF16(yv, xv, u16s(b[2]), n, in, out) }
+	}
+	return st.work(op, func(*item) error { fn(); return nil })
+}
+
+// widen returns w (a weight vector of any weight dtype) as float32.
+func widen(dt device.DType, b []byte) []float32 {
+	switch dt {
+	case device.F16:
+		out := make([]float32, len(b)/2)
+		kernels.F16ToF32(out, u16s(b))
+		return out
+	case device.BF16:
+		out := make([]float32, len(b)/2)
+		kernels.BF16ToF32(out, u16s(b))
+		return out
+	}
+	return f32s(b)
+}
+
+// RMSNorm follows llama2.c: y = x * w / sqrt(Σx²/n + eps), the sum of
+// squares accumulated in float64. y may be x.
+func (d *Device) RMSNorm(s device.Stream, y, x, w device.Tensor, eps float32) error {
+	const op = "RMSNorm"
+	st, err := d.streamOf(s, op)
+	if err != nil {
+		return err
+	}
+	b, err := d.operands(op, f32op("y", y), f32op("x", x), operand{"w", w, weightTypes})
+	if err != nil {
+		return err
+	}
+	if y.Rows != x.Rows || y.Cols != x.Cols || w.Rows != 1 || w.Cols != x.Cols {
+		return shapeErr(op, "y %dx%d, x %dx%d, w %dx%d: want y shaped like x and w 1x%d", y.Rows, y.Cols, x.Rows, x.Cols, w.Rows, w.Cols, x.Cols)
+	}
+	yv, xv, n, c := f32s(b[0]), f32s(b[1]), x.Rows, x.Cols
+	return st.work(op, func(*item) error {
+		wv := widen(w.DType, b[2])
+		d.parallel(n, n*c, func(lo, hi int) {
+			for r := lo; r < hi; r++ {
+				xr, yr := xv[r*c:(r+1)*c], yv[r*c:(r+1)*c]
+				var ss float64
+				for _, v := range xr {
+					ss += float64(v) * float64(v)
+				}
+				inv := float32(1 / math.Sqrt(ss/float64(c)+float64(eps)))
+				for j, v := range xr {
+					yr[j] = wv[j] * (inv * v)
+				}
+			}
+		})
+		return nil
+	})
+}
+
+// ropeKey names a table of rotation angles; ropeTable holds cos and sin of
+// pos*freq(i) for positions [0, n) and pairs i in [0, headDim/2), computed in
+// float64 and rounded once. Tables only grow and are never modified once
+// published, so readers need no lock.
+type ropeKey struct {
+	headDim int
+	theta   float32
+}
+
+type ropeTable struct {
+	n        int
+	cos, sin []float32
+}
+
+func (d *Device) ropeTable(k ropeKey, n int) *ropeTable {
+	d.ropeMu.Lock()
+	defer d.ropeMu.Unlock()
+	t := d.rope[k]
+	if t != nil && t.n >= n {
+		return t
+	}
+	// Grow geometrically so decoding one position at a time rebuilds rarely.
+	size := max(n, 256)
+	if t != nil {
+		size = max(n, 2*t.n)
+	}
+	half := k.headDim / 2
+	nt := &ropeTable{n: size, cos: make([]float32, size*half), sin: make([]float32, size*half)}
+	freq := make([]float64, half)
+	for i := range freq {
+		freq[i] = math.Pow(float64(k.theta), -float64(2*i)/float64(k.headDim))
+	}
+	for p := range size {
+		for i, f := range freq {
+			sn, cs := math.Sincos(float64(p) * f)
+			nt.cos[p*half+i], nt.sin[p*half+i] = float32(cs), float32(sn)
+		}
+	}
+	d.rope[k] = nt
+	return nt
+}
+
+// maxRopePos bounds the positions a rotation table is built for (its size
+// is positions x headDim/2 x 8 bytes of host memory).
+const maxRopePos = 1 << 22
+
+// RoPE rotates x in place; pair i of a head turns by pos * theta^(-2i/headDim).
+func (d *Device) RoPE(s device.Stream, x device.Tensor, pos0, headDim int, theta float32, style device.RopeStyle) error {
+	const op = "RoPE"
+	st, err := d.streamOf(s, op)
+	if err != nil {
+		return err
+	}
+	b, err := d.operands(op, f32op("x", x))
+	if err != nil {
+		return err
+	}
+	switch {
+	case headDim <= 0 || headDim%2 != 0:
+		return shapeErr(op, "head dim %d must be positive and even", headDim)
+	case x.Cols%headDim != 0:
+		return shapeErr(op, "x has %d columns, not a multiple of head dim %d", x.Cols, headDim)
+	case pos0 < 0 || pos0+x.Rows > maxRopePos:
+		return shapeErr(op, "positions %d..%d out of range [0, %d)", pos0, pos0+x.Rows-1, maxRopePos)
+	case style != device.RopeInterleaved && style != device.RopeHalf:
+		return shapeErr(op, "unknown style %d", style)
+	case !(theta > 0) || math.IsInf(float64(theta), 0):
+		return shapeErr(op, "theta %g must be positive", theta)
+	}
+	xv, n, c, half := f32s(b[0]), x.Rows, x.Cols, headDim/2
+	return st.work(op, func(*item) error {
+		tab := d.ropeTable(ropeKey{headDim, theta}, pos0+n)
+		d.parallel(n, n*c*4, func(lo, hi int) {
+			for r := lo; r < hi; r++ {
+				p := pos0 + r
+				cs, sn := tab.cos[p*half:(p+1)*half], tab.sin[p*half:(p+1)*half]
+				for h := 0; h < c; h += headDim {
+					v := xv[r*c+h : r*c+h+headDim]
+					if style == device.RopeInterleaved {
+						for i := range half {
+							a, b := v[2*i], v[2*i+1]
+							v[2*i], v[2*i+1] = a*cs[i]-b*sn[i], a*sn[i]+b*cs[i]
+						}
+					} else {
+						lo, hi := v[:half], v[half:]
+						for i := range half {
+							a, b := lo[i], hi[i]
+							lo[i], hi[i] = a*cs[i]-b*sn[i], a*sn[i]+b*cs[i]
+						}
+					}
+				}
+			}
+		})
+		return nil
+	})
+}
+
+// Attention is causal GQA attention (scale 1/sqrt(headDim)); the n*nHeads
+// (row, head) pairs are spread over the threads.
+func (d *Device) Attention(s device.Stream, out, q, k, v device.Tensor, pos0, nHeads, nKVHeads, headDim int) error {
+	const op = "Attention"
+	st, err := d.streamOf(s, op)
+	if err != nil {
+		return err
+	}
+	b, err := d.operands(op, f32op("out", out), f32op("q", q), f32op("k", k), f32op("v", v))
+	if err != nil {
+		return err
+	}
+	switch {
+	case nHeads <= 0 || nKVHeads <= 0 || headDim <= 0:
+		return shapeErr(op, "heads %d, kv heads %d, head dim %d must be positive", nHeads, nKVHeads, headDim)
+	case nHeads%nKVHeads != 0:
+		return shapeErr(op, "%d heads is not a multiple of %d kv heads", nHeads, nKVHeads)
+	case q.Cols != nHeads*headDim:
+		return shapeErr(op, "q has %d columns, want %d heads x %d", q.Cols, nHeads, headDim)
+	case out.Rows != q.Rows || out.Cols != q.Cols:
+		return shapeErr(op, "out %dx%d is not shaped like q %dx%d", out.Rows, out.Cols, q.Rows, q.Cols)
+	case k.Cols != nKVHeads*headDim || v.Rows != k.Rows || v.Cols != k.Cols:
+		return shapeErr(op, "k %dx%d, v %dx%d: want both [maxSeq, %d kv heads x %d]", k.Rows, k.Cols, v.Rows, v.Cols, nKVHeads, headDim)
+	case pos0 < 0 || pos0+q.Rows > k.Rows:
+		return shapeErr(op, "positions %d..%d do not fit a %d-position cache", pos0, pos0+q.Rows-1, k.Rows)
+	}
+	if err := noAlias(op, out, q, k, v); err != nil {
+		return err
+	}
+	ov, qv, kv, vv := f32s(b[0]), f32s(b[1]), f32s(b[2]), f32s(b[3])
+	n, qc, kc, group := q.Rows, q.Cols, k.Cols, nHeads/nKVHeads
+	scale := float32(1 / math.Sqrt(float64(headDim)))
+	return st.work(op, func(*item) error {
+		attention(d, ov, qv, kv, vv, n, pos0, nKVHeads, group, headDim, qc, kc, scale)
+		return nil
+	})
+}
+
+// attention runs one work item per (query row, KV head): the group of query
+// heads sharing a KV head walks the cache together, so each key and value
+// row is read from memory once per group and reused from L1 by every head.
+func attention(d *Device, ov, qv, kv, vv []float32, n, pos0, nKV, group, hd, qc, kc int, scale float32) {
+	items := n * nKV
+	work := n * nKV * group * (pos0 + n) * hd * 2
+	scratch := sync.Pool{New: func() any { s := make([]float32, group*(pos0+n)); return &s }}
+	d.parallel(items, work, func(lo, hi int) {
+		sp := scratch.Get().(*[]float32)
+		defer scratch.Put(sp)
+		for it := lo; it < hi; it++ {
+			r, kh := it/nKV, it%nKV
+			T := pos0 + r + 1
+			sc := (*sp)[:group*T]
+			qs := qv[r*qc+kh*group*hd : r*qc+(kh+1)*group*hd]
+			for t := range T {
+				kt := kv[t*kc+kh*hd : t*kc+(kh+1)*hd]
+				for g := range group {
+					sc[g*T+t] = kernels.DotF32(qs[g*hd:(g+1)*hd], kt) * scale
+				}
+			}
+			for g := range group {
+				softmax(sc[g*T : (g+1)*T])
+			}
+			os := ov[r*qc+kh*group*hd : r*qc+(kh+1)*group*hd]
+			clear(os)
+			t := 0
+			for ; t+4 <= T; t += 4 {
+				v0 := vv[t*kc+kh*hd : t*kc+(kh+1)*hd]
+				v1 := vv[(t+1)*kc+kh*hd : (t+1)*kc+(kh+1)*hd]
+				v2 := vv[(t+2)*kc+kh*hd : (t+2)*kc+(kh+1)*hd]
+				v3 := vv[(t+3)*kc+kh*hd : (t+3)*kc+(kh+1)*hd]
+				for g := range group {
+					p := sc[g*T+t : g*T+t+4]
+					axpy4(os[g*hd:(g+1)*hd], p[0], p[1], p[2], p[3], v0, v1, v2, v3)
+				}
+			}
+			for ; t < T; t++ {
+				vt := vv[t*kc+kh*hd : t*kc+(kh+1)*hd]
+				for g := range group {
+					axpy(os[g*hd:(g+1)*hd], sc[g*T+t], vt)
+				}
+			}
+		}
+	})
+}
+
+// softmax normalises x in place (max subtracted, sum in float64).
+func softmax(x []float32) {
+	mx := float32(math.Inf(-1))
+	for _, v := range x {
+		mx = max(mx, v)
+	}
+	var sum float64
+	for i, v := range x {
+		e := float32(math.Exp(float64(v - mx)))
+		x[i] = e
+		sum += float64(e)
+	}
+	inv := float32(1 / sum)
+	for i := range x {
+		x[i] *= inv
+	}
+}
+
+// axpy4 computes y += a0*x0 + a1*x1 + a2*x2 + a3*x3, touching y once.
+func axpy4(y []float32, a0, a1, a2, a3 float32, x0, x1, x2, x3 []float32) {
+	n := len(y)
+	x0, x1, x2, x3 = x0[:n], x1[:n], x2[:n], x3[:n]
+	for i := range y {
+		y[i] += a0*x0[i] + a1*x1[i] + a2*x2[i] + a3*x3[i]
+	}
+}
+
+func sameShape(op string, names []string, ts ...device.Tensor) error {
+	for i := 1; i < len(ts); i++ {
+		if ts[i].Rows != ts[0].Rows || ts[i].Cols != ts[0].Cols {
+			return shapeErr(op, "%s is %dx%d but %s is %dx%d", names[i], ts[i].Rows, ts[i].Cols, names[0], ts[0].Rows, ts[0].Cols)
+		}
+	}
+	return nil
+}
+
+// SiLUMul computes out = silu(gate) * up; out may be gate or up.
+func (d *Device) SiLUMul(s device.Stream, out, gate, up device.Tensor) error {
+	const op = "SiLUMul"
+	st, err := d.streamOf(s, op)
+	if err != nil {
+		return err
+	}
+	b, err := d.operands(op, f32op("out", out), f32op("gate", gate), f32op("up", up))
+	if err != nil {
+		return err
+	}
+	if err := sameShape(op, []string{"out", "gate", "up"}, out, gate, up); err != nil {
+		return err
+	}
+	ov, gv, uv := f32s(b[0]), f32s(b[1]), f32s(b[2])
+	return st.work(op, func(*item) error {
+		d.parallel(len(ov), len(ov)*8, func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				g := gv[i]
+				ov[i] = g / (1 + float32(math.Exp(float64(-g)))) * uv[i]
+			}
+		})
+		return nil
+	})
+}
+
+// Add computes y += x.
+func (d *Device) Add(s device.Stream, y, x device.Tensor) error {
+	const op = "Add"
+	st, err := d.streamOf(s, op)
+	if err != nil {
+		return err
+	}
+	b, err := d.operands(op, f32op("y", y), f32op("x", x))
+	if err != nil {
+		return err
+	}
+	if err := sameShape(op, []string{"y", "x"}, y, x); err != nil {
+		return err
+	}
+	yv, xv := f32s(b[0]), f32s(b[1])
+	return st.work(op, func(*item) error {
+		d.parallel(len(yv), len(yv), func(lo, hi int) {
+			ys, xs := yv[lo:hi], xv[lo:hi]
+			for i := range ys {
+				ys[i] += xs[i]
+			}
+		})
+		return nil
+	})
+}
+
+var anyType = []device.DType{device.F32, device.F16, device.BF16, device.I32}
+
+// checkIndex validates idx (a [1, k] I32 tensor) against a limit at run
+// time: the indices live in device memory, so only the kernel sees them.
+func checkIndex(idx []int32, limit int) error {
+	for i, v := range idx {
+		if v < 0 || int(v) >= limit {
+			return fmt.Errorf("index %d at position %d out of range [0, %d)", v, i, limit)
+		}
+	}
+	return nil
+}
+
+// GatherRows sets dst[i] = src[idx[i]]; an index out of range is reported by
+// Synchronize and leaves dst unchanged.
+func (d *Device) GatherRows(s device.Stream, dst, src, idx device.Tensor) error {
+	const op = "GatherRows"
+	st, err := d.streamOf(s, op)
+	if err != nil {
+		return err
+	}
+	b, err := d.operands(op, operand{"dst", dst, anyType}, operand{"src", src, anyType}, operand{"idx", idx, []device.DType{device.I32}})
+	if err != nil {
+		return err
+	}
+	switch {
+	case idx.Rows != 1:
+		return shapeErr(op, "idx is %dx%d, want 1 x k", idx.Rows, idx.Cols)
+	case dst.DType != src.DType:
+		return shapeErr(op, "dst is %s but src is %s", dst.DType, src.DType)
+	case dst.Rows != idx.Cols || dst.Cols != src.Cols:
+		return shapeErr(op, "dst is %dx%d, want %d indices x %d src columns", dst.Rows, dst.Cols, idx.Cols, src.Cols)
+	}
+	if err := noAlias(op, dst, src, idx); err != nil {
+		return err
+	}
+	dv, sv, iv, rb, rows := b[0], b[1], i32s(b[2]), int(src.RowBytes()), src.Rows
+	return st.work(op, func(*item) error {
+		if err := checkIndex(iv, rows); err != nil {
+			return err
+		}
+		d.parallel(len(iv), len(iv)*rb/4, func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				r := int(iv[i])
+				copy(dv[i*rb:(i+1)*rb], sv[r*rb:(r+1)*rb])
+			}
+		})
+		return nil
+	})
+}
+
+// GatherColsT sets dst[i][r] = src[r][idx[i]]. It walks src in blocks of
+// rows so that each block's rows stay in cache while every index reads them.
+func (d *Device) GatherColsT(s device.Stream, dst, src, idx device.Tensor) error {
+	const op = "GatherColsT"
+	st, err := d.streamOf(s, op)
+	if err != nil {
+		return err
+	}
+	b, err := d.operands(op, operand{"dst", dst, anyType}, operand{"src", src, anyType}, operand{"idx", idx, []device.DType{device.I32}})
+	if err != nil {
+		return err
+	}
+	switch {
+	case idx.Rows != 1:
+		return shapeErr(op, "idx is %dx%d, want 1 x k", idx.Rows, idx.Cols)
+	case dst.DType != src.DType:
+		return shapeErr(op, "dst is %s but src is %s", dst.DType, src.DType)
+	case dst.Rows != idx.Cols || dst.Cols != src.Rows:
+		return shapeErr(op, "dst is %dx%d, want %d indices x %d src rows", dst.Rows, dst.Cols, idx.Cols, src.Rows)
+	}
+	if err := noAlias(op, dst, src, idx); err != nil {
+		return err
+	}
+	iv, rows, cols := i32s(b[2]), src.Rows, src.Cols
+	const block = 16
+	nblocks := (rows + block - 1) / block
+	return st.work(op, func(*item) error {
+		if err := checkIndex(iv, cols); err != nil {
+			return err
+		}
+		work := len(iv) * rows
+		if src.DType.Size() == 2 {
+			dv, sv := u16s(b[0]), u16s(b[1])
+			d.parallel(nblocks, work, func(lo, hi int) { gatherColsT(dv, sv, iv, rows, cols, lo*block, min(hi*block, rows)) })
+		} else {
+			dv, sv := u32s(b[0]), u32s(b[1])
+			d.parallel(nblocks, work, func(lo, hi int) { gatherColsT(dv, sv, iv, rows, cols, lo*block, min(hi*block, rows)) })
+		}
+		return nil
+	})
+}
+
+func gatherColsT[T uint16 | uint32](dst, src []T, idx []int32, rows, cols, r0, r1 int) {
+	const block = 16
+	for b0 := r0; b0 < r1; b0 += block {
+		b1 := min(b0+block, r1)
+		for i, c := range idx {
+			out := dst[i*rows+b0 : i*rows+b1]
+			for r := range out {
+				out[r] = src[(b0+r)*cols+int(c)]
+			}
+		}
+	}
+}
+
+// axpy computes y += a*x over len(y) elements.
+func axpy(y []float32, a float32, x []float32) {
+	x = x[:len(y)]
+	for i := range y {
+		y[i] += a * x[i]
+	}
+}
