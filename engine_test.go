@@ -1,0 +1,151 @@
+package offload
+
+import (
+	"encoding/binary"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"offload/device/host"
+	"offload/internal/testdata"
+	"offload/model"
+)
+
+// oracleTokens is the llama2.c greedy sequence for "Once upon a time"
+// (ORACLE.md run 1): the prompt, then 60 greedy picks.
+func oracleTokens(t *testing.T) []int {
+	s := "1 403 407 261 378 432 383 286 261 376 298 315 421 395 317 426 338 401 396 267 337 410 408 419 292 411 322 265 282 295 433 426 385 328 432 358 394 261 370 432 352 266 268 388 426 338 391 266 267 337 335 312 432 398 312 286 267 414 270 333 415 426 13 438 310"
+	var out []int
+	for _, f := range strings.Fields(s) {
+		n, err := strconv.Atoi(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+func oracleLogits(t *testing.T) [][]float32 {
+	b, err := os.ReadFile(filepath.Join(testdata.Stories(t), "oracle_logits_once_upon_a_time_64x512.f32"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := make([][]float32, 64)
+	for p := range rows {
+		rows[p] = make([]float32, 512)
+		for j := range rows[p] {
+			rows[p][j] = math.Float32frombits(binary.LittleEndian.Uint32(b[(p*512+j)*4:]))
+		}
+	}
+	return rows
+}
+
+func newTestEngine(t *testing.T, path string, mem int64, opt Options) *Engine {
+	t.Helper()
+	m, err := model.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	dev, err := host.New(host.Options{Capacity: 1 << 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dev.Close() })
+	opt.DeviceMem = mem
+	if opt.Context == 0 {
+		opt.Context = 128
+	}
+	e, err := New(m, dev, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	return e
+}
+
+func argmax(v []float32) int {
+	best := 0
+	for i, x := range v {
+		if x > v[best] {
+			best = i
+		}
+	}
+	return best
+}
+
+// TestOracleLogits feeds the oracle sequence one token at a time (as run.c
+// does) and compares every position's logits, for each file format and for
+// resident and streamed weights.
+func TestOracleLogits(t *testing.T) {
+	dir := testdata.Stories(t)
+	want := oracleLogits(t)
+	seq := oracleTokens(t)
+	for _, tc := range []struct {
+		name string
+		file string
+		mem  int64
+		opt  Options
+	}{
+		{"gguf-resident", "stories260K.gguf", 0, Options{}},
+		{"llama2c-resident", "stories260K.bin", 0, Options{}},
+		{"gguf-streamed", "stories260K.gguf", 1 << 20, Options{Mode: ModeDense}},
+		{"gguf-streamed-noprefetch", "stories260K.gguf", 1 << 20, Options{Mode: ModeDense, NoPrefetch: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newTestEngine(t, filepath.Join(dir, tc.file), tc.mem, tc.opt)
+			if tc.mem > 0 && e.Prof.Plan.SlotBytes == 0 {
+				t.Fatalf("budget %d should force streaming: %v", tc.mem, e.Prof.Plan)
+			}
+			var worst float64
+			for p := 0; p < 64; p++ {
+				out, err := e.Forward([]Seq{{Toks: []int{seq[p]}, Pos: p, Logits: true}}, PhaseDecode, FFNFull)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := out[0][0]
+				var maxAbs float64
+				for _, v := range want[p] {
+					maxAbs = max(maxAbs, math.Abs(float64(v)))
+				}
+				for j := range got {
+					d := math.Abs(float64(got[j]-want[p][j])) / maxAbs
+					worst = max(worst, d)
+				}
+				if p >= 4 && argmax(got) != seq[p+1] {
+					t.Fatalf("position %d: argmax %d, oracle %d", p, argmax(got), seq[p+1])
+				}
+			}
+			if worst > 1e-4 {
+				t.Fatalf("max relative logit error %.3g > 1e-4", worst)
+			}
+			t.Logf("max abs logit error / max|logit| = %.3g", worst)
+			if e.Device().Peak() > e.Prof.Plan.Budget {
+				t.Fatalf("peak device bytes %d exceed budget %d", e.Device().Peak(), e.Prof.Plan.Budget)
+			}
+		})
+	}
+}
+
+// TestBatchedPrefillMatchesOracle prefills the prompt in one batched pass
+// and checks each prompt position's logits.
+func TestBatchedPrefillMatchesOracle(t *testing.T) {
+	want := oracleLogits(t)
+	seq := oracleTokens(t)
+	e := newTestEngine(t, filepath.Join(testdata.Stories(t), "stories260K.gguf"), 0, Options{})
+	out, err := e.Forward([]Seq{{Toks: seq[:5], Pos: 0, Logits: true}}, PhasePrefill, FFNFull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p := 0; p < 5; p++ {
+		for j, v := range out[0][p] {
+			if d := math.Abs(float64(v - want[p][j])); d > 1e-4*20 {
+				t.Fatalf("pos %d logit %d: got %g want %g", p, j, v, want[p][j])
+			}
+		}
+	}
+}

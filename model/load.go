@@ -1,0 +1,206 @@
+package model
+
+import (
+	"fmt"
+
+	"offload/device"
+	"offload/pager"
+)
+
+// Layer holds one transformer block's weights as views into the mapped file.
+// Either Gate/Up/Down are set, or Bundle is (a converted model whose FFN
+// neuron j is row j of Bundle: gate_j | up_j | down column j, see
+// pager.BundleFFN).
+type Layer struct {
+	AttnNorm, Q, K, V, O *pager.Tensor
+	FFNNorm              *pager.Tensor
+	Gate, Up, Down       *pager.Tensor
+	Bundle               *pager.Tensor
+}
+
+// Model is a Llama-family model opened for inference: its architecture and
+// its weights, still in the page cache (nothing is read until used).
+type Model struct {
+	Config  Config
+	File    *pager.Model
+	Embed   *pager.Tensor // [vocab, dim]
+	Head    *pager.Tensor // [vocab, dim]; the same tensor as Embed when tied
+	OutNorm *pager.Tensor // [dim]
+	Layers  []Layer
+	// Bundled says the FFN weights are stored as neuron bundles.
+	Bundled bool
+}
+
+// Open maps a model (GGUF file, Hugging Face directory or llama2.c
+// checkpoint) and checks every tensor's presence, dtype and shape against the
+// architecture, so that a bad file fails here with one clear error instead of
+// producing garbage later.
+func Open(path string) (*Model, error) {
+	f, err := pager.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	m, err := fromFile(f)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+// DType maps a weight file's dtype to the device's, or fails for the ones the
+// compute kernels do not handle yet.
+func DType(d pager.DType) (device.DType, error) {
+	switch d {
+	case pager.F32:
+		return device.F32, nil
+	case pager.F16:
+		return device.F16, nil
+	case pager.BF16:
+		return device.BF16, nil
+	}
+	return 0, fmt.Errorf("dtype %s is not supported yet (supported: F32, F16, BF16)", d)
+}
+
+func fromFile(f *pager.Model) (*Model, error) {
+	if err := f.CheckDTypes(); err != nil {
+		return nil, err
+	}
+	p, err := f.LlamaParams()
+	if err != nil {
+		return nil, err
+	}
+	cfg := Config{
+		Arch: "llama", Dim: p.Dim, Hidden: p.Hidden, Layers: p.Layers, Heads: p.Heads, KVHeads: p.KVHeads,
+		HeadDim: p.HeadDim, Vocab: p.Vocab, MaxSeq: p.ContextLength, RopeTheta: float32(p.RopeTheta),
+		NormEps: float32(p.NormEps), TiedEmbeddings: p.TiedEmbeddings,
+	}
+	// GGUF converters and llama2.c store q/k rows for interleaved-pair RoPE;
+	// Hugging Face checkpoints store them permuted for rotate-half RoPE.
+	// Rather than un-permuting at load time we rotate the way the file expects.
+	if f.Format == "safetensors" {
+		cfg.RopeStyle = device.RopeHalf
+	} else {
+		cfg.RopeStyle = device.RopeInterleaved
+	}
+	if cfg.MaxSeq <= 0 {
+		cfg.MaxSeq = 2048
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", f.Path, err)
+	}
+	// Index tensors by their GGUF name whatever the format.
+	byName := map[string]*pager.Tensor{}
+	for _, t := range f.Tensors {
+		name := t.Name
+		if f.Format == "safetensors" {
+			g, ok := pager.HFToGGUFName(t.Name)
+			if !ok {
+				continue
+			}
+			name = g
+		}
+		byName[name] = t
+	}
+	m := &Model{Config: cfg, File: f}
+	get := func(name string, shape ...int) (*pager.Tensor, error) {
+		t, ok := byName[name]
+		if !ok {
+			return nil, fmt.Errorf("%s: missing tensor %s", f.Path, name)
+		}
+		if err := checkShape(t, shape); err != nil {
+			return nil, fmt.Errorf("%s: tensor %s: %w", f.Path, name, err)
+		}
+		if _, err := DType(t.DType); err != nil {
+			return nil, fmt.Errorf("%s: tensor %s: %w", f.Path, name, err)
+		}
+		return t, nil
+	}
+	d, h, q, kv := cfg.Dim, cfg.Hidden, cfg.Heads*cfg.HeadDim, cfg.KVDim()
+	if m.Embed, err = get("token_embd.weight", cfg.Vocab, d); err != nil {
+		return nil, err
+	}
+	if m.OutNorm, err = get("output_norm.weight", d); err != nil {
+		return nil, err
+	}
+	if _, ok := byName["output.weight"]; ok {
+		if m.Head, err = get("output.weight", cfg.Vocab, d); err != nil {
+			return nil, err
+		}
+		m.Config.TiedEmbeddings = false
+	} else {
+		m.Head = m.Embed
+		m.Config.TiedEmbeddings = true
+	}
+	if v, ok := f.Meta[pager.MetaFFNBundled].(bool); ok && v {
+		m.Bundled = true
+	}
+	m.Layers = make([]Layer, cfg.Layers)
+	for l := range m.Layers {
+		L := &m.Layers[l]
+		n := func(s string) string { return fmt.Sprintf("blk.%d.%s.weight", l, s) }
+		for _, w := range []struct {
+			dst   **pager.Tensor
+			name  string
+			shape []int
+		}{
+			{&L.AttnNorm, "attn_norm", []int{d}},
+			{&L.Q, "attn_q", []int{q, d}},
+			{&L.K, "attn_k", []int{kv, d}},
+			{&L.V, "attn_v", []int{kv, d}},
+			{&L.O, "attn_output", []int{d, q}},
+			{&L.FFNNorm, "ffn_norm", []int{d}},
+		} {
+			if *w.dst, err = get(n(w.name), w.shape...); err != nil {
+				return nil, err
+			}
+		}
+		if m.Bundled {
+			if L.Bundle, err = get(pager.BundleName(l), h, 3*d); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if L.Gate, err = get(n("ffn_gate"), h, d); err != nil {
+			return nil, err
+		}
+		if L.Up, err = get(n("ffn_up"), h, d); err != nil {
+			return nil, err
+		}
+		if L.Down, err = get(n("ffn_down"), d, h); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// checkShape accepts a 1-D want matched by [n] or [1, n].
+func checkShape(t *pager.Tensor, want []int) error {
+	got := t.Shape
+	if len(want) == 1 && len(got) == 2 && got[0] == 1 {
+		got = got[1:]
+	}
+	if len(got) != len(want) {
+		return fmt.Errorf("shape %v, want %v", t.Shape, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			return fmt.Errorf("shape %v, want %v", t.Shape, want)
+		}
+	}
+	return nil
+}
+
+// Close unmaps the weights.
+func (m *Model) Close() error { return m.File.Close() }
+
+// WeightBytes is the size of every tensor the device may need: all of them
+// but the token embedding table, which stays on the host (only the rows of
+// the tokens being processed are sent) unless it doubles as the LM head.
+func (m *Model) WeightBytes() int64 {
+	b := m.File.Bytes()
+	if !m.Config.TiedEmbeddings {
+		b -= int64(len(m.Embed.Data))
+	}
+	return b
+}

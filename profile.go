@@ -1,0 +1,348 @@
+package offload
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/dustin/go-humanize"
+
+	"offload/device"
+)
+
+// Profiler counts every byte that crosses the link and times every copy and
+// compute span, per phase. Its totals are built from the same numbers the
+// copies were issued with, so the report's byte totals equal the sum of the
+// recorded copies (invariant 3).
+type Profiler struct {
+	Layers int
+	Phases [numPhases]PhaseStats
+	// SetupBytes were sent once: resident weights, packed Griffin rows.
+	SetupBytes int64
+	Plan       *Plan
+	trace      bool
+	Spans      []Span
+	// Copies is every host->device transfer the engine issued, in order
+	// (bytes only), so tests can check totals against it.
+	Copies []int64
+	// LayerCopy and LayerCompute are per-unit time sums (layers, then the
+	// head), per phase, for `offload plan --measured`.
+	LayerCopy    [numPhases][]time.Duration
+	LayerCompute [numPhases][]time.Duration
+	LayerBytes   [numPhases][]int64
+}
+
+// PhaseStats aggregates the passes of one phase.
+type PhaseStats struct {
+	Passes      int
+	Rows        int           // tokens processed
+	WeightBytes int64         // weights streamed host->device
+	InputBytes  int64         // embeddings, indices host->device
+	OutputBytes int64         // logits, activations device->host
+	Copy        time.Duration // time the copy stream spent copying
+	Compute     time.Duration // time the compute stream spent computing
+	Stall       time.Duration // time compute waited for copies
+	Wall        time.Duration // device time from the first to the last span of each pass
+}
+
+// Bytes is everything sent host->device in this phase.
+func (s PhaseStats) Bytes() int64 { return s.WeightBytes + s.InputBytes }
+
+// Overlap is the fraction of the shorter of copy and compute that ran hidden
+// under the other: 1 when wall = max(copy, compute), 0 when wall = copy + compute.
+func (s PhaseStats) Overlap() float64 {
+	short := min(s.Copy, s.Compute)
+	if short <= 0 {
+		return 0
+	}
+	hidden := s.Copy + s.Compute - s.Wall
+	return max(0, min(1, float64(hidden)/float64(short)))
+}
+
+// Span is one interval on one stream, for --trace and timeline plots.
+type Span struct {
+	Track string        `json:"track"`
+	Name  string        `json:"name"`
+	Start time.Duration `json:"start"`
+	End   time.Duration `json:"end"`
+	Bytes int64         `json:"bytes,omitempty"`
+}
+
+type evSpan struct {
+	unit       int
+	start, end device.Event
+	bytes      int64
+}
+
+// passRec collects one pass's events until it is synchronized.
+type passRec struct {
+	phase       Phase
+	rows        int
+	begin       device.Event
+	copies      []evSpan
+	computes    []evSpan
+	inputBytes  int64
+	outputBytes int64
+	err         error
+}
+
+func newProfiler(layers int, trace bool) *Profiler {
+	p := &Profiler{Layers: layers, trace: trace}
+	for i := range p.LayerCopy {
+		p.LayerCopy[i] = make([]time.Duration, layers+1)
+		p.LayerCompute[i] = make([]time.Duration, layers+1)
+		p.LayerBytes[i] = make([]int64, layers+1)
+	}
+	return p
+}
+
+func (p *Profiler) addSetup(n int64) {
+	p.SetupBytes += n
+	p.Copies = append(p.Copies, n)
+}
+
+func (p *Profiler) begin(ph Phase, rows int) *passRec { return &passRec{phase: ph, rows: rows} }
+
+func (r *passRec) copy(u int, start, end device.Event, n int64) {
+	r.copies = append(r.copies, evSpan{u, start, end, n})
+}
+
+func (r *passRec) compute(u int, start, end device.Event) {
+	r.computes = append(r.computes, evSpan{unit: u, start: start, end: end})
+}
+
+// end folds a synchronized pass into the totals.
+func (p *Profiler) end(r *passRec, dev device.Device) {
+	st := &p.Phases[r.phase]
+	st.Passes++
+	st.Rows += r.rows
+	st.InputBytes += r.inputBytes
+	st.OutputBytes += r.outputBytes
+	p.Copies = append(p.Copies, r.inputBytes)
+	t := func(e device.Event) time.Duration {
+		d, err := dev.EventTime(e)
+		if err != nil {
+			return 0
+		}
+		return d
+	}
+	first, last := time.Duration(1<<62), time.Duration(0)
+	for _, c := range r.copies {
+		s, e := t(c.start), t(c.end)
+		st.Copy += e - s
+		st.WeightBytes += c.bytes
+		p.Copies = append(p.Copies, c.bytes)
+		p.LayerCopy[r.phase][c.unit] += e - s
+		p.LayerBytes[r.phase][c.unit] += c.bytes
+		first, last = min(first, s), max(last, e)
+		if p.trace {
+			p.Spans = append(p.Spans, Span{"copy", p.unitName(c.unit) + " " + r.phase.String(), s, e, c.bytes})
+		}
+	}
+	prevEnd := time.Duration(-1)
+	for _, c := range r.computes {
+		s, e := t(c.start), t(c.end)
+		st.Compute += e - s
+		p.LayerCompute[r.phase][c.unit] += e - s
+		if prevEnd >= 0 && s > prevEnd {
+			st.Stall += s - prevEnd
+		}
+		prevEnd = e
+		first, last = min(first, s), max(last, e)
+		if p.trace {
+			p.Spans = append(p.Spans, Span{"compute", p.unitName(c.unit) + " " + r.phase.String(), s, e, 0})
+		}
+	}
+	if last > first {
+		st.Wall += last - first
+	}
+}
+
+func (p *Profiler) unitName(u int) string {
+	if u == p.Layers {
+		return "head"
+	}
+	return fmt.Sprintf("layer %d", u)
+}
+
+// Totals sums the phases.
+func (p *Profiler) Totals() PhaseStats {
+	var t PhaseStats
+	for _, s := range p.Phases {
+		t.Passes += s.Passes
+		t.Rows += s.Rows
+		t.WeightBytes += s.WeightBytes
+		t.InputBytes += s.InputBytes
+		t.OutputBytes += s.OutputBytes
+		t.Copy += s.Copy
+		t.Compute += s.Compute
+		t.Stall += s.Stall
+		t.Wall += s.Wall
+	}
+	return t
+}
+
+// CopiedBytes is the sum of every recorded copy (setup included).
+func (p *Profiler) CopiedBytes() int64 {
+	var n int64
+	for _, c := range p.Copies {
+		n += c
+	}
+	return n
+}
+
+// Report is the end-of-run summary: what was generated, how fast, and where
+// every byte and millisecond went.
+type Report struct {
+	Model           string         `json:"model"`
+	Device          string         `json:"device"`
+	Mode            string         `json:"mode"`
+	PromptTokens    int            `json:"prompt_tokens"`
+	GeneratedTokens int            `json:"generated_tokens"`
+	PrefillSeconds  float64        `json:"prefill_seconds"`
+	DecodeSeconds   float64        `json:"decode_seconds"`
+	PrefillTokPerS  float64        `json:"prefill_tok_per_s"`
+	DecodeTokPerS   float64        `json:"decode_tok_per_s"`
+	PeakRSS         int64          `json:"peak_rss_bytes"`
+	PeakDevice      int64          `json:"peak_device_bytes"`
+	DeviceBudget    int64          `json:"device_budget_bytes"`
+	ResidentBytes   int64          `json:"resident_bytes"`
+	SetupBytes      int64          `json:"setup_bytes"`
+	BytesPerToken   float64        `json:"bytes_per_token"`
+	LinkCeiling     float64        `json:"link_ceiling_bytes_per_s,omitempty"`
+	Phases          []PhaseReport  `json:"phases"`
+	Sirius          *SiriusReport  `json:"sirius,omitempty"`
+	Notes           []string       `json:"notes,omitempty"`
+	Extra           map[string]any `json:"extra,omitempty"`
+}
+
+// PhaseReport is one row of the phase table.
+type PhaseReport struct {
+	Phase          string  `json:"phase"`
+	Passes         int     `json:"passes"`
+	Tokens         int     `json:"tokens"`
+	WeightBytes    int64   `json:"weight_bytes"`
+	InputBytes     int64   `json:"input_bytes"`
+	OutputBytes    int64   `json:"output_bytes"`
+	CopySeconds    float64 `json:"copy_seconds"`
+	ComputeSeconds float64 `json:"compute_seconds"`
+	StallSeconds   float64 `json:"stall_seconds"`
+	WallSeconds    float64 `json:"wall_seconds"`
+	CopyGBps       float64 `json:"copy_gb_per_s"`
+	Overlap        float64 `json:"overlap"`
+}
+
+// SiriusReport holds the correction statistics.
+type SiriusReport struct {
+	Window            int     `json:"window"`
+	Checks            int     `json:"checks"`
+	AAL               float64 `json:"aal"`
+	CorrectionsPer100 float64 `json:"corrections_per_100"`
+	EffectiveDensity  float64 `json:"effective_density"`
+	SparseDensity     float64 `json:"sparse_density"`
+}
+
+// PhaseReports turns the profiler's phases into report rows (phases with no
+// passes are left out).
+func (p *Profiler) PhaseReports() []PhaseReport {
+	var out []PhaseReport
+	for i, s := range p.Phases {
+		if s.Passes == 0 {
+			continue
+		}
+		r := PhaseReport{Phase: Phase(i).String(), Passes: s.Passes, Tokens: s.Rows, WeightBytes: s.WeightBytes,
+			InputBytes: s.InputBytes, OutputBytes: s.OutputBytes, CopySeconds: s.Copy.Seconds(),
+			ComputeSeconds: s.Compute.Seconds(), StallSeconds: s.Stall.Seconds(), WallSeconds: s.Wall.Seconds(), Overlap: s.Overlap()}
+		if s.Copy > 0 {
+			r.CopyGBps = float64(s.WeightBytes) / s.Copy.Seconds() / 1e9
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// String prints the report as a fixed table (held by golden tests).
+func (r *Report) String() string {
+	var b strings.Builder
+	hb := func(n int64) string { return humanize.IBytes(uint64(max(n, 0))) }
+	fmt.Fprintf(&b, "model      %s\n", r.Model)
+	fmt.Fprintf(&b, "device     %s (budget %s, peak %s, resident weights %s)\n", r.Device, hb(r.DeviceBudget), hb(r.PeakDevice), hb(r.ResidentBytes))
+	fmt.Fprintf(&b, "mode       %s\n", r.Mode)
+	fmt.Fprintf(&b, "tokens     prompt %d, generated %d\n", r.PromptTokens, r.GeneratedTokens)
+	fmt.Fprintf(&b, "speed      prefill %.1f tok/s, decode %.2f tok/s (%.3f s/token)\n", r.PrefillTokPerS, r.DecodeTokPerS, safeDiv(r.DecodeSeconds, float64(r.GeneratedTokens)))
+	fmt.Fprintf(&b, "transfers  %s per generated token; %s once at setup", hb(int64(r.BytesPerToken)), hb(r.SetupBytes))
+	if r.LinkCeiling > 0 {
+		fmt.Fprintf(&b, "; link ceiling %.2f GB/s", r.LinkCeiling/1e9)
+	}
+	b.WriteString("\n")
+	if r.PeakRSS > 0 {
+		fmt.Fprintf(&b, "memory     peak RSS %s\n", hb(r.PeakRSS))
+	}
+	if s := r.Sirius; s != nil {
+		fmt.Fprintf(&b, "sirius     window %d, checks %d, AAL %.2f, corrections %.1f per 100 tokens, effective density %.3f (sparse %.3f)\n",
+			s.Window, s.Checks, s.AAL, s.CorrectionsPer100, s.EffectiveDensity, s.SparseDensity)
+	}
+	b.WriteString("\n")
+	fmt.Fprintf(&b, "%-8s %6s %7s %10s %10s %10s %9s %9s %9s %9s %8s %7s\n",
+		"phase", "passes", "tokens", "weights", "inputs", "outputs", "copy", "compute", "stall", "wall", "GB/s", "overlap")
+	for _, p := range r.Phases {
+		fmt.Fprintf(&b, "%-8s %6d %7d %10s %10s %10s %9s %9s %9s %9s %8.2f %6.0f%%\n",
+			p.Phase, p.Passes, p.Tokens, hb(p.WeightBytes), hb(p.InputBytes), hb(p.OutputBytes),
+			dur(p.CopySeconds), dur(p.ComputeSeconds), dur(p.StallSeconds), dur(p.WallSeconds), p.CopyGBps, 100*p.Overlap)
+	}
+	for _, n := range r.Notes {
+		fmt.Fprintf(&b, "note: %s\n", n)
+	}
+	return b.String()
+}
+
+func dur(s float64) string {
+	d := time.Duration(s * float64(time.Second))
+	switch {
+	case d >= time.Second:
+		return fmt.Sprintf("%.2fs", d.Seconds())
+	case d >= time.Millisecond:
+		return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond))
+	default:
+		return fmt.Sprintf("%.0fµs", float64(d)/float64(time.Microsecond))
+	}
+}
+
+func safeDiv(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
+}
+
+// WriteTrace writes the spans as Chrome trace-event JSON (open it in
+// Perfetto or chrome://tracing): one track (tid) per stream.
+func (p *Profiler) WriteTrace(w io.Writer) error {
+	type ev struct {
+		Name string         `json:"name"`
+		Cat  string         `json:"cat,omitempty"`
+		Ph   string         `json:"ph"`
+		Ts   float64        `json:"ts"`
+		Dur  float64        `json:"dur,omitempty"`
+		Pid  int            `json:"pid"`
+		Tid  int            `json:"tid"`
+		Args map[string]any `json:"args,omitempty"`
+	}
+	tids := map[string]int{"copy": 1, "compute": 2}
+	evs := []ev{
+		{Name: "process_name", Ph: "M", Pid: 1, Args: map[string]any{"name": "offload"}},
+		{Name: "thread_name", Ph: "M", Pid: 1, Tid: 1, Args: map[string]any{"name": "copy stream"}},
+		{Name: "thread_name", Ph: "M", Pid: 1, Tid: 2, Args: map[string]any{"name": "compute stream"}},
+	}
+	for _, s := range p.Spans {
+		e := ev{Name: s.Name, Cat: s.Track, Ph: "X", Ts: float64(s.Start) / 1e3, Dur: float64(s.End-s.Start) / 1e3, Pid: 1, Tid: tids[s.Track]}
+		if s.Bytes > 0 {
+			e.Args = map[string]any{"bytes": s.Bytes}
+		}
+		evs = append(evs, e)
+	}
+	enc := json.NewEncoder(w)
+	return enc.Encode(map[string]any{"traceEvents": evs, "displayTimeUnit": "ms"})
+}

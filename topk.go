@@ -1,0 +1,108 @@
+package offload
+
+import (
+	"fmt"
+	"math"
+
+	"offload/device"
+)
+
+// topkFFN runs the CATS-like per-token selection for layer l: the whole gate
+// is computed, the host picks the k neurons with the largest |silu(gate x)|
+// (summed over the pass's rows, so beams share one set), and only those
+// neurons' up rows and down columns are fetched: gathered on the device when
+// the FFN is resident, otherwise streamed into the rest of the unit's slot.
+// It leaves the chosen gate pre-activations in hb ([rows, k]).
+func (e *Engine) topkFFN(l int, un *unit, rows int, pass *passRec) (devFFN, error) {
+	cfg, d, s := e.cfg, e.dev, e.comp
+	H, k := cfg.Hidden, e.selK
+	g := tensorAt(e.act.hb.Buf, e.act.hb.Off, device.F32, rows, H)
+	if err := d.MatMul(s, g, e.act.xb.Slice(0, rows), un.ffn.Gate); err != nil {
+		return devFFN{}, err
+	}
+	host := make([]byte, g.Bytes())
+	if err := d.CopyToHost(s, host, g.Buf, g.Off); err != nil {
+		return devFFN{}, err
+	}
+	if err := d.Synchronize(s); err != nil {
+		return devFFN{}, err
+	}
+	pass.outputBytes += int64(len(host))
+	gv := f32s(host)
+	mag := make([]float32, len(gv))
+	for i, x := range gv {
+		mag[i] = float32(math.Abs(float64(x / (1 + float32(math.Exp(float64(-x)))))))
+	}
+	idx := e.topk.TopKAbsSum(nil, mag, rows, k)
+	// The selected gate pre-activations become hb's [rows, k].
+	sel := make([]byte, rows*k*4)
+	sv := f32s(sel)
+	for r := 0; r < rows; r++ {
+		for i, j := range idx {
+			sv[r*k+i] = gv[r*H+int(j)]
+		}
+	}
+	if err := d.CopyToDevice(s, e.act.hb.Buf, e.act.hb.Off, sel); err != nil {
+		return devFFN{}, err
+	}
+	pass.inputBytes += int64(len(sel))
+	f := devFFN{K: k, DownT: true}
+	res := &e.layers[l]
+	if res.ffn != nil {
+		ib := make([]byte, 4*k)
+		putI32s(ib, idx)
+		if err := d.CopyToDevice(s, e.act.idx.Buf, e.act.idx.Off, ib); err != nil {
+			return devFFN{}, err
+		}
+		pass.inputBytes += int64(len(ib))
+		ix := tensorAt(e.act.idx.Buf, e.act.idx.Off, device.I32, 1, k)
+		f.Up = tensorAt(e.act.sel.Buf, e.act.sel.Off, res.ffn.Up.DType, k, cfg.Dim)
+		f.Down = tensorAt(e.act.sel.Buf, e.act.sel.Off+alignUp(f.Up.Bytes()), res.ffn.Up.DType, k, cfg.Dim)
+		if err := d.GatherRows(s, f.Up, res.ffn.Up, ix); err != nil {
+			return devFFN{}, err
+		}
+		if res.ffn.DownT {
+			err := d.GatherRows(s, f.Down, res.ffn.Down, ix)
+			if err != nil {
+				return devFFN{}, err
+			}
+		} else if err := d.GatherColsT(s, f.Down, res.ffn.Down, ix); err != nil {
+			return devFFN{}, err
+		}
+		// Keep the device's copy of the selected gate values from being
+		// overwritten before use: sel is synchronous here.
+		if err := d.Synchronize(s); err != nil {
+			return devFFN{}, err
+		}
+		return f, nil
+	}
+	// Stream the selected rows into the slot, after the gate.
+	lo := &layout{off: un.slotLo.off}
+	f.Up, f.Down = upDownLayout(lo, e.slots[un.slot], &e.M.Layers[l], cfg.Dim, H, idx, e.opt.Workers)
+	if lo.off > e.slotSize {
+		return devFFN{}, fmt.Errorf("top-k rows need %d bytes of slot, slots hold %d", lo.off, e.slotSize)
+	}
+	if int64(len(e.topkStage)) < lo.staged {
+		return devFFN{}, fmt.Errorf("top-k staging of %d bytes is too small for %d", len(e.topkStage), lo.staged)
+	}
+	start := d.Record(e.copy)
+	var off, soff, n int64 = un.slotLo.off, 0, 0
+	for _, it := range lo.items {
+		src := e.topkStage[soff : soff+it.bytes]
+		it.gather(src)
+		soff += alignUp(it.bytes)
+		if err := d.CopyToDevice(e.copy, e.slots[un.slot], off, src); err != nil {
+			return devFFN{}, err
+		}
+		off = alignUp(off + it.bytes)
+		n += it.bytes
+	}
+	done := d.Record(e.copy)
+	pass.copy(l, start, done, n)
+	d.Wait(s, done)
+	// The staging buffer is reused by the next layer: wait for the copy.
+	if err := d.EventSynchronize(done); err != nil {
+		return devFFN{}, err
+	}
+	return f, nil
+}

@@ -1,0 +1,279 @@
+package offload
+
+import (
+	"fmt"
+	"sync"
+
+	"offload/device"
+	"offload/model"
+	"offload/pager"
+)
+
+// align is the alignment of every tensor placed in a device buffer (cuBLAS
+// and vector loads like 256-byte boundaries).
+const align = 256
+
+func alignUp(n int64) int64 { return (n + align - 1) &^ (align - 1) }
+
+// devAttn is one layer's attention block (and both norms) on the device.
+type devAttn struct {
+	AttnNorm, Q, K, V, O, FFNNorm device.Tensor
+}
+
+// devFFN is an FFN on the device: K neurons, gate and up as [K, dim], and
+// down either as [dim, K] (the file's layout, MatMul) or as [K, dim]
+// (bundled or packed, MatMulT).
+type devFFN struct {
+	Gate, Up, Down device.Tensor
+	DownT          bool
+	K              int
+}
+
+// xfer is one host->device transfer into a slot or a resident buffer: either
+// a contiguous slice of the mapping copied as is, or a gather that fills a
+// staging buffer first (selected rows, bundles split into their three parts).
+type xfer struct {
+	bytes  int64
+	direct []byte
+	gather func(dst []byte)
+}
+
+// layout accumulates tensors placed one after another in one device buffer.
+type layout struct {
+	off   int64
+	items []xfer
+	// staged is the number of staging bytes the gathers need.
+	staged int64
+}
+
+func (lo *layout) place(dt device.DType, rows, cols int) (off int64) {
+	off = lo.off
+	lo.off = alignUp(off + int64(rows)*int64(cols)*int64(dt.Size()))
+	return off
+}
+
+func tensorAt(buf device.Buffer, off int64, dt device.DType, rows, cols int) device.Tensor {
+	return device.Tensor{Buf: buf, Off: off, DType: dt, Rows: rows, Cols: cols}
+}
+
+// pagerShape gives a weight's 2-D device shape.
+func pagerShape(t *pager.Tensor) (rows, cols int) {
+	if len(t.Shape) == 1 {
+		return 1, t.Shape[0]
+	}
+	return t.Rows(), t.Cols()
+}
+
+func mustDType(t *pager.Tensor) device.DType {
+	dt, err := model.DType(t.DType)
+	if err != nil {
+		panic(err) // model.Open already refused such files
+	}
+	return dt
+}
+
+// directTensor places a whole file tensor, copied as is.
+func (lo *layout) direct(buf device.Buffer, t *pager.Tensor) device.Tensor {
+	r, c := pagerShape(t)
+	dt := mustDType(t)
+	off := lo.place(dt, r, c)
+	lo.items = append(lo.items, xfer{bytes: int64(len(t.Data)), direct: t.Data})
+	return tensorAt(buf, off, dt, r, c)
+}
+
+func (lo *layout) gathered(bytes int64, fill func(dst []byte)) {
+	lo.items = append(lo.items, xfer{bytes: bytes, gather: fill})
+	lo.staged += alignUp(bytes)
+}
+
+// attnLayout places a layer's attention block.
+func attnLayout(lo *layout, buf device.Buffer, L *model.Layer) devAttn {
+	return devAttn{
+		AttnNorm: lo.direct(buf, L.AttnNorm),
+		Q:        lo.direct(buf, L.Q),
+		K:        lo.direct(buf, L.K),
+		V:        lo.direct(buf, L.V),
+		O:        lo.direct(buf, L.O),
+		FFNNorm:  lo.direct(buf, L.FFNNorm),
+	}
+}
+
+// ffnLayout places a layer's FFN restricted to the neurons in idx (nil: all
+// of them). A file-layout FFN with idx == nil is copied as is; everything
+// else is gathered into staging: rows of gate and up, columns of down
+// (transposed into rows), or whole neuron bundles split into their parts.
+func ffnLayout(lo *layout, buf device.Buffer, L *model.Layer, dim, hidden int, idx []int32, workers int) devFFN {
+	if L.Bundle == nil && idx == nil {
+		g := lo.direct(buf, L.Gate)
+		u := lo.direct(buf, L.Up)
+		d := lo.direct(buf, L.Down)
+		return devFFN{Gate: g, Up: u, Down: d, K: hidden}
+	}
+	var src *pager.Tensor
+	if L.Bundle != nil {
+		src = L.Bundle
+	} else {
+		src = L.Gate
+	}
+	dt := mustDType(src)
+	es := int64(dt.Size())
+	k := hidden
+	if idx != nil {
+		k = len(idx)
+	}
+	part := int64(k) * int64(dim) * es
+	gOff := lo.place(dt, k, dim)
+	uOff := lo.place(dt, k, dim)
+	dOff := lo.place(dt, k, dim)
+	f := devFFN{Gate: tensorAt(buf, gOff, dt, k, dim), Up: tensorAt(buf, uOff, dt, k, dim), Down: tensorAt(buf, dOff, dt, k, dim), DownT: true, K: k}
+	row := func(i int) int {
+		if idx == nil {
+			return i
+		}
+		return int(idx[i])
+	}
+	rowB := int64(dim) * es
+	pa := alignUp(part) // the parts sit at aligned offsets, as placed above
+	if L.Bundle != nil {
+		// One contiguous read per neuron: gate_j | up_j | downT_j.
+		lo.gathered(2*pa+part, func(dst []byte) {
+			parallel(k, workers, func(i0, i1 int) {
+				for i := i0; i < i1; i++ {
+					b := L.Bundle.Row(row(i))
+					copy(dst[int64(i)*rowB:], b[:rowB])
+					copy(dst[pa+int64(i)*rowB:], b[rowB:2*rowB])
+					copy(dst[2*pa+int64(i)*rowB:], b[2*rowB:3*rowB])
+				}
+			})
+		})
+		return f
+	}
+	lo.gathered(2*pa+part, func(dst []byte) {
+		parallel(k, workers, func(i0, i1 int) {
+			for i := i0; i < i1; i++ {
+				j := row(i)
+				copy(dst[int64(i)*rowB:], L.Gate.Row(j))
+				copy(dst[pa+int64(i)*rowB:], L.Up.Row(j))
+			}
+			// Down is [dim, hidden]: column j is strided; write it as row i.
+			d := L.Down.Data
+			hB := int64(hidden) * es
+			for i := i0; i < i1; i++ {
+				j := int64(row(i))
+				o := 2*pa + int64(i)*rowB
+				for r := int64(0); r < int64(dim); r++ {
+					copy(dst[o+r*es:o+(r+1)*es], d[r*hB+j*es:r*hB+(j+1)*es])
+				}
+			}
+		})
+	})
+	return f
+}
+
+// gateLayout places only the gate matrix (per-token top-k needs all of it to
+// choose the neurons before it can fetch their up rows and down columns).
+func gateLayout(lo *layout, buf device.Buffer, L *model.Layer, dim, hidden, workers int) device.Tensor {
+	if L.Bundle == nil {
+		return lo.direct(buf, L.Gate)
+	}
+	dt := mustDType(L.Bundle)
+	rowB := int64(dim) * int64(dt.Size())
+	off := lo.place(dt, hidden, dim)
+	lo.gathered(int64(hidden)*rowB, func(dst []byte) {
+		parallel(hidden, workers, func(i0, i1 int) {
+			for i := i0; i < i1; i++ {
+				copy(dst[int64(i)*rowB:], L.Bundle.Row(i)[:rowB])
+			}
+		})
+	})
+	return tensorAt(buf, off, dt, hidden, dim)
+}
+
+// upDownLayout places the up rows and down columns of the selected neurons.
+func upDownLayout(lo *layout, buf device.Buffer, L *model.Layer, dim, hidden int, idx []int32, workers int) (up, downT device.Tensor) {
+	var src *pager.Tensor = L.Up
+	if L.Bundle != nil {
+		src = L.Bundle
+	}
+	dt := mustDType(src)
+	es := int64(dt.Size())
+	k := len(idx)
+	rowB := int64(dim) * es
+	part := int64(k) * rowB
+	pa := alignUp(part)
+	uOff := lo.place(dt, k, dim)
+	dOff := lo.place(dt, k, dim)
+	lo.gathered(pa+part, func(dst []byte) {
+		parallel(k, workers, func(i0, i1 int) {
+			for i := i0; i < i1; i++ {
+				j := int64(idx[i])
+				if L.Bundle != nil {
+					b := L.Bundle.Row(int(j))
+					copy(dst[int64(i)*rowB:], b[rowB:2*rowB])
+					copy(dst[pa+int64(i)*rowB:], b[2*rowB:3*rowB])
+					continue
+				}
+				copy(dst[int64(i)*rowB:], L.Up.Row(int(j)))
+				d := L.Down.Data
+				hB := int64(hidden) * es
+				o := pa + int64(i)*rowB
+				for r := int64(0); r < int64(dim); r++ {
+					copy(dst[o+r*es:o+(r+1)*es], d[r*hB+j*es:r*hB+(j+1)*es])
+				}
+			}
+		})
+	})
+	return tensorAt(buf, uOff, dt, k, dim), tensorAt(buf, dOff, dt, k, dim)
+}
+
+// headLayout places the final norm and the LM head.
+func headLayout(lo *layout, buf device.Buffer, m *model.Model) (norm, head device.Tensor) {
+	return lo.direct(buf, m.OutNorm), lo.direct(buf, m.Head)
+}
+
+// parallel splits [0, n) into up to workers chunks run concurrently.
+func parallel(n, workers int, f func(i0, i1 int)) {
+	if workers < 1 {
+		workers = 1
+	}
+	if n < 256 || workers == 1 {
+		f(0, n)
+		return
+	}
+	if workers > n {
+		workers = n
+	}
+	var wg sync.WaitGroup
+	chunk := (n + workers - 1) / workers
+	for i0 := 0; i0 < n; i0 += chunk {
+		i1 := min(i0+chunk, n)
+		wg.Add(1)
+		go func() { defer wg.Done(); f(i0, i1) }()
+	}
+	wg.Wait()
+}
+
+// enqueue issues lo's transfers into buf on stream s, gathering into staging
+// first where needed. It returns the bytes sent.
+func enqueue(dev device.Device, s device.Stream, buf device.Buffer, lo *layout, staging []byte) (int64, error) {
+	var off, soff, total int64
+	for _, it := range lo.items {
+		var src []byte
+		if it.direct != nil {
+			src = it.direct
+		} else {
+			if soff+it.bytes > int64(len(staging)) {
+				return total, fmt.Errorf("staging buffer of %d bytes is too small for %d", len(staging), soff+it.bytes)
+			}
+			src = staging[soff : soff+it.bytes]
+			it.gather(src)
+			soff += alignUp(it.bytes)
+		}
+		if err := dev.CopyToDevice(s, buf, off, src); err != nil {
+			return total, err
+		}
+		total += it.bytes
+		off = alignUp(off + it.bytes)
+	}
+	return total, nil
+}
