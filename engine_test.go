@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"offload/device/host"
-	"offload/internal/testdata"
+	"offload/internal/fixtures"
 	"offload/model"
 )
 
@@ -30,7 +30,7 @@ func oracleTokens(t *testing.T) []int {
 }
 
 func oracleLogits(t *testing.T) [][]float32 {
-	b, err := os.ReadFile(filepath.Join(testdata.Stories(t), "oracle_logits_once_upon_a_time_64x512.f32"))
+	b, err := os.ReadFile(filepath.Join(fixtures.Stories(t), "oracle_logits_once_upon_a_time_64x512.f32"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func argmax(v []float32) int {
 // does) and compares every position's logits, for each file format and for
 // resident and streamed weights.
 func TestOracleLogits(t *testing.T) {
-	dir := testdata.Stories(t)
+	dir := fixtures.Stories(t)
 	want := oracleLogits(t)
 	seq := oracleTokens(t)
 	for _, tc := range []struct {
@@ -136,7 +136,7 @@ func TestOracleLogits(t *testing.T) {
 func TestBatchedPrefillMatchesOracle(t *testing.T) {
 	want := oracleLogits(t)
 	seq := oracleTokens(t)
-	e := newTestEngine(t, filepath.Join(testdata.Stories(t), "stories260K.gguf"), 0, Options{})
+	e := newTestEngine(t, filepath.Join(fixtures.Stories(t), "stories260K.gguf"), 0, Options{})
 	out, err := e.Forward([]Seq{{Toks: seq[:5], Pos: 0, Logits: true}}, PhasePrefill, FFNFull)
 	if err != nil {
 		t.Fatal(err)
