@@ -371,10 +371,27 @@ func (t *Tokenizer) text(prev, id int, start bool) string {
 		return ""
 	}
 	s := t.raw[id]
-	if t.stripLeading && (start || (prev == t.bos && prev >= 0)) && len(s) > 0 && s[0] == ' ' && t.types[id] != typeControl {
+	if t.stripLeading && len(s) > 0 && s[0] == ' ' && t.types[id] != typeControl && t.stripAfter(prev, start) {
 		s = s[1:]
 	}
 	return s
+}
+
+// stripAfter says whether a piece following prev starts with a dummy-prefix
+// space: at the start, after BOS, and (for SentencePiece kinds that prefix
+// every text segment) after any special token, mirroring encodeSPM.
+func (t *Tokenizer) stripAfter(prev int, start bool) bool {
+	if start || (prev >= 0 && prev == t.bos) {
+		return true
+	}
+	if t.kind != "spm" || t.prefix != prefixAlways || prev < 0 || prev >= len(t.types) {
+		return false
+	}
+	switch t.types[prev] {
+	case typeControl, typeUserDefined, typeUnknown:
+		return true
+	}
+	return false
 }
 
 // Decode returns the text of ids: the inverse of Encode(text, false), so

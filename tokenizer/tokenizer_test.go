@@ -1,0 +1,539 @@
+package tokenizer
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"unicode/utf8"
+
+	"offload/pager"
+)
+
+// sharedDir is ../shared beside the module root (the read-only test data).
+func sharedDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			break
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Skip("no go.mod above the test directory")
+		}
+		dir = parent
+	}
+	shared := filepath.Join(dir, "..", "shared")
+	if _, err := os.Stat(shared); err != nil {
+		t.Skipf("test data %s is absent", shared)
+	}
+	return shared
+}
+
+type expectedCase struct {
+	Text    string `json:"text"`
+	IDs     []int  `json:"ids"`
+	AddBOS  bool   `json:"add_bos"`
+	AddEOS  bool   `json:"add_eos"`
+	Special bool   `json:"special_in_text"`
+	Source  string `json:"source"`
+}
+
+func loadExpected(t testing.TB, folder string) []expectedCase {
+	t.Helper()
+	path := filepath.Join(sharedDir(t), "tokenizers", folder, "expected.json")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cases []expectedCase
+	if err := json.Unmarshal(data, &cases); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	if len(cases) == 0 {
+		t.Fatalf("%s: no cases", path)
+	}
+	return cases
+}
+
+func loadAllExpected(t testing.TB) []expectedCase {
+	var all []expectedCase
+	for _, f := range []string{"gpt2", "llama2-spm", "llama3-tiktoken"} {
+		all = append(all, loadExpected(t, f)...)
+	}
+	return all
+}
+
+// vocab is one way of loading a fixture folder's tokenizer.
+type vocab struct {
+	name string
+	load func(t testing.TB) *Tokenizer
+}
+
+var tokCache sync.Map // path -> *Tokenizer: the big vocabularies load once per test binary
+
+func cached(t testing.TB, key string, load func() (*Tokenizer, error)) *Tokenizer {
+	t.Helper()
+	if v, ok := tokCache.Load(key); ok {
+		return v.(*Tokenizer)
+	}
+	tok, err := load()
+	if err != nil {
+		t.Fatalf("%s: %v", key, err)
+	}
+	tokCache.Store(key, tok)
+	return tok
+}
+
+func loadGGUF(t testing.TB, path string) *Tokenizer {
+	return cached(t, path, func() (*Tokenizer, error) {
+		m, err := pager.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		defer m.Close()
+		return FromGGUFMetadata(m.Meta, path)
+	})
+}
+
+// vocabsFor lists every vocabulary file format present in a fixture folder.
+func vocabsFor(t testing.TB, folder string) []vocab {
+	dir := filepath.Join(sharedDir(t), "tokenizers", folder)
+	var out []vocab
+	if p := filepath.Join(dir, "tokenizer.json"); exists(p) {
+		out = append(out, vocab{"tokenizer.json", func(t testing.TB) *Tokenizer {
+			return cached(t, p, func() (*Tokenizer, error) { return LoadHFJSON(p) })
+		}})
+	}
+	ggufs, _ := filepath.Glob(filepath.Join(dir, "*.gguf"))
+	for _, p := range ggufs {
+		out = append(out, vocab{filepath.Base(p), func(t testing.TB) *Tokenizer { return loadGGUF(t, p) }})
+	}
+	if p := filepath.Join(dir, "tokenizer.model"); exists(p) {
+		out = append(out, vocab{"tokenizer.model", func(t testing.TB) *Tokenizer {
+			return cached(t, p, func() (*Tokenizer, error) { return Load(p) })
+		}})
+	}
+	if folder == "llama2-spm" {
+		p := filepath.Join(sharedDir(t), "models", "llama2-tokenizer-32k", "tokenizer.bin")
+		out = append(out, vocab{"llama2.c tokenizer.bin", func(t testing.TB) *Tokenizer {
+			return cached(t, p, func() (*Tokenizer, error) { return LoadLlama2C(p, 32000) })
+		}})
+	}
+	return out
+}
+
+var folders = []string{"gpt2", "llama2-spm", "llama3-tiktoken"}
+
+// TestExpected checks every case of every expected.json against every
+// vocabulary format in its folder, and the round trip of each text.
+func TestExpected(t *testing.T) {
+	for _, folder := range folders {
+		cases := loadExpected(t, folder)
+		vs := vocabsFor(t, folder)
+		if len(vs) == 0 {
+			t.Fatalf("%s: no vocabulary file", folder)
+		}
+		for _, v := range vs {
+			t.Run(folder+"/"+v.name, func(t *testing.T) {
+				tok := v.load(t)
+				pass := 0
+				for _, c := range cases {
+					if tok.Kind() == "llama2c" && c.Special {
+						continue // llama2.c has no special tokens in text
+					}
+					got := tok.EncodeWith(c.Text, Options{AddBOS: c.AddBOS, AddEOS: c.AddEOS, ParseSpecial: tok.Kind() != "llama2c"})
+					if !reflect.DeepEqual(got, c.IDs) {
+						t.Errorf("%s %q:\n got %v\nwant %v", c.Source, c.Text, got, c.IDs)
+						continue
+					}
+					if c.AddBOS == tok.AddsBOS() {
+						if got := tok.Encode(c.Text, tok.AddsBOS()); !c.AddEOS && !reflect.DeepEqual(got, c.IDs) {
+							t.Errorf("Encode(%q, AddsBOS) = %v, want %v", c.Text, got, c.IDs)
+						}
+					}
+					if d := tok.Decode(tok.Encode(c.Text, false)); d != c.Text {
+						t.Errorf("round trip %q -> %q", c.Text, d)
+						continue
+					}
+					pass++
+				}
+				t.Logf("%d/%d cases pass", pass, len(cases))
+			})
+		}
+	}
+}
+
+// readLlamaCppPair reads llama.cpp's test-tokenizer-0 .inp/.out files.
+func readLlamaCppPair(t testing.TB, inp string) ([]string, [][]int) {
+	t.Helper()
+	in, err := os.ReadFile(inp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := os.ReadFile(strings.TrimSuffix(inp, ".inp") + ".out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	texts := strings.Split(string(in), "\n__ggml_vocab_test__\n")
+	texts = texts[:len(texts)-1]
+	lines := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")
+	if len(lines) != len(texts) {
+		t.Fatalf("%s: %d inputs, %d output lines", inp, len(texts), len(lines))
+	}
+	ids := make([][]int, len(lines))
+	for i, l := range lines {
+		ids[i] = []int{}
+		for _, f := range strings.Fields(l) {
+			n, err := strconv.Atoi(f)
+			if err != nil {
+				t.Fatalf("%s line %d: %v", inp, i+1, err)
+			}
+			ids[i] = append(ids[i], n)
+		}
+	}
+	return texts, ids
+}
+
+func TestLlamaCppPairs(t *testing.T) {
+	for _, folder := range folders {
+		inps, _ := filepath.Glob(filepath.Join(sharedDir(t), "tokenizers", folder, "*.inp"))
+		if len(inps) != 1 {
+			t.Fatalf("%s: %d .inp files", folder, len(inps))
+		}
+		texts, want := readLlamaCppPair(t, inps[0])
+		for _, v := range vocabsFor(t, folder) {
+			t.Run(folder+"/"+v.name, func(t *testing.T) {
+				tok := v.load(t)
+				for i, s := range texts {
+					got := tok.EncodeWith(s, Options{})
+					if !reflect.DeepEqual(got, want[i]) {
+						t.Errorf("%q:\n got %v\nwant %v", s, got, want[i])
+					}
+				}
+				t.Logf("%d inputs", len(texts))
+			})
+		}
+	}
+}
+
+func TestStories260K(t *testing.T) {
+	dir := filepath.Join(sharedDir(t), "models", "stories260K")
+	bin, err := LoadLlama2C(filepath.Join(dir, "tok512.bin"), 512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gguf := loadGGUF(t, filepath.Join(dir, "stories260K.gguf"))
+	want := []int{1, 403, 407, 261, 378}
+	texts := []string{"Once upon a time", "", "The cat sat. Lily's dog!\n\"Hi\" 😀 naïve", "  two spaces", "tab\there"}
+	for _, tok := range []*Tokenizer{bin, gguf} {
+		if got := tok.Encode("Once upon a time", true); !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: got %v, want %v", tok.Kind(), got, want)
+		}
+		if tok.VocabSize() != 512 || tok.BOS() != 1 || tok.EOS() != 2 || !tok.IsEOG(2) || tok.IsEOG(1) || !tok.AddsBOS() {
+			t.Errorf("%s: vocab %d bos %d eos %d", tok.Kind(), tok.VocabSize(), tok.BOS(), tok.EOS())
+		}
+	}
+	for _, s := range texts {
+		a, b := bin.Encode(s, true), gguf.Encode(s, true)
+		if !reflect.DeepEqual(a, b) {
+			t.Errorf("%q: tok512.bin %v, gguf %v", s, a, b)
+		}
+		if d := bin.Decode(a[1:]); d != s {
+			t.Errorf("llama2c round trip %q -> %q", s, d)
+		}
+	}
+	// Unknown code points fall back to bytes, id = byte + 3.
+	if got := bin.Encode("😀", false); !reflect.DeepEqual(got[1:], []int{0xF0 + 3, 0x9F + 3, 0x98 + 3, 0x80 + 3}) {
+		t.Errorf("byte fallback: got %v", got)
+	}
+	if p := bin.Piece(403); p != " Once" && p != "Once" {
+		t.Errorf("Piece(403) = %q", p)
+	}
+}
+
+// TestLlama2C32k is the encoder oracle of llama2.c test.c, listed in
+// models/llama2-tokenizer-32k/SOURCE.md.
+func TestLlama2C32k(t *testing.T) {
+	p := filepath.Join(sharedDir(t), "models", "llama2-tokenizer-32k", "tokenizer.bin")
+	tok, err := LoadLlama2C(p, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok.VocabSize() != 32000 {
+		t.Fatalf("vocab %d", tok.VocabSize())
+	}
+	tests := []struct {
+		text string
+		ids  []int
+	}{
+		{"", []int{1}},
+		{"I believe the meaning of life is", []int{1, 306, 4658, 278, 6593, 310, 2834, 338}},
+		{"Simply put, the theory of relativity states that ", []int{1, 3439, 17632, 1925, 29892, 278, 6368, 310, 14215, 537, 5922, 393, 29871}},
+		{"A brief message congratulating the team on the launch:\n\n        Hi everyone,\n\n        I just ",
+			[]int{1, 319, 11473, 2643, 378, 629, 271, 18099, 278, 3815, 373, 278, 6826, 29901, 13, 13, 4706, 6324, 14332, 29892, 13, 13, 4706, 306, 925, 29871}},
+		{"Translate English to French:\n\n        sea otter => loutre de mer\n        peppermint => menthe poivrée\n        plush girafe => girafe peluche\n        cheese =>",
+			[]int{1, 4103, 9632, 4223, 304, 5176, 29901, 13, 13, 4706, 7205, 4932, 357, 1149, 301, 449, 276, 316, 2778, 13, 4706, 1236, 407, 837, 524, 1149, 6042, 354, 772, 440, 29878, 1318, 13, 4706, 715, 1878, 330, 3055, 1725, 1149, 330, 3055, 1725, 4639, 28754, 13, 4706, 923, 968, 1149}},
+	}
+	for _, tt := range tests {
+		if got := tok.Encode(tt.text, true); !reflect.DeepEqual(got, tt.ids) {
+			t.Errorf("%q:\n got %v\nwant %v", tt.text, got, tt.ids)
+		}
+	}
+	// Streaming after BOS drops the dummy-prefix space, as run.c prints.
+	if got := tok.DecodeNext(1, 306); got != "I" {
+		t.Errorf("DecodeNext(BOS, 306) = %q", got)
+	}
+	if got := tok.DecodeNext(306, 4658); got != " believe" {
+		t.Errorf("DecodeNext(306, 4658) = %q", got)
+	}
+	if got := tok.DecodeNext(29871, 13); got != "\n" {
+		t.Errorf("DecodeNext(<0x0A>) = %q", got)
+	}
+}
+
+func TestSpecialTokens(t *testing.T) {
+	l3 := vocabsFor(t, "llama3-tiktoken")[0].load(t)
+	tests := []struct {
+		text string
+		want []int
+	}{
+		{"hello <|end_of_text|>", []int{15339, 220, 128001}},
+		{"<|begin_of_text|>A B!", []int{128000, 32, 426, 0}},
+		{"<|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|>", []int{128006, 882, 128007, 271, 6151, 128009}},
+	}
+	for _, tt := range tests {
+		if got := l3.Encode(tt.text, false); !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("%q: got %v, want %v", tt.text, got, tt.want)
+		}
+		if d := l3.Decode(l3.Encode(tt.text, false)); d != tt.text {
+			t.Errorf("round trip %q -> %q", tt.text, d)
+		}
+	}
+	plain := l3.EncodeWith("<|eot_id|>", Options{})
+	if len(plain) < 2 {
+		t.Errorf("ParseSpecial=false still gave one token: %v", plain)
+	}
+	for _, id := range []int{128001, 128009} {
+		if !l3.IsEOG(id) {
+			t.Errorf("IsEOG(%d) = false", id)
+		}
+	}
+	if l3.IsEOG(128000) || l3.BOS() != 128000 || l3.EOS() != 128001 || l3.VocabSize() != 128256 || !l3.AddsBOS() {
+		t.Errorf("llama3: bos %d eos %d vocab %d", l3.BOS(), l3.EOS(), l3.VocabSize())
+	}
+	if l3.Piece(220) != "Ġ" || l3.Piece(128009) != "<|eot_id|>" || l3.Piece(-1) != "" {
+		t.Errorf("pieces %q %q", l3.Piece(220), l3.Piece(128009))
+	}
+	// The default specials (no special_tokens.json) are the same.
+	dir := filepath.Join(sharedDir(t), "tokenizers", "llama3-tiktoken")
+	def, err := LoadTiktoken(filepath.Join(dir, "tokenizer.model"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, id := range Llama3Specials(128000) {
+		if def.Piece(id) != name || l3.Piece(id) != name {
+			t.Errorf("special %d: default %q, file %q, want %q", id, def.Piece(id), l3.Piece(id), name)
+		}
+	}
+
+	for _, v := range vocabsFor(t, "gpt2") {
+		g := v.load(t)
+		if got := g.Encode("a<|endoftext|>b", false); !reflect.DeepEqual(got, []int{64, 50256, 65}) {
+			t.Errorf("gpt2 %s: %v", v.name, got)
+		}
+		if !g.IsEOG(50256) || g.Kind() != "bpe" || g.AddsBOS() {
+			t.Errorf("gpt2 %s: eog/kind/addsBOS wrong", v.name)
+		}
+	}
+	for _, v := range vocabsFor(t, "llama2-spm") {
+		s := v.load(t)
+		want := []int{1, 15043, 2}
+		if s.Kind() == "llama2c" {
+			continue
+		}
+		if got := s.Encode("<s>Hello</s>", false); !reflect.DeepEqual(got, want) {
+			t.Errorf("spm %s: %v, want %v", v.name, got, want)
+		}
+		if s.Decode([]int{1, 15043}) != "<s>Hello" || s.Decode([]int{15043}) != "Hello" {
+			t.Errorf("spm %s: Decode %q %q", v.name, s.Decode([]int{1, 15043}), s.Decode([]int{15043}))
+		}
+	}
+}
+
+// TestStream checks that streaming prints valid UTF-8 at every step and
+// the same text as Decode.
+func TestStream(t *testing.T) {
+	texts := []string{"Hello 世界! 🦙 naïve café ☕️👩‍👩‍👧", "生活的真谛是", "x\u00a0y"}
+	for _, folder := range folders {
+		for _, v := range vocabsFor(t, folder) {
+			tok := v.load(t)
+			for _, s := range texts {
+				ids := tok.Encode(s, tok.BOS() >= 0)
+				st := tok.NewStream()
+				var b strings.Builder
+				for _, id := range ids {
+					piece := st.Next(id)
+					if !utf8.ValidString(piece) {
+						t.Errorf("%s/%s: invalid UTF-8 %q", folder, v.name, piece)
+					}
+					b.WriteString(piece)
+				}
+				b.WriteString(st.Flush())
+				if b.String() != s {
+					t.Errorf("%s/%s: stream %q, want %q", folder, v.name, b.String(), s)
+				}
+			}
+		}
+	}
+	// An unfinished sequence is flushed as U+FFFD.
+	spm := vocabsFor(t, "llama2-spm")[0].load(t)
+	st := spm.NewStream()
+	if got := st.Next(0xE4 + 3); got != "" {
+		t.Errorf("partial byte printed %q", got)
+	}
+	if got := st.Flush(); got != "\uFFFD" {
+		t.Errorf("Flush = %q", got)
+	}
+}
+
+func TestLoadDetection(t *testing.T) {
+	sh := sharedDir(t)
+	tests := []struct {
+		path, kind, errPart string
+	}{
+		{filepath.Join(sh, "tokenizers", "gpt2", "tokenizer.json"), "bpe", ""},
+		{filepath.Join(sh, "tokenizers", "gpt2"), "bpe", ""},
+		{filepath.Join(sh, "tokenizers", "llama2-spm", "tokenizer.json"), "spm", ""},
+		{filepath.Join(sh, "tokenizers", "llama3-tiktoken", "tokenizer.model"), "tiktoken", ""},
+		{filepath.Join(sh, "models", "stories260K", "tok512.bin"), "llama2c", ""},
+		{filepath.Join(sh, "models", "stories260K", "stories260K.gguf"), "", "GGUF"},
+		{filepath.Join(sh, "models", "stories260K", "missing.bin"), "", "missing.bin"},
+	}
+	spDir := t.TempDir()
+	sp := filepath.Join(spDir, "tokenizer.model")
+	if err := os.WriteFile(sp, []byte{0x0A, 0x0B, 0x0A, 0x05, '<', 'u', 'n', 'k', '>'}, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests = append(tests, struct{ path, kind, errPart string }{sp, "", "SentencePiece .model protobuf is not supported; use tokenizer.json"})
+	for _, tt := range tests {
+		tok, err := Load(tt.path)
+		switch {
+		case tt.errPart != "":
+			if err == nil || !strings.Contains(err.Error(), tt.errPart) || strings.Contains(err.Error(), "\n") {
+				t.Errorf("Load(%s): err %v, want one line containing %q", tt.path, err, tt.errPart)
+			}
+		case err != nil:
+			t.Errorf("Load(%s): %v", tt.path, err)
+		case tok.Kind() != tt.kind:
+			t.Errorf("Load(%s): kind %s, want %s", tt.path, tok.Kind(), tt.kind)
+		}
+	}
+}
+
+func TestForModel(t *testing.T) {
+	sh := sharedDir(t)
+	stories := filepath.Join(sh, "models", "stories260K")
+	for _, p := range []string{filepath.Join(stories, "stories260K.bin"), filepath.Join(stories, "stories260K.gguf")} {
+		m, err := pager.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok, err := ForModel(p, m.Meta, m.Format)
+		m.Close()
+		if err != nil {
+			t.Fatalf("ForModel(%s): %v", p, err)
+		}
+		if got := tok.Encode("Once upon a time", true); !reflect.DeepEqual(got, []int{1, 403, 407, 261, 378}) {
+			t.Errorf("%s: %v", p, got)
+		}
+	}
+	hf := filepath.Join(sh, "tokenizers", "gpt2")
+	if tok, err := ForModel(hf, map[string]any{}, "safetensors"); err != nil || tok.Kind() != "bpe" {
+		t.Errorf("ForModel(hf dir): %v", err)
+	}
+	// None or several tokenizers beside a llama2.c checkpoint: ask for --tokenizer.
+	dir := t.TempDir()
+	model := filepath.Join(dir, "model.bin")
+	os.WriteFile(model, []byte("x"), 0o644)
+	if _, err := ForModel(model, nil, "llama2c"); err == nil || !strings.Contains(err.Error(), "--tokenizer") {
+		t.Errorf("no tokenizer: %v", err)
+	}
+	tb, _ := os.ReadFile(filepath.Join(stories, "tok512.bin"))
+	os.WriteFile(filepath.Join(dir, "tok512.bin"), tb, 0o644)
+	os.WriteFile(filepath.Join(dir, "tokenizer.bin"), tb, 0o644)
+	if _, err := ForModel(model, nil, "llama2c"); err == nil || !strings.Contains(err.Error(), "several") {
+		t.Errorf("several tokenizers: %v", err)
+	}
+	if _, err := ForModel(t.TempDir(), nil, "safetensors"); err == nil || !strings.Contains(err.Error(), "--tokenizer") {
+		t.Errorf("empty HF dir: %v", err)
+	}
+}
+
+func TestGGUFIntWidths(t *testing.T) {
+	base := map[string]any{
+		"tokenizer.ggml.model":      "llama",
+		"tokenizer.ggml.tokens":     []any{"<unk>", "<s>", "</s>", "▁a", "▁", "a"},
+		"tokenizer.ggml.scores":     []float64{0, 0, 0, -1, -2, -3},
+		"tokenizer.ggml.token_type": []uint8{2, 3, 3, 1, 1, 1},
+	}
+	for _, v := range []any{int8(2), uint8(2), int16(2), uint16(2), int32(2), uint32(2), int64(2), uint64(2), 2} {
+		m := map[string]any{"tokenizer.ggml.eos_token_id": v}
+		for k, x := range base {
+			m[k] = x
+		}
+		tok, err := FromGGUFMetadata(m, "test.gguf")
+		if err != nil {
+			t.Fatalf("%T: %v", v, err)
+		}
+		if tok.EOS() != 2 || !reflect.DeepEqual(tok.Encode("a", true), []int{1, 3}) {
+			t.Errorf("%T: eos %d, ids %v", v, tok.EOS(), tok.Encode("a", true))
+		}
+	}
+	bad := map[string]any{"tokenizer.ggml.model": "bert", "tokenizer.ggml.tokens": []string{"a"}}
+	if _, err := FromGGUFMetadata(bad, "x.gguf"); err == nil || !strings.Contains(err.Error(), "x.gguf") {
+		t.Errorf("unsupported model: %v", err)
+	}
+	if _, err := FromGGUFMetadata(map[string]any{}, "y.gguf"); err == nil || !strings.Contains(err.Error(), "y.gguf") {
+		t.Errorf("no tokenizer: %v", err)
+	}
+}
+
+// benchText is ~100 KB of mixed English prose, code and non-Latin text.
+func benchText(n int) string {
+	unit := "Once upon a time, in a land far away, there lived a little llama named Lily. " +
+		"She liked to run(); and jump += 42 times!\n\t生活的真谛是 — naïve café, 🦙 ok?\n"
+	return strings.Repeat(unit, n/len(unit)+1)[:n]
+}
+
+func BenchmarkEncode100KB(b *testing.B) {
+	text := benchText(100 << 10)
+	sh := sharedDir(b)
+	for _, c := range []struct{ name, path string }{
+		{"llama2c", filepath.Join(sh, "models", "llama2-tokenizer-32k", "tokenizer.bin")},
+		{"spm-json", filepath.Join(sh, "tokenizers", "llama2-spm", "tokenizer.json")},
+		{"gpt2-json", filepath.Join(sh, "tokenizers", "gpt2", "tokenizer.json")},
+		{"llama3-tiktoken", filepath.Join(sh, "tokenizers", "llama3-tiktoken", "tokenizer.model")},
+	} {
+		tok, err := Load(c.path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(c.name, func(b *testing.B) {
+			b.SetBytes(int64(len(text)))
+			var n int
+			for i := 0; i < b.N; i++ {
+				n = len(tok.Encode(text, true))
+			}
+			b.ReportMetric(float64(len(text))/float64(n), "bytes/token")
+		})
+	}
+}
