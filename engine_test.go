@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"offload/corrector"
 	"offload/device/host"
 	"offload/internal/fixtures"
 	"offload/model"
@@ -147,5 +148,44 @@ func TestBatchedPrefillMatchesOracle(t *testing.T) {
 				t.Fatalf("pos %d logit %d: got %g want %g", p, j, v, want[p][j])
 			}
 		}
+	}
+}
+
+// TestGenerateModes runs the corrector loop over the engine: dense greedy
+// must reproduce the oracle; Sirius with strict acceptance must equal dense.
+func TestGenerateModes(t *testing.T) {
+	seq := oracleTokens(t)
+	path := filepath.Join(fixtures.Stories(t), "stories260K.gguf")
+	prompt := seq[:5]
+	for _, tc := range []struct {
+		name string
+		mem  int64
+		mode corrector.Mode
+		acc  corrector.Accept
+	}{
+		{"dense", 0, corrector.Dense, corrector.AcceptThreshold},
+		{"dense-streamed", 1 << 20, corrector.Dense, corrector.AcceptThreshold},
+		{"sirius-strict", 0, corrector.Sirius, corrector.AcceptStrict},
+		{"sirius-strict-streamed", 1 << 20, corrector.Sirius, corrector.AcceptStrict},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newTestEngine(t, path, tc.mem, Options{Mode: ModeSirius, Window: 4})
+			cfg := corrector.DefaultConfig()
+			cfg.Mode, cfg.Accept, cfg.Window, cfg.MaxTokens = tc.mode, tc.acc, 4, 60
+			r, err := e.Generate(prompt, cfg, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := append(append([]int{}, prompt...), r.Tokens...)
+			if len(got) != len(seq) {
+				t.Fatalf("got %d tokens, want %d", len(got), len(seq))
+			}
+			for i := range seq {
+				if got[i] != seq[i] {
+					t.Fatalf("token %d: got %d want %d\n got %v", i, got[i], seq[i], got)
+				}
+			}
+			t.Logf("%s: AAL %.2f checks %d", tc.name, r.Stats.AAL, r.Stats.Checks)
+		})
 	}
 }

@@ -1,0 +1,187 @@
+package offload
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"offload/corrector"
+	"offload/sparsity"
+)
+
+// engineModel adapts the Engine to corrector.Model: drafts are sparse
+// passes, verifications are batched full passes, rollback truncates the KV
+// caches. It also times the prefill apart from decoding.
+type engineModel struct {
+	e          *Engine
+	dense      bool
+	prefillDur time.Duration
+}
+
+func (m *engineModel) Prefill(prompt []int) ([]float32, error) {
+	start := time.Now()
+	defer func() { m.prefillDur += time.Since(start) }()
+	e := m.e
+	e.Reset()
+	if len(prompt) > e.opt.Context {
+		return nil, fmt.Errorf("%w: the prompt has %d tokens, the context holds %d (raise --ctx)", ErrContextFull, len(prompt), e.opt.Context)
+	}
+	chunk := e.act.rows
+	var last []float32
+	for p := 0; p < len(prompt); p += chunk {
+		end := min(p+chunk, len(prompt))
+		out, err := e.Forward([]Seq{{Toks: prompt[p:end], Pos: p, Logits: end == len(prompt), LastOnly: true}}, PhasePrefill, FFNFull)
+		if err != nil {
+			return nil, err
+		}
+		if end == len(prompt) {
+			last = out[0][0]
+		}
+	}
+	return last, nil
+}
+
+func (m *engineModel) Draft(toks []int, pos int) ([][]float32, error) {
+	seqs := make([]Seq, len(toks))
+	for b, t := range toks {
+		seqs[b] = Seq{Branch: b, Toks: []int{t}, Pos: pos, Logits: true}
+	}
+	out, err := m.e.Forward(seqs, PhaseDraft, FFNSparse)
+	if err != nil {
+		return nil, err
+	}
+	res := make([][]float32, len(toks))
+	for b := range out {
+		res[b] = out[b][0]
+	}
+	return res, nil
+}
+
+func (m *engineModel) Verify(toks [][]int, pos int) ([][][]float32, error) {
+	seqs := make([]Seq, len(toks))
+	for b, t := range toks {
+		seqs[b] = Seq{Branch: b, Toks: t, Pos: pos, Logits: true}
+	}
+	phase := PhaseCheck
+	if m.dense {
+		phase = PhaseDecode
+	}
+	return m.e.Forward(seqs, phase, FFNFull)
+}
+
+func (m *engineModel) Truncate(b, n int) error { return m.e.Truncate(b, n) }
+func (m *engineModel) Fork(dst, src int) error { return m.e.Fork(dst, src) }
+
+// Result is one generation's tokens, statistics and timings.
+type Result struct {
+	Tokens  []int
+	Stats   corrector.Stats
+	Prefill time.Duration
+	Decode  time.Duration
+}
+
+// Generate decodes from prompt with the corrector's loop over this engine
+// (dense, sparse or Sirius per cfg.Mode), calling emit for each final token.
+func (e *Engine) Generate(prompt []int, cfg corrector.Config, emit func(tok int) error) (*Result, error) {
+	if cfg.Mode == corrector.Sirius && cfg.Width > len(e.kv) {
+		return nil, fmt.Errorf("width %d needs %d KV caches; the engine was built with %d", cfg.Width, cfg.Width, len(e.kv))
+	}
+	if need := len(prompt) + cfg.MaxTokens + cfg.Window; need > e.opt.Context {
+		cfg.MaxTokens = max(1, e.opt.Context-len(prompt)-cfg.Window)
+		if len(prompt)+1 > e.opt.Context {
+			return nil, fmt.Errorf("%w: the prompt has %d tokens, the context holds %d (raise --ctx)", ErrContextFull, len(prompt), e.opt.Context)
+		}
+	}
+	m := &engineModel{e: e, dense: cfg.Mode == corrector.Dense}
+	r := &Result{}
+	start := time.Now()
+	st, err := corrector.Generate(m, prompt, cfg, func(tok int) error {
+		r.Tokens = append(r.Tokens, tok)
+		if emit != nil {
+			return emit(tok)
+		}
+		return nil
+	})
+	r.Stats = st
+	r.Prefill = m.prefillDur
+	r.Decode = time.Since(start) - m.prefillDur
+	return r, err
+}
+
+// DecodeBytes is what crossed host->device for decoding (prefill excluded).
+func (p *Profiler) DecodeBytes() int64 {
+	var n int64
+	for ph, s := range p.Phases {
+		if Phase(ph) != PhasePrefill {
+			n += s.Bytes()
+		}
+	}
+	return n
+}
+
+// Report builds the end-of-run report for a generation.
+func (e *Engine) Report(r *Result, modelName string) *Report {
+	rep := &Report{
+		Model: modelName, Device: e.dev.Name(), Mode: e.modeString(r.Stats.Mode),
+		PromptTokens: r.Stats.PromptTokens, GeneratedTokens: r.Stats.Generated,
+		PrefillSeconds: r.Prefill.Seconds(), DecodeSeconds: r.Decode.Seconds(),
+		PeakRSS: PeakRSS(), PeakDevice: e.dev.Peak(), DeviceBudget: e.Prof.Plan.Budget,
+		ResidentBytes: e.Prof.Plan.Resident, SetupBytes: e.Prof.SetupBytes, Phases: e.Prof.PhaseReports(),
+	}
+	rep.PrefillTokPerS = safeDiv(float64(rep.PromptTokens), rep.PrefillSeconds)
+	rep.DecodeTokPerS = safeDiv(float64(rep.GeneratedTokens), rep.DecodeSeconds)
+	rep.BytesPerToken = safeDiv(float64(e.Prof.DecodeBytes()), float64(rep.GeneratedTokens))
+	if r.Stats.Mode == corrector.Sirius {
+		ds := e.SparseDensity()
+		rep.Sirius = &SiriusReport{Window: r.Stats.Window, Checks: r.Stats.Checks, AAL: r.Stats.AAL,
+			CorrectionsPer100: r.Stats.CorrectionsPer100(), EffectiveDensity: r.Stats.EffectiveDensity(ds, 1), SparseDensity: ds}
+	}
+	return rep
+}
+
+func (e *Engine) modeString(m corrector.Mode) string {
+	switch m {
+	case corrector.Dense:
+		return "dense"
+	case corrector.Sparse:
+		return fmt.Sprintf("sparse (%s, keep %g)", e.opt.Policy, e.opt.Keep)
+	}
+	return fmt.Sprintf("sirius (%s, keep %g, window %d)", e.opt.Policy, e.opt.Keep, e.opt.Window)
+}
+
+// SparseDensity is the fraction of the model's parameters the sparse model
+// uses per token (embeddings included, as the paper counts it).
+func (e *Engine) SparseDensity() float64 {
+	cfg := e.cfg
+	if e.opt.Policy == sparsity.PolicyDense {
+		return 1
+	}
+	_, ffn, _ := cfg.LayerParams()
+	total := float64(cfg.Params())
+	used := total - float64(cfg.Layers)*float64(ffn)*(1-float64(e.selK)/float64(cfg.Hidden))
+	if e.opt.Policy == sparsity.PolicyTopK {
+		// The gate is read in full.
+		used += float64(cfg.Layers) * float64(cfg.Dim) * float64(cfg.Hidden) * (1 - float64(e.selK)/float64(cfg.Hidden))
+	}
+	return used / total
+}
+
+// PeakRSS reads the process's peak resident set (Linux), or 0.
+func PeakRSS() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			f := strings.Fields(rest)
+			if len(f) >= 1 {
+				n, _ := strconv.ParseInt(f[0], 10, 64)
+				return n << 10
+			}
+		}
+	}
+	return 0
+}
