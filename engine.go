@@ -132,19 +132,19 @@ type Engine struct {
 	head    struct{ norm, w device.Tensor }
 	resBufs []device.Buffer
 
-	slots    []device.Buffer
-	slotSize int64
-	staging  [][]byte
-	slotUsed []device.Event // compute done with the slot's contents
+	slots     []device.Buffer
+	slotSize  int64
+	staging   [][]byte
+	slotUsed  []device.Event // compute done with the slot's contents
 	stageFree []device.Event // copies out of the staging buffer done
 
 	kv     [][]kvPair // [branch][layer]
 	kvBufs []device.Buffer
 	kvLen  []int
 
-	act     acts
-	inHost  []byte // embedding rows (f32) for the pass
-	outHost []byte // logits
+	act       acts
+	inHost    []byte // embedding rows (f32) for the pass
+	outHost   []byte // logits
 	topkStage []byte // top-k: staging for the chosen rows
 
 	// Griffin state for the current sequence.

@@ -340,4 +340,3 @@ func putI32s(dst []byte, v []int32) {
 		binary.LittleEndian.PutUint32(dst[4*i:], uint32(x))
 	}
 }
-

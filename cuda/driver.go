@@ -131,17 +131,17 @@ func (d *driver) memAlloc(size int64) (uint64, error) {
 func (d *driver) memFree(p uint64) error { return d.do("cuMemFree_v2", uintptr(p)) }
 
 // memHostAlloc returns page-locked host memory (C memory, never moved).
-func (d *driver) memHostAlloc(size int64, flags uint32) (uintptr, error) {
-	var p uintptr
+func (d *driver) memHostAlloc(size int64, flags uint32) (unsafe.Pointer, error) {
+	var p unsafe.Pointer
 	err := d.do("cuMemHostAlloc", uintptr(unsafe.Pointer(&p)), uintptr(size), uintptr(flags))
 	return p, err
 }
 
-func (d *driver) memFreeHost(p uintptr) error { return d.do("cuMemFreeHost", p) }
+func (d *driver) memFreeHost(p unsafe.Pointer) error { return d.do("cuMemFreeHost", uintptr(p)) }
 
-func (d *driver) memHostGetDevicePointer(host uintptr) (uint64, error) {
+func (d *driver) memHostGetDevicePointer(host unsafe.Pointer) (uint64, error) {
 	var p uint64
-	err := d.do("cuMemHostGetDevicePointer_v2", uintptr(unsafe.Pointer(&p)), host, 0)
+	err := d.do("cuMemHostGetDevicePointer_v2", uintptr(unsafe.Pointer(&p)), uintptr(host), 0)
 	return p, err
 }
 

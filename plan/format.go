@@ -75,7 +75,7 @@ func (p Prediction) String() string {
 		if dense != nil && dense.SecondsPerToken > 0 {
 			ratio = fmt.Sprintf("%.3f", m.SecondsPerToken/dense.SecondsPerToken)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.3f\t%.3f\t%.3f\t%.3f\t%s\t\n", m.Mode, m.Source,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.4g\t%.4g\t%.4g\t%.4g\t%s\t\n", m.Mode, m.Source,
 			memStr(m.ResidentBytes), memStr(m.Reserved.Total()), bytesF(m.BytesPerToken),
 			m.LinkSecondsPerToken, m.ComputeSecondsPerToken, m.SecondsPerToken, rate(m.SecondsPerToken), ratio)
 	}
@@ -88,7 +88,7 @@ func (p Prediction) String() string {
 		fmt.Fprintf(&b, "        resident: %s\n", summarize(m.Blocks, m.Resident, true))
 		fmt.Fprintf(&b, "        streams:  %s\n", summarize(m.Blocks, m.Resident, false))
 		for _, ph := range m.Phases {
-			fmt.Fprintf(&b, "        %-6s %.4f/tok x %2d rows: streams %s/pass, link %.3f s, compute %.3f s, pass %.3f s\n",
+			fmt.Fprintf(&b, "        %-6s %.4f/tok x %2d rows: streams %s/pass, link %.4g s, compute %.4g s, pass %.4g s\n",
 				ph.Phase, ph.PerToken, ph.Rows, bytesStr(ph.StreamedBytes), ph.LinkSeconds, ph.ComputeSeconds, ph.Seconds)
 		}
 	}
@@ -99,7 +99,7 @@ func (p Prediction) String() string {
 	for _, m := range p.Modes {
 		for _, r := range mergeLayers(m.Layers) {
 			l := r.first
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%.3f\t%.3f\t%.3f\t\n", m.Mode, r.label,
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%.4g\t%.4g\t%.4g\t\n", m.Mode, r.label,
 				bytesF(l.StreamedBytes), l.LinkSeconds*1e3, l.ComputeSeconds*1e3, l.Seconds*1e3)
 		}
 	}
@@ -171,15 +171,17 @@ func summarize(blocks []Block, resident []bool, want bool) string {
 		if resident[i] != want || (!want && b.UsesPerToken == 0) {
 			continue
 		}
-		total += b.Bytes
 		if b.Layer < 0 {
 			n := b.Name
 			if !want && b.Kind == KindEmbed {
-				n += " (rows)"
+				n += " (rows on demand)" // not counted: only a row per token moves
+			} else {
+				total += b.Bytes
 			}
 			single = append(single, n)
 			continue
 		}
+		total += b.Bytes
 		byKind[b.Kind] = append(byKind[b.Kind], b.Layer)
 	}
 	sort.Slice(single, func(i, j int) bool {
@@ -240,7 +242,7 @@ func FormatGain(budget, paper Prediction) string {
 		if m.SecondsPerToken > 0 {
 			sp = pm.SecondsPerToken / m.SecondsPerToken
 		}
-		fmt.Fprintf(tw, "%s\t%.3f\t%.3f\t%.3f\t%.2fx\t%s\t\n", m.Mode, pm.SecondsPerToken, m.SecondsPerToken,
+		fmt.Fprintf(tw, "%s\t%.4g\t%.4g\t%.4g\t%.2fx\t%s\t\n", m.Mode, pm.SecondsPerToken, m.SecondsPerToken,
 			pm.SecondsPerToken-m.SecondsPerToken, sp, memStr(m.ResidentBytes-pm.ResidentBytes))
 	}
 	tw.Flush()

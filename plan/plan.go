@@ -85,12 +85,16 @@ func ParseMode(s string) (Mode, error) {
 
 // Block kinds. A block is the unit the residency planner places.
 const (
-	KindEmbed  = "embed"       // token embedding table; a token uses one row
-	KindHead   = "head"        // LM head (absent when tied to the embeddings)
-	KindNorms  = "norms"       // every RMSNorm weight, all layers and the final one
-	KindAttn   = "attn"        // q, k, v, o of one layer
-	KindFFNSel = "ffn.griffin" // the keep*FFN neurons the sequence selected (gate+up rows, down columns)
-	KindFFNRst = "ffn.rest"    // the other FFN neurons: used only by full passes
+	KindEmbed = "embed" // token embedding table; a token uses one row
+	KindHead  = "head"  // LM head (absent when tied to the embeddings)
+	KindNorms = "norms" // every RMSNorm weight, all layers and the final one
+	KindAttn  = "attn"  // q, k, v, o of one layer
+	// KindFFNSel is the keep*FFN neurons the sequence selected (gate and up
+	// rows, down columns). The set is chosen per sequence, so a resident
+	// copy is re-gathered once per sequence after prefill. In dense mode the
+	// split is only a size split: any keep*FFN neurons may stay resident.
+	KindFFNSel = "ffn.griffin"
+	KindFFNRst = "ffn.rest" // the other FFN neurons: used only by full passes
 )
 
 // kindOrder breaks ties between blocks used equally often: blocks the

@@ -54,12 +54,16 @@ func dotF16Generic(w []uint16, x []float32) float32 {
 	return (s0 + s1) + (s2 + s3)
 }
 
-// The x4 variants dot one weight row (length in) with four consecutive
-// activation rows xs[0:in], xs[in:2in], ... so the row is loaded once.
+// The x4 variants dot one weight row w[:kl] with four activation rows
+// xs[0:kl], xs[stride:stride+kl], ... so the row is loaded once.
 
-func dotF32x4Generic(acc *[4]float32, w, xs []float32, in int) {
-	w = w[:in]
-	x0, x1, x2, x3 := xs[:in], xs[in:2*in], xs[2*in:3*in], xs[3*in:4*in]
+func x4Rows(xs []float32, stride, kl int) (x0, x1, x2, x3 []float32) {
+	return xs[:kl], xs[stride : stride+kl], xs[2*stride : 2*stride+kl], xs[3*stride : 3*stride+kl]
+}
+
+func dotF32x4Generic(acc *[4]float32, w, xs []float32, stride, kl int) {
+	w = w[:kl]
+	x0, x1, x2, x3 := x4Rows(xs, stride, kl)
 	var s0, s1, s2, s3 float32
 	for i, v := range w {
 		s0 += v * x0[i]
@@ -70,9 +74,9 @@ func dotF32x4Generic(acc *[4]float32, w, xs []float32, in int) {
 	*acc = [4]float32{s0, s1, s2, s3}
 }
 
-func dotBF16x4Generic(acc *[4]float32, w []uint16, xs []float32, in int) {
-	w = w[:in]
-	x0, x1, x2, x3 := xs[:in], xs[in:2*in], xs[2*in:3*in], xs[3*in:4*in]
+func dotBF16x4Generic(acc *[4]float32, w []uint16, xs []float32, stride, kl int) {
+	w = w[:kl]
+	x0, x1, x2, x3 := x4Rows(xs, stride, kl)
 	var s0, s1, s2, s3 float32
 	for i, h := range w {
 		v := math.Float32frombits(uint32(h) << 16)
@@ -84,9 +88,9 @@ func dotBF16x4Generic(acc *[4]float32, w []uint16, xs []float32, in int) {
 	*acc = [4]float32{s0, s1, s2, s3}
 }
 
-func dotF16x4Generic(acc *[4]float32, w []uint16, xs []float32, in int) {
-	w = w[:in]
-	x0, x1, x2, x3 := xs[:in], xs[in:2*in], xs[2*in:3*in], xs[3*in:4*in]
+func dotF16x4Generic(acc *[4]float32, w []uint16, xs []float32, stride, kl int) {
+	w = w[:kl]
+	x0, x1, x2, x3 := x4Rows(xs, stride, kl)
 	var s0, s1, s2, s3 float32
 	for i, h := range w {
 		v := F16ToF32Scalar(h)
@@ -96,6 +100,25 @@ func dotF16x4Generic(acc *[4]float32, w []uint16, xs []float32, in int) {
 		s3 += v * x3[i]
 	}
 	*acc = [4]float32{s0, s1, s2, s3}
+}
+
+// The 2x4 variants dot two weight rows (w[:kl] and w[wstride:wstride+kl])
+// with four activation rows: acc[j*4+r] = w_j · x_r. Plain Go gains nothing
+// from fusing the two rows, so it runs the x4 loop twice.
+
+func dot2x4F32Generic(acc *[8]float32, w []float32, wstride int, xs []float32, stride, kl int) {
+	dotF32x4Generic((*[4]float32)(acc[:4]), w[:kl], xs, stride, kl)
+	dotF32x4Generic((*[4]float32)(acc[4:]), w[wstride:wstride+kl], xs, stride, kl)
+}
+
+func dot2x4BF16Generic(acc *[8]float32, w []uint16, wstride int, xs []float32, stride, kl int) {
+	dotBF16x4Generic((*[4]float32)(acc[:4]), w[:kl], xs, stride, kl)
+	dotBF16x4Generic((*[4]float32)(acc[4:]), w[wstride:wstride+kl], xs, stride, kl)
+}
+
+func dot2x4F16Generic(acc *[8]float32, w []uint16, wstride int, xs []float32, stride, kl int) {
+	dotF16x4Generic((*[4]float32)(acc[:4]), w[:kl], xs, stride, kl)
+	dotF16x4Generic((*[4]float32)(acc[4:]), w[wstride:wstride+kl], xs, stride, kl)
 }
 
 // axpy*: y[j] += a * w[j] for j < len(y).

@@ -111,8 +111,12 @@ func matMul(k wkind, y, x, wf []float32, wh []uint16, n, in, out int) {
 	if n == 0 || out == 0 {
 		return
 	}
+	if in == 0 {
+		clear(y[:n*out]) // empty sums
+		return
+	}
 	rows := func(lo, hi int) { matMulRows(k, y, x, wf, wh, n, in, out, lo, hi) }
-	parallelFor(out, n*in*out, 8, rows)
+	parallelFor(out, n*in*out, 8, rows) // align 8: whole 2-row pairs
 }
 
 // matMulT runs the [in][out] product. Each task owns a column block of y; it
@@ -125,47 +129,101 @@ func matMulT(k wkind, y, x, wf []float32, wh []uint16, n, in, out int) {
 	parallelFor(out, n*in*out, 64, cols)
 }
 
-// matMulRows computes output rows [lo,hi) of every batch row. Each weight row
-// is dotted against up to four activation rows at once so it is read from
-// memory once per four rows (and from L1 for the rest of a batch).
+// xBlockBytes bounds the slice of the batch (all n activation rows, kc
+// columns each) that a batched product keeps hot while it sweeps the weight
+// rows: small enough to stay in L2 next to the streaming weights.
+const xBlockBytes = 128 << 10
+
+// matMulRows computes output rows [lo,hi) of every batch row.
+//
+// n == 1 (decode) is a plain dot per weight row: the row streams from memory
+// once and x stays in L1. For n >= 4 the in dimension is cut into blocks of
+// kc columns so the batch's slice of x stays in L2, and within a block two
+// weight rows at a time meet four activation rows at a time in registers
+// (dot2x4): each weight byte still comes from memory once, and the loads per
+// FMA drop enough for the FMA units, not the caches, to set the pace.
+// Partial sums over blocks are added into y.
 func matMulRows(k wkind, y, x, wf []float32, wh []uint16, n, in, out, lo, hi int) {
-	var acc [4]float32
-	for o := lo; o < hi; o++ {
-		r := 0
-		for ; r+4 <= n; r += 4 {
-			xs := x[r*in : (r+4)*in]
-			switch k {
-			case kindF32:
-				dotF32x4(&acc, wf[o*in:(o+1)*in], xs, in)
-			case kindBF16:
-				dotBF16x4(&acc, wh[o*in:(o+1)*in], xs, in)
-			case kindF16:
-				dotF16x4(&acc, wh[o*in:(o+1)*in], xs, in)
+	kc := in
+	if n >= 4 && n*in*4 > xBlockBytes {
+		kc = max(64, xBlockBytes/(n*4)&^63)
+	}
+	var acc8 [8]float32
+	var acc4 [4]float32
+	for k0 := 0; k0 < in; k0 += kc {
+		kl := min(kc, in-k0)
+		add := k0 > 0
+		put := func(r, o int, v float32) {
+			if add {
+				y[r*out+o] += v
+			} else {
+				y[r*out+o] = v
 			}
-			y[r*out+o] = acc[0]
-			y[(r+1)*out+o] = acc[1]
-			y[(r+2)*out+o] = acc[2]
-			y[(r+3)*out+o] = acc[3]
 		}
-		for ; r < n; r++ {
-			xs := x[r*in : (r+1)*in]
-			var s float32
-			switch k {
-			case kindF32:
-				s = dotF32(wf[o*in:(o+1)*in], xs)
-			case kindBF16:
-				s = dotBF16(wh[o*in:(o+1)*in], xs)
-			case kindF16:
-				s = dotF16(wh[o*in:(o+1)*in], xs)
+		o := lo
+		if n >= 4 {
+			for ; o+2 <= hi; o += 2 {
+				r := 0
+				for ; r+4 <= n; r += 4 {
+					wo, xo := o*in+k0, r*in+k0
+					switch k {
+					case kindF32:
+						dot2x4F32(&acc8, wf[wo:], in, x[xo:], in, kl)
+					case kindBF16:
+						dot2x4BF16(&acc8, wh[wo:], in, x[xo:], in, kl)
+					case kindF16:
+						dot2x4F16(&acc8, wh[wo:], in, x[xo:], in, kl)
+					}
+					for j := range 4 {
+						put(r+j, o, acc8[j])
+						put(r+j, o+1, acc8[4+j])
+					}
+				}
+				for ; r < n; r++ {
+					put(r, o, dotW(k, wf, wh, o*in+k0, x[r*in+k0:], kl))
+					put(r, o+1, dotW(k, wf, wh, (o+1)*in+k0, x[r*in+k0:], kl))
+				}
 			}
-			y[r*out+o] = s
 		}
+		for ; o < hi; o++ {
+			r := 0
+			for ; r+4 <= n; r += 4 {
+				wo, xo := o*in+k0, r*in+k0
+				switch k {
+				case kindF32:
+					dotF32x4(&acc4, wf[wo:wo+kl], x[xo:], in, kl)
+				case kindBF16:
+					dotBF16x4(&acc4, wh[wo:wo+kl], x[xo:], in, kl)
+				case kindF16:
+					dotF16x4(&acc4, wh[wo:wo+kl], x[xo:], in, kl)
+				}
+				for j := range 4 {
+					put(r+j, o, acc4[j])
+				}
+			}
+			for ; r < n; r++ {
+				put(r, o, dotW(k, wf, wh, o*in+k0, x[r*in+k0:], kl))
+			}
+		}
+	}
+}
+
+// dotW dots kl weights starting at w offset wo with x[:kl].
+func dotW(k wkind, wf []float32, wh []uint16, wo int, x []float32, kl int) float32 {
+	x = x[:kl]
+	switch k {
+	case kindF32:
+		return dotF32(wf[wo:wo+kl], x)
+	case kindBF16:
+		return dotBF16(wh[wo:wo+kl], x)
+	default:
+		return dotF16(wh[wo:wo+kl], x)
 	}
 }
 
 // tcolBlock bounds the column block a MatMulT task accumulates at once, so the
 // n partial rows of y it updates stay in L1/L2 while the weights stream by.
-const tcolBlock = 512
+const tcolBlock = 4096
 
 func matMulTCols(k wkind, y, x, wf []float32, wh []uint16, n, in, out, lo, hi int) {
 	for c0 := lo; c0 < hi; c0 += tcolBlock {

@@ -106,52 +106,103 @@ func dotF16(w []uint16, x []float32) float32 {
 }
 
 // x4Tail adds the products past m (the vector part) for all four rows.
-func x4Tail(acc *[4]float32, w func(i int) float32, xs []float32, m, in int) {
-	for i := m; i < in; i++ {
+func x4Tail(acc []float32, w func(i int) float32, xs []float32, stride, m, kl int) {
+	for i := m; i < kl; i++ {
 		v := w(i)
 		acc[0] += v * xs[i]
-		acc[1] += v * xs[in+i]
-		acc[2] += v * xs[2*in+i]
-		acc[3] += v * xs[3*in+i]
+		acc[1] += v * xs[stride+i]
+		acc[2] += v * xs[2*stride+i]
+		acc[3] += v * xs[3*stride+i]
 	}
 }
 
-func dotF32x4(acc *[4]float32, w, xs []float32, in int) {
-	if !useAsm || in < 8 {
-		dotF32x4Generic(acc, w, xs, in)
+func dotF32x4(acc *[4]float32, w, xs []float32, stride, kl int) {
+	if !useAsm || kl < 8 {
+		dotF32x4Generic(acc, w, xs, stride, kl)
 		return
 	}
-	w, xs = w[:in], xs[:4*in]
-	m := in &^ 7
-	dotF32x4AVX2(acc, &w[0], &xs[0], in, m)
-	if m < in {
-		x4Tail(acc, func(i int) float32 { return w[i] }, xs, m, in)
+	w, xs = w[:kl], xs[:3*stride+kl]
+	m := kl &^ 7
+	dotF32x4AVX2(acc, &w[0], &xs[0], stride, m)
+	if m < kl {
+		x4Tail(acc[:], func(i int) float32 { return w[i] }, xs, stride, m, kl)
 	}
 }
 
-func dotBF16x4(acc *[4]float32, w []uint16, xs []float32, in int) {
-	if !useAsm || in < 8 {
-		dotBF16x4Generic(acc, w, xs, in)
+func dotBF16x4(acc *[4]float32, w []uint16, xs []float32, stride, kl int) {
+	if !useAsm || kl < 8 {
+		dotBF16x4Generic(acc, w, xs, stride, kl)
 		return
 	}
-	w, xs = w[:in], xs[:4*in]
-	m := in &^ 7
-	dotBF16x4AVX2(acc, &w[0], &xs[0], in, m)
-	if m < in {
-		x4Tail(acc, func(i int) float32 { return BF16ToF32Scalar(w[i]) }, xs, m, in)
+	w, xs = w[:kl], xs[:3*stride+kl]
+	m := kl &^ 7
+	dotBF16x4AVX2(acc, &w[0], &xs[0], stride, m)
+	if m < kl {
+		x4Tail(acc[:], func(i int) float32 { return BF16ToF32Scalar(w[i]) }, xs, stride, m, kl)
 	}
 }
 
-func dotF16x4(acc *[4]float32, w []uint16, xs []float32, in int) {
-	if !useAsm || !hasF16C || in < 8 {
-		dotF16x4Generic(acc, w, xs, in)
+func dotF16x4(acc *[4]float32, w []uint16, xs []float32, stride, kl int) {
+	if !useAsm || !hasF16C || kl < 8 {
+		dotF16x4Generic(acc, w, xs, stride, kl)
 		return
 	}
-	w, xs = w[:in], xs[:4*in]
-	m := in &^ 7
-	dotF16x4AVX2(acc, &w[0], &xs[0], in, m)
-	if m < in {
-		x4Tail(acc, func(i int) float32 { return F16ToF32Scalar(w[i]) }, xs, m, in)
+	w, xs = w[:kl], xs[:3*stride+kl]
+	m := kl &^ 7
+	dotF16x4AVX2(acc, &w[0], &xs[0], stride, m)
+	if m < kl {
+		x4Tail(acc[:], func(i int) float32 { return F16ToF32Scalar(w[i]) }, xs, stride, m, kl)
+	}
+}
+
+//go:noescape
+func dotF322x4AVX2(acc *[8]float32, w *float32, wstride int, x *float32, stride, n int)
+
+//go:noescape
+func dotBF162x4AVX2(acc *[8]float32, w *uint16, wstride int, x *float32, stride, n int)
+
+//go:noescape
+func dotF162x4AVX2(acc *[8]float32, w *uint16, wstride int, x *float32, stride, n int)
+
+func dot2x4F32(acc *[8]float32, w []float32, wstride int, xs []float32, stride, kl int) {
+	if !useAsm || kl < 8 {
+		dot2x4F32Generic(acc, w, wstride, xs, stride, kl)
+		return
+	}
+	w, xs = w[:wstride+kl], xs[:3*stride+kl]
+	m := kl &^ 7
+	dotF322x4AVX2(acc, &w[0], wstride, &xs[0], stride, m)
+	if m < kl {
+		x4Tail(acc[:4], func(i int) float32 { return w[i] }, xs, stride, m, kl)
+		x4Tail(acc[4:], func(i int) float32 { return w[wstride+i] }, xs, stride, m, kl)
+	}
+}
+
+func dot2x4BF16(acc *[8]float32, w []uint16, wstride int, xs []float32, stride, kl int) {
+	if !useAsm || kl < 8 {
+		dot2x4BF16Generic(acc, w, wstride, xs, stride, kl)
+		return
+	}
+	w, xs = w[:wstride+kl], xs[:3*stride+kl]
+	m := kl &^ 7
+	dotBF162x4AVX2(acc, &w[0], wstride, &xs[0], stride, m)
+	if m < kl {
+		x4Tail(acc[:4], func(i int) float32 { return BF16ToF32Scalar(w[i]) }, xs, stride, m, kl)
+		x4Tail(acc[4:], func(i int) float32 { return BF16ToF32Scalar(w[wstride+i]) }, xs, stride, m, kl)
+	}
+}
+
+func dot2x4F16(acc *[8]float32, w []uint16, wstride int, xs []float32, stride, kl int) {
+	if !useAsm || !hasF16C || kl < 8 {
+		dot2x4F16Generic(acc, w, wstride, xs, stride, kl)
+		return
+	}
+	w, xs = w[:wstride+kl], xs[:3*stride+kl]
+	m := kl &^ 7
+	dotF162x4AVX2(acc, &w[0], wstride, &xs[0], stride, m)
+	if m < kl {
+		x4Tail(acc[:4], func(i int) float32 { return F16ToF32Scalar(w[i]) }, xs, stride, m, kl)
+		x4Tail(acc[4:], func(i int) float32 { return F16ToF32Scalar(w[wstride+i]) }, xs, stride, m, kl)
 	}
 }
 

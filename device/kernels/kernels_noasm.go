@@ -13,16 +13,34 @@ func simdName() string { return "generic" }
 // readOr ORs the words of p together: the memory-read ceiling benchmark.
 func readOr(p []uint64) uint64 { return readOrGeneric(p) }
 
-func dotF32(a, b []float32) float32                               { return dotF32Generic(a, b) }
-func dotBF16(w []uint16, x []float32) float32                     { return dotBF16Generic(w, x) }
-func dotF16(w []uint16, x []float32) float32                      { return dotF16Generic(w, x) }
-func dotF32x4(acc *[4]float32, w, xs []float32, in int)           { dotF32x4Generic(acc, w, xs, in) }
-func dotBF16x4(acc *[4]float32, w []uint16, xs []float32, in int) { dotBF16x4Generic(acc, w, xs, in) }
-func dotF16x4(acc *[4]float32, w []uint16, xs []float32, in int)  { dotF16x4Generic(acc, w, xs, in) }
-func axpyF32(y []float32, a float32, w []float32)                 { axpyF32Generic(y, a, w) }
-func axpyBF16(y []float32, a float32, w []uint16)                 { axpyBF16Generic(y, a, w) }
-func axpyF16(y []float32, a float32, w []uint16)                  { axpyF16Generic(y, a, w) }
-func bf16ToF32(dst []float32, src []uint16)                       { bf16ToF32Generic(dst, src) }
-func f16ToF32(dst []float32, src []uint16)                        { f16ToF32Generic(dst, src) }
-func f32ToBF16(dst []uint16, src []float32)                       { f32ToBF16Generic(dst, src) }
-func f32ToF16(dst []uint16, src []float32)                        { f32ToF16Generic(dst, src) }
+func dotF32(a, b []float32) float32           { return dotF32Generic(a, b) }
+func dotBF16(w []uint16, x []float32) float32 { return dotBF16Generic(w, x) }
+func dotF16(w []uint16, x []float32) float32  { return dotF16Generic(w, x) }
+func dotF32x4(acc *[4]float32, w, xs []float32, stride, kl int) {
+	dotF32x4Generic(acc, w, xs, stride, kl)
+}
+func dotBF16x4(acc *[4]float32, w []uint16, xs []float32, stride, kl int) {
+	dotBF16x4Generic(acc, w, xs, stride, kl)
+}
+func dotF16x4(acc *[4]float32, w []uint16, xs []float32, stride, kl int) {
+	dotF16x4Generic(acc, w, xs, stride, kl)
+}
+
+func dot2x4F32(acc *[8]float32, w []float32, wstride int, xs []float32, stride, kl int) {
+	dot2x4F32Generic(acc, w, wstride, xs, stride, kl)
+}
+
+func dot2x4BF16(acc *[8]float32, w []uint16, wstride int, xs []float32, stride, kl int) {
+	dot2x4BF16Generic(acc, w, wstride, xs, stride, kl)
+}
+
+func dot2x4F16(acc *[8]float32, w []uint16, wstride int, xs []float32, stride, kl int) {
+	dot2x4F16Generic(acc, w, wstride, xs, stride, kl)
+}
+func axpyF32(y []float32, a float32, w []float32) { axpyF32Generic(y, a, w) }
+func axpyBF16(y []float32, a float32, w []uint16) { axpyBF16Generic(y, a, w) }
+func axpyF16(y []float32, a float32, w []uint16)  { axpyF16Generic(y, a, w) }
+func bf16ToF32(dst []float32, src []uint16)       { bf16ToF32Generic(dst, src) }
+func f16ToF32(dst []float32, src []uint16)        { f16ToF32Generic(dst, src) }
+func f32ToBF16(dst []uint16, src []float32)       { f32ToBF16Generic(dst, src) }
+func f32ToF16(dst []uint16, src []float32)        { f32ToF16Generic(dst, src) }
