@@ -3,6 +3,29 @@
 // with a constructor, and the suite checks memory accounting, copies,
 // ordering across streams, error reporting and every kernel against plain
 // float64 references written here (independently of any backend's code).
+//
+// Beyond the interface's own docs, the suite holds a backend to these rules,
+// which the engine relies on:
+//   - Used counts exactly the requested sizes; a failed Alloc changes
+//     neither Used nor Peak.
+//   - Tensors may start at any element-aligned offset (a row slice of an
+//     f16 matrix with an odd width starts 2-byte aligned); an offset that is
+//     not element-aligned, a view past its buffer, a nil or freed buffer,
+//     and every shape or dtype mismatch is an error at enqueue time, never a
+//     panic, and enqueues nothing.
+//   - Kernels write nothing outside their output tensor. Elementwise ops
+//     (RMSNorm, SiLUMul, Add) may run in place (y == x, out == gate).
+//   - Zero-length copies are accepted and do nothing.
+//   - An index out of range in GatherRows/GatherColsT is an error, reported
+//     by the call or by the next Synchronize; once reported it does not
+//     poison later work on the stream.
+//   - Device memory is never an alias of host memory: changing a copy's
+//     source after it completed, or a CopyToHost destination, leaves the
+//     device buffer as it was (invariant 1).
+//
+// Float kernels are compared against float64 references with a relative
+// tolerance of 1e-5 of each element's scale (Σ|terms| for sums, the pair
+// norm for RoPE, max|v| for attention); copies, Add and gathers are exact.
 package devicetest
 
 import (

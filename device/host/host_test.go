@@ -1,7 +1,9 @@
 package host
 
 import (
+	"encoding/binary"
 	"errors"
+	"math"
 	"testing"
 	"time"
 
@@ -266,4 +268,73 @@ func TestClose(t *testing.T) {
 	if err := d.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
+}
+
+// TestRoPEPastTable: rows past the cached rotation table compute their own
+// angles and agree with the formula (the table boundary falls inside x).
+func TestRoPEPastTable(t *testing.T) {
+	const hd, theta = 8, 10000.0
+	d := newTestDevice(t, Options{Capacity: 1 << 10})
+	defer d.Close()
+	s, _ := d.NewStream("s")
+	b, _ := d.Alloc(4*hd*2, "x")
+	x, _ := device.View(b, 0, device.F32, 2, hd)
+	in := make([]float32, 2*hd)
+	for i := range in {
+		in[i] = float32(i%5) - 2
+	}
+	if err := d.CopyToDevice(s, b, 0, f32le(in)); err != nil {
+		t.Fatal(err)
+	}
+	pos0 := ropeTableMax - 1
+	if err := d.RoPE(s, x, pos0, hd, theta, device.RopeHalf); err != nil {
+		t.Fatal(err)
+	}
+	out := make([]byte, 4*len(in))
+	if err := d.CopyToHost(s, out, b, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Synchronize(s); err != nil {
+		t.Fatal(err)
+	}
+	got := fromF32le(out)
+	for r := range 2 {
+		for i := range hd / 2 {
+			ang := float64(pos0+r) * math.Pow(theta, -float64(2*i)/hd)
+			a, c := float64(in[r*hd+i]), float64(in[r*hd+i+hd/2])
+			wa, wc := a*math.Cos(ang)-c*math.Sin(ang), a*math.Sin(ang)+c*math.Cos(ang)
+			if math.Abs(float64(got[r*hd+i])-wa) > 1e-5 || math.Abs(float64(got[r*hd+i+hd/2])-wc) > 1e-5 {
+				t.Errorf("row %d (position %d) pair %d = (%g, %g), want (%g, %g)", r, pos0+r, i, got[r*hd+i], got[r*hd+i+hd/2], wa, wc)
+			}
+		}
+	}
+}
+
+func f32le(v []float32) []byte {
+	b := make([]byte, 4*len(v))
+	for i, x := range v {
+		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
+	}
+	return b
+}
+
+func fromF32le(b []byte) []float32 {
+	v := make([]float32, len(b)/4)
+	for i := range v {
+		v[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+	}
+	return v
+}
+
+// FuzzParseLink: any input either fails or gives a finite speed >= 0.
+func FuzzParseLink(f *testing.F) {
+	for _, s := range []string{"25GB/s", "12.5 GB/s", "800MB/s", "pcie4", "1.5GiB/s", "0", "", "-1GB/s", "1e400", "inf", "0x10GB"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		v, err := ParseLink(s)
+		if err == nil && (v < 0 || math.IsNaN(v) || math.IsInf(v, 0)) {
+			t.Fatalf("ParseLink(%q) = %g without an error", s, v)
+		}
+	})
 }

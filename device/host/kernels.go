@@ -235,6 +235,7 @@ func (d *Device) ropeTable(k ropeKey, n int) *ropeTable {
 	if t != nil {
 		size = max(n, 2*t.n)
 	}
+	size = min(size, max(n, ropeTableMax))
 	half := k.headDim / 2
 	nt := &ropeTable{n: size, cos: make([]float32, size*half), sin: make([]float32, size*half)}
 	freq := make([]float64, half)
@@ -251,9 +252,10 @@ func (d *Device) ropeTable(k ropeKey, n int) *ropeTable {
 	return nt
 }
 
-// maxRopePos bounds the positions a rotation table is built for (its size
-// is positions x headDim/2 x 8 bytes of host memory).
-const maxRopePos = 1 << 22
+// ropeTableMax bounds the positions a cached rotation table covers (its
+// size is positions x headDim/2 x 8 bytes of host memory: 64 MiB for 128k
+// positions of a 128-wide head); rows beyond it compute their angles.
+const ropeTableMax = 1 << 17
 
 // RoPE rotates x in place; pair i of a head turns by pos * theta^(-2i/headDim).
 func (d *Device) RoPE(s device.Stream, x device.Tensor, pos0, headDim int, theta float32, style device.RopeStyle) error {
@@ -271,8 +273,8 @@ func (d *Device) RoPE(s device.Stream, x device.Tensor, pos0, headDim int, theta
 		return shapeErr(op, "head dim %d must be positive and even", headDim)
 	case x.Cols%headDim != 0:
 		return shapeErr(op, "x has %d columns, not a multiple of head dim %d", x.Cols, headDim)
-	case pos0 < 0 || pos0+x.Rows > maxRopePos:
-		return shapeErr(op, "positions %d..%d out of range [0, %d)", pos0, pos0+x.Rows-1, maxRopePos)
+	case pos0 < 0 || pos0 > math.MaxInt32-x.Rows:
+		return shapeErr(op, "positions %d..%d out of range", pos0, pos0+x.Rows-1)
 	case style != device.RopeInterleaved && style != device.RopeHalf:
 		return shapeErr(op, "unknown style %d", style)
 	case !(theta > 0) || math.IsInf(float64(theta), 0):
@@ -280,11 +282,24 @@ func (d *Device) RoPE(s device.Stream, x device.Tensor, pos0, headDim int, theta
 	}
 	xv, n, c, half := f32s(b[0]), x.Rows, x.Cols, headDim/2
 	return st.work(op, func(*item) error {
-		tab := d.ropeTable(ropeKey{headDim, theta}, pos0+n)
+		tab := d.ropeTable(ropeKey{headDim, theta}, min(pos0+n, ropeTableMax))
 		d.parallel(n, n*c*4, func(lo, hi int) {
+			var own []float32
 			for r := lo; r < hi; r++ {
 				p := pos0 + r
-				cs, sn := tab.cos[p*half:(p+1)*half], tab.sin[p*half:(p+1)*half]
+				var cs, sn []float32
+				if p < tab.n {
+					cs, sn = tab.cos[p*half:(p+1)*half], tab.sin[p*half:(p+1)*half]
+				} else {
+					if own == nil {
+						own = make([]float32, 2*half)
+					}
+					cs, sn = own[:half], own[half:]
+					for i := range half {
+						s, c := math.Sincos(float64(p) * math.Pow(float64(theta), -float64(2*i)/float64(headDim)))
+						cs[i], sn[i] = float32(c), float32(s)
+					}
+				}
 				for h := 0; h < c; h += headDim {
 					v := xv[r*c+h : r*c+h+headDim]
 					if style == device.RopeInterleaved {
