@@ -168,7 +168,8 @@ type Config struct {
 	// so far (e.g. to detect a stop string); true ends generation after that
 	// token. It is consulted only for final tokens (never for unchecked
 	// drafts), one token at a time, so a stop lands where dense decoding
-	// would land.
+	// would land. The slice is the corrector's own: read it, do not keep or
+	// modify it.
 	Stop func(generated []int) bool
 }
 
