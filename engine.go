@@ -69,6 +69,9 @@ type Options struct {
 	Trace bool
 	// ResidentAll forces everything resident (fails if it does not fit).
 	ResidentAll bool
+	// StreamAll keeps only the LM head resident and streams every layer
+	// (the paper's offloading setting), whatever the budget.
+	StreamAll bool
 }
 
 // Mode is the decoding mode, which decides how weights are used.

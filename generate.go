@@ -2,6 +2,7 @@ package offload
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -184,4 +185,48 @@ func PeakRSS() int64 {
 		}
 	}
 	return 0
+}
+
+// Score is the mean negative log-likelihood, under this engine's full model,
+// of gen following prompt (natural log, per generated token). It runs
+// batched full passes over prompt+gen, so it costs about a prefill.
+func (e *Engine) Score(prompt, gen []int) (float64, error) {
+	if len(gen) == 0 {
+		return 0, nil
+	}
+	seq := append(append([]int{}, prompt...), gen...)
+	if len(seq) > e.opt.Context {
+		return 0, fmt.Errorf("%w: scoring %d tokens, the context holds %d", ErrContextFull, len(seq), e.opt.Context)
+	}
+	e.Reset()
+	chunk := e.act.rows
+	var nll float64
+	for p := 0; p < len(seq)-1; p += chunk {
+		end := min(p+chunk, len(seq)-1)
+		out, err := e.Forward([]Seq{{Toks: seq[p:end], Pos: p, Logits: true}}, PhasePrefill, FFNFull)
+		if err != nil {
+			return 0, err
+		}
+		for i, row := range out[0] {
+			pos := p + i // logits for position pos+1
+			if pos+1 < len(prompt) {
+				continue
+			}
+			nll -= logSoftmaxAt(row, seq[pos+1])
+		}
+	}
+	e.Reset()
+	return nll / float64(len(gen)), nil
+}
+
+func logSoftmaxAt(x []float32, i int) float64 {
+	m := float64(x[0])
+	for _, v := range x {
+		m = max(m, float64(v))
+	}
+	var s float64
+	for _, v := range x {
+		s += math.Exp(float64(v) - m)
+	}
+	return float64(x[i]) - m - math.Log(s)
 }

@@ -199,7 +199,7 @@ func (e *Engine) planResidency(budget int64) (*Plan, error) {
 			humanize.IBytes(uint64(budget)), humanize.IBytes(uint64(p.Fixed)))
 	}
 	// Everything needed by some mode fits: no streaming at all.
-	if all <= avail || opt.ResidentAll {
+	if (all <= avail && !opt.StreamAll) || opt.ResidentAll {
 		if all > avail {
 			return nil, fmt.Errorf("--resident needs %s of device memory, the budget leaves %s", humanize.IBytes(uint64(all)), humanize.IBytes(uint64(avail)))
 		}
@@ -218,7 +218,7 @@ func (e *Engine) planResidency(budget int64) (*Plan, error) {
 	p.SlotBytes, p.Slots, p.StagingBytes = slot, int(nslots), stage
 	avail -= nslots * slot
 	for _, c := range cands {
-		fits := c.uses > 0 && c.bytes <= avail
+		fits := c.uses > 0 && c.bytes <= avail && (!opt.StreamAll || c.name == "head")
 		if fits {
 			c.set()
 			avail -= c.bytes

@@ -148,6 +148,10 @@ func runPlan(c *cli.Context) error {
 		return err
 	}
 	pred, err := plan.Predict(cfg, p)
+	var be *plan.BudgetError
+	if errors.As(err, &be) {
+		return fmt.Errorf("%w; try a larger --gpu-mem, a smaller --ctx or a smaller --dtype", err)
+	}
 	if err != nil {
 		return err
 	}

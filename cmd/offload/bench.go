@@ -1,0 +1,324 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	"github.com/urfave/cli/v2"
+
+	"offload"
+	"offload/corrector"
+	"offload/device"
+	"offload/model"
+	"offload/plan"
+	"offload/sparsity"
+)
+
+func benchCommand() *cli.Command {
+	flags := []cli.Flag{
+		modelFlag(),
+		&cli.StringFlag{Name: "modes", Value: "resident,dense,sparse,sirius", Usage: "comma-separated modes to compare: resident (whole model on the device, dense), dense (streamed), sparse, sirius"},
+		&cli.IntFlag{Name: "n", Value: 32, Usage: "tokens to generate per mode"},
+		&cli.IntFlag{Name: "prompt-len", Value: 16, Usage: "prompt length in tokens (seeded random ids; models without a tokenizer work too)"},
+		&cli.StringFlag{Name: "prompt", Usage: "prompt text instead of random ids (needs the model's tokenizer)"},
+		&cli.BoolFlag{Name: "json", Usage: "print the results as JSON (also readable by `offload plan --measured`)"},
+		&cli.StringFlag{Name: "plot", Usage: "draw s/token per mode and the copy/compute timeline of the last mode to this .svg or .png"},
+		&cli.StringFlag{Name: "trace", Usage: "write the last mode's Chrome trace-event timeline to this file"},
+	}
+	flags = append(flags, decodeFlags()...)
+	flags = append(flags, deviceFlags()...)
+	return &cli.Command{
+		Name:  "bench",
+		Usage: "compare resident, dense-streamed, sparse and Sirius decoding side by side in one process",
+		Description: `Runs the same generation in each mode, one after another in the same process, and prints
+s/token, bytes moved per token, achieved copy GB/s against ceilings measured in the same run (host
+memcpy and the device link), copy/compute overlap, and each mode's ratio to dense streaming.
+
+Without --device-mem the streamed modes keep only the LM head resident (the paper's setting: every
+layer streams); with it, the residency plan fills the budget.
+
+Example (a 2-layer 70B-shape model on an emulated PCIe 4 link, every draft kept):
+  offload synth --shape llama-3-70b --layers 2 --vocab 32000 -o /tmp/l70b
+  offload bench --model /tmp/l70b --link pcie4 --accept all -n 16 --modes dense,sparse,sirius`,
+		Flags:  flags,
+		Action: benchAction,
+	}
+}
+
+// BenchResult is one mode's row.
+type BenchResult struct {
+	Mode           string                `json:"mode"`
+	Tokens         int                   `json:"tokens"`
+	SecondsPerTok  float64               `json:"seconds_per_token"`
+	BytesPerTok    float64               `json:"bytes_per_token"`
+	CopyGBps       float64               `json:"copy_gb_per_s"`
+	Overlap        float64               `json:"overlap"`
+	CopySeconds    float64               `json:"copy_seconds"`
+	ComputeSeconds float64               `json:"compute_seconds"`
+	WallSeconds    float64               `json:"wall_seconds"`
+	AAL            float64               `json:"aal,omitempty"`
+	Resident       int64                 `json:"resident_bytes"`
+	Phases         []offload.PhaseReport `json:"phases"`
+	RatioToDense   float64               `json:"ratio_to_dense,omitempty"`
+}
+
+func benchAction(c *cli.Context) error {
+	path := c.String("model")
+	m, err := openModel(path)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	n := c.Int("n")
+	if n < 1 {
+		return fmt.Errorf("-n must be at least 1")
+	}
+	prompt, err := benchPrompt(c, m, path)
+	if err != nil {
+		return err
+	}
+	dev, note, err := openDevice(c, m.WeightBytes())
+	if err != nil {
+		return err
+	}
+	defer dev.Close()
+	ceil, err := measureCeilings(dev, 256<<20)
+	if err != nil {
+		return fmt.Errorf("measuring the link: %w", err)
+	}
+	var results []BenchResult
+	measured := plan.Measured{Model: modelName(path), Device: dev.Name(), LinkGBps: ceil.link / 1e9}
+	var lastProf *offload.Profiler
+	for _, name := range strings.Split(c.String("modes"), ",") {
+		name = strings.TrimSpace(name)
+		modeName := name
+		if name == "resident" {
+			modeName = "dense"
+		}
+		if err := c.Set("mode", modeName); err != nil {
+			return err
+		}
+		mode, cfg, pol, err := decodeConfig(c, n)
+		if err != nil {
+			return fmt.Errorf("mode %s: %w", name, err)
+		}
+		cfg.EOS = nil // measure exactly n tokens
+		opt := engineOptions(c, m, mode, cfg, pol, len(prompt))
+		opt.ResidentAll = name == "resident"
+		opt.StreamAll = name != "resident" && c.String("device-mem") == ""
+		fmt.Fprintf(os.Stderr, "bench: %s ...\n", name)
+		e, err := offload.New(m, dev, opt)
+		if err != nil {
+			return fmt.Errorf("mode %s: %w", name, err)
+		}
+		res, err := e.Generate(prompt, cfg, nil)
+		if err != nil {
+			e.Close()
+			return fmt.Errorf("mode %s: %w", name, err)
+		}
+		rep := e.Report(res, modelName(path))
+		tot := e.Prof.Totals()
+		pre := e.Prof.Phases[offload.PhasePrefill]
+		r := BenchResult{Mode: name, Tokens: res.Stats.Generated, SecondsPerTok: rep.DecodeSeconds / float64(max(1, res.Stats.Generated)),
+			BytesPerTok: rep.BytesPerToken, Overlap: 0, Resident: e.Prof.Plan.Resident, Phases: rep.Phases, AAL: res.Stats.AAL,
+			CopySeconds: (tot.Copy - pre.Copy).Seconds(), ComputeSeconds: (tot.Compute - pre.Compute).Seconds(), WallSeconds: rep.DecodeSeconds}
+		if r.CopySeconds > 0 {
+			r.CopyGBps = float64(tot.WeightBytes-pre.WeightBytes) / r.CopySeconds / 1e9
+		}
+		dec := offload.PhaseStats{Copy: tot.Copy - pre.Copy, Compute: tot.Compute - pre.Compute, Wall: tot.Wall - pre.Wall}
+		r.Overlap = dec.Overlap()
+		results = append(results, r)
+		if name != "resident" {
+			measured.Modes = append(measured.Modes, measuredMode(e.Prof, modeName, res))
+		}
+		lastProf = e.Prof
+		e.Close()
+	}
+	var denseS float64
+	for _, r := range results {
+		if r.Mode == "dense" {
+			denseS = r.SecondsPerTok
+		}
+	}
+	for i := range results {
+		if denseS > 0 {
+			results[i].RatioToDense = results[i].SecondsPerTok / denseS
+		}
+	}
+	if tr := c.String("trace"); tr != "" && lastProf != nil {
+		if err := writeFileAtomic(tr, func(f *os.File) error { return lastProf.WriteTrace(f) }); err != nil {
+			return fmt.Errorf("--trace: %w", err)
+		}
+	}
+	if p := c.String("plot"); p != "" {
+		if err := plotBench(results, lastProf, p); err != nil {
+			return err
+		}
+	}
+	if c.Bool("json") {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(struct {
+			plan.Measured
+			MemcpyGBps float64       `json:"memcpy_gbps"`
+			Results    []BenchResult `json:"results"`
+			Notes      []string      `json:"notes,omitempty"`
+		}{measured, ceil.memcpy / 1e9, results, nonEmpty(note)})
+	}
+	fmt.Printf("model %s on %s; prompt %d tokens, %d generated per mode\n", modelName(path), dev.Name(), len(prompt), n)
+	fmt.Printf("ceilings (same run): host memcpy %.2f GB/s, host->device copy %.2f GB/s\n", ceil.memcpy/1e9, ceil.link/1e9)
+	if note != "" {
+		fmt.Printf("note: %s\n", note)
+	}
+	fmt.Printf("\n%-9s %10s %9s %12s %9s %8s %8s %10s %7s\n", "mode", "s/token", "tok/s", "bytes/token", "copy GB/s", "of link", "overlap", "resident", "AAL")
+	for _, r := range results {
+		aal := "-"
+		if r.AAL > 0 {
+			aal = fmt.Sprintf("%.2f", r.AAL)
+		}
+		fmt.Printf("%-9s %10.4f %9.2f %12s %9.2f %7.0f%% %7.0f%% %10s %7s\n", r.Mode, r.SecondsPerTok, 1/r.SecondsPerTok,
+			humanize.IBytes(uint64(r.BytesPerTok)), r.CopyGBps, 100*r.CopyGBps*1e9/ceil.link, 100*r.Overlap, humanize.IBytes(uint64(r.Resident)), aal)
+	}
+	if denseS > 0 {
+		fmt.Printf("\nratios to dense streaming (s/token):")
+		for _, r := range results {
+			fmt.Printf("  %s %.3f", r.Mode, r.RatioToDense)
+		}
+		fmt.Println()
+	}
+	return nil
+}
+
+func nonEmpty(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return []string{s}
+}
+
+// benchPrompt is the prompt text's tokens, or seeded random ids.
+func benchPrompt(c *cli.Context, m *model.Model, path string) ([]int, error) {
+	if p := c.String("prompt"); p != "" {
+		tok, err := loadTokenizer(c, m.File.Meta, m.File.Format, path)
+		if err != nil {
+			return nil, err
+		}
+		return tok.Encode(p, true), nil
+	}
+	n := c.Int("prompt-len")
+	if n < 1 {
+		return nil, fmt.Errorf("--prompt-len must be at least 1")
+	}
+	ids := make([]int, n)
+	x := uint64(0x2545F4914F6CDD1D)
+	for i := range ids {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		ids[i] = int(x % uint64(m.Config.Vocab))
+	}
+	return ids, nil
+}
+
+type ceilings struct{ memcpy, link float64 }
+
+// measureCeilings times a plain host memcpy and a host->device copy of the
+// same size from a staging buffer, in this process, now.
+func measureCeilings(dev device.Device, size int64) (ceilings, error) {
+	var c ceilings
+	src := make([]byte, size)
+	dst := make([]byte, size)
+	for i := range src {
+		src[i] = byte(i)
+	}
+	copy(dst, src) // fault the pages in
+	best := time.Duration(1 << 62)
+	for i := 0; i < 3; i++ {
+		t := time.Now()
+		copy(dst, src)
+		best = min(best, time.Since(t))
+	}
+	c.memcpy = float64(size) / best.Seconds()
+	dst = nil
+	stage, err := dev.HostAlloc(size)
+	if err != nil {
+		return c, err
+	}
+	defer dev.HostFree(stage)
+	copy(stage, src)
+	buf, err := dev.Alloc(size, "link ceiling")
+	if err != nil {
+		// A small budget: measure with what fits.
+		size = min(size, dev.Capacity()/2)
+		if buf, err = dev.Alloc(size, "link ceiling"); err != nil {
+			return c, err
+		}
+		stage = stage[:size]
+	}
+	defer dev.Free(buf)
+	s, err := dev.NewStream("ceiling")
+	if err != nil {
+		return c, err
+	}
+	best = time.Duration(1 << 62)
+	for i := 0; i < 3; i++ {
+		t := time.Now()
+		if err := dev.CopyToDevice(s, buf, 0, stage); err != nil {
+			return c, err
+		}
+		if err := dev.Synchronize(s); err != nil {
+			return c, err
+		}
+		best = min(best, time.Since(t))
+	}
+	c.link = float64(size) / best.Seconds()
+	return c, nil
+}
+
+// measuredMode turns a mode's profile into `plan --measured` input.
+func measuredMode(p *offload.Profiler, mode string, res *offload.Result) plan.MeasuredMode {
+	mm := plan.MeasuredMode{Mode: mode, Tokens: res.Stats.Generated, AAL: res.Stats.AAL}
+	for _, ph := range []struct {
+		p    offload.Phase
+		name string
+	}{{offload.PhaseDecode, plan.PhaseFull}, {offload.PhaseDraft, plan.PhaseSparse}, {offload.PhaseCheck, plan.PhaseCheck}} {
+		st := p.Phases[ph.p]
+		if st.Passes == 0 {
+			continue
+		}
+		mp := plan.MeasuredPhase{Phase: ph.name, Count: st.Passes}
+		for u := 0; u <= p.Layers; u++ {
+			layer := u
+			if u == p.Layers {
+				layer = -1
+			}
+			mp.Layers = append(mp.Layers, plan.MeasuredLayer{Layer: layer, CopyBytes: p.LayerBytes[ph.p][u],
+				CopySeconds: p.LayerCopy[ph.p][u].Seconds(), ComputeSeconds: p.LayerCompute[ph.p][u].Seconds()})
+		}
+		mm.Phases = append(mm.Phases, mp)
+	}
+	return mm
+}
+
+func plotBench(results []BenchResult, prof *offload.Profiler, path string) error {
+	var bars []plan.Bar
+	for _, r := range results {
+		bars = append(bars, plan.Bar{Label: r.Mode, Value: r.SecondsPerTok})
+	}
+	var spans []plan.Span
+	if prof != nil {
+		for _, s := range prof.Spans {
+			spans = append(spans, plan.Span{Track: s.Track, Name: s.Name, Start: s.Start, End: s.End})
+		}
+	}
+	return plan.PlotFigure(bars, spans, "offload bench: s/token per mode", path)
+}
+
+var (
+	_ = corrector.Dense
+	_ = sparsity.PolicyGriffin
+)

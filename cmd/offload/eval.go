@@ -1,0 +1,245 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"offload"
+	"offload/corrector"
+)
+
+func evalCommand() *cli.Command {
+	flags := []cli.Flag{
+		modelFlag(),
+		&cli.StringFlag{Name: "tokenizer", Usage: "tokenizer file (default: the one in or beside the model)"},
+		&cli.StringFlag{Name: "prompts", Required: true, Usage: "file with one prompt per line (blank lines and lines starting with # are skipped)"},
+		&cli.IntFlag{Name: "n", Value: 64, Usage: "tokens to generate per prompt and mode"},
+		&cli.BoolFlag{Name: "json", Usage: "print per-prompt results and the summary as JSON"},
+	}
+	for _, f := range decodeFlags() {
+		if f.Names()[0] != "mode" {
+			flags = append(flags, f)
+		}
+	}
+	flags = append(flags, deviceFlags()...)
+	return &cli.Command{
+		Name:  "eval",
+		Usage: "compare dense, sparse and Sirius outputs prompt by prompt: agreement with dense, NLL, AAL, bytes",
+		Description: `For each prompt, generates with dense greedy decoding (the reference), the sparse model alone, and
+Sirius, and reports how much of each output is identical to dense (and where it first diverges), the
+mean negative log-likelihood of each output under the dense model, Sirius's AAL and corrections, and
+the bytes moved per generated token.
+
+Example: offload eval --prompts prompts.txt -n 64 --window 8`,
+		Flags:  flags,
+		Action: evalAction,
+	}
+}
+
+// EvalRow is one prompt's comparison.
+type EvalRow struct {
+	Prompt            string  `json:"prompt"`
+	DenseTokens       int     `json:"dense_tokens"`
+	SparseAgree       float64 `json:"sparse_agree"`
+	SparseDiverge     int     `json:"sparse_first_divergence"`
+	SiriusAgree       float64 `json:"sirius_agree"`
+	SiriusDiverge     int     `json:"sirius_first_divergence"`
+	DenseNLL          float64 `json:"dense_nll"`
+	SparseNLL         float64 `json:"sparse_nll"`
+	SiriusNLL         float64 `json:"sirius_nll"`
+	AAL               float64 `json:"aal"`
+	CorrectionsPer100 float64 `json:"corrections_per_100"`
+	DenseBytesPerTok  float64 `json:"dense_bytes_per_token"`
+	SparseBytesPerTok float64 `json:"sparse_bytes_per_token"`
+	SiriusBytesPerTok float64 `json:"sirius_bytes_per_token"`
+}
+
+// agreement is the fraction of positions where got equals ref (over the
+// longer length) and the first position where they differ (-1: none).
+func agreement(ref, got []int) (float64, int) {
+	n := max(len(ref), len(got))
+	if n == 0 {
+		return 1, -1
+	}
+	same, first := 0, -1
+	for i := 0; i < n; i++ {
+		if i < len(ref) && i < len(got) && ref[i] == got[i] {
+			same++
+		} else if first < 0 {
+			first = i
+		}
+	}
+	return float64(same) / float64(n), first
+}
+
+func evalAction(c *cli.Context) error {
+	path := c.String("model")
+	m, err := openModel(path)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	tok, err := loadTokenizer(c, m.File.Meta, m.File.Format, path)
+	if err != nil {
+		return err
+	}
+	prompts, err := readPrompts(c.String("prompts"))
+	if err != nil {
+		return err
+	}
+	n := c.Int("n")
+	if n < 1 {
+		return fmt.Errorf("-n must be at least 1")
+	}
+	dev, note, err := openDevice(c, m.WeightBytes())
+	if err != nil {
+		return err
+	}
+	defer dev.Close()
+	maxPrompt := 0
+	enc := make([][]int, len(prompts))
+	for i, p := range prompts {
+		enc[i] = tok.Encode(p, true)
+		maxPrompt = max(maxPrompt, len(enc[i]))
+	}
+	engines := map[string]*offload.Engine{}
+	cfgs := map[string]corrector.Config{}
+	for _, name := range []string{"dense", "sparse", "sirius"} {
+		if err := c.Set("mode", name); err != nil {
+			return err
+		}
+		mode, cfg, pol, err := decodeConfig(c, n)
+		if err != nil {
+			return err
+		}
+		cfg.EOS = stopIDs(tok)
+		opt := engineOptions(c, m, mode, cfg, pol, maxPrompt)
+		opt.Context = min(m.Config.MaxSeq, maxPrompt+n+cfg.Window+1)
+		e, err := offload.New(m, dev, opt)
+		if err != nil {
+			return fmt.Errorf("%s engine: %w", name, err)
+		}
+		defer e.Close()
+		engines[name], cfgs[name] = e, cfg
+	}
+	var rows []EvalRow
+	for i, p := range prompts {
+		outs := map[string][]int{}
+		bytesPer := map[string]float64{}
+		var sir *offload.Result
+		for _, name := range []string{"dense", "sparse", "sirius"} {
+			e := engines[name]
+			before := e.Prof.DecodeBytes()
+			r, err := e.Generate(enc[i], cfgs[name], nil)
+			if err != nil {
+				return fmt.Errorf("prompt %d, %s: %w", i+1, name, err)
+			}
+			outs[name] = r.Tokens
+			bytesPer[name] = float64(e.Prof.DecodeBytes()-before) / float64(max(1, len(r.Tokens)))
+			if name == "sirius" {
+				sir = r
+			}
+		}
+		row := EvalRow{Prompt: p, DenseTokens: len(outs["dense"]), AAL: sir.Stats.AAL, CorrectionsPer100: sir.Stats.CorrectionsPer100(),
+			DenseBytesPerTok: bytesPer["dense"], SparseBytesPerTok: bytesPer["sparse"], SiriusBytesPerTok: bytesPer["sirius"]}
+		row.SparseAgree, row.SparseDiverge = agreement(outs["dense"], outs["sparse"])
+		row.SiriusAgree, row.SiriusDiverge = agreement(outs["dense"], outs["sirius"])
+		scorer := engines["dense"]
+		for name, dst := range map[string]*float64{"dense": &row.DenseNLL, "sparse": &row.SparseNLL, "sirius": &row.SiriusNLL} {
+			if *dst, err = scorer.Score(enc[i], outs[name]); err != nil {
+				return fmt.Errorf("prompt %d: scoring %s: %w", i+1, name, err)
+			}
+		}
+		rows = append(rows, row)
+		fmt.Fprintf(os.Stderr, "eval: prompt %d/%d done\n", i+1, len(prompts))
+	}
+	var sum EvalRow
+	for _, r := range rows {
+		sum.SparseAgree += r.SparseAgree / float64(len(rows))
+		sum.SiriusAgree += r.SiriusAgree / float64(len(rows))
+		sum.DenseNLL += r.DenseNLL / float64(len(rows))
+		sum.SparseNLL += r.SparseNLL / float64(len(rows))
+		sum.SiriusNLL += r.SiriusNLL / float64(len(rows))
+		sum.AAL += r.AAL / float64(len(rows))
+		sum.CorrectionsPer100 += r.CorrectionsPer100 / float64(len(rows))
+		sum.DenseBytesPerTok += r.DenseBytesPerTok / float64(len(rows))
+		sum.SparseBytesPerTok += r.SparseBytesPerTok / float64(len(rows))
+		sum.SiriusBytesPerTok += r.SiriusBytesPerTok / float64(len(rows))
+	}
+	sum.Prompt = "mean"
+	sum.SparseDiverge, sum.SiriusDiverge = -1, -1
+	if c.Bool("json") {
+		e := json.NewEncoder(os.Stdout)
+		e.SetIndent("", "  ")
+		return e.Encode(map[string]any{"model": modelName(path), "device": dev.Name(), "window": c.Int("window"), "threshold": c.Float64("threshold"),
+			"sparsity": c.String("sparsity"), "keep": c.Float64("keep"), "tokens": n, "prompts": rows, "mean": sum, "notes": nonEmpty(note)})
+	}
+	fmt.Printf("model %s, %d prompts, %d tokens each; sparse %s keep %g; Sirius window %d threshold %g\n",
+		modelName(path), len(rows), n, c.String("sparsity"), c.Float64("keep"), c.Int("window"), c.Float64("threshold"))
+	fmt.Printf("%-28s %13s %13s %23s %6s %8s %26s\n", "prompt", "sparse=dense", "sirius=dense", "NLL dense/sparse/sirius", "AAL", "corr/100", "bytes/token d/sp/sir")
+	for _, r := range append(rows, sum) {
+		fmt.Printf("%-28s %6.0f%% %5s %6.0f%% %5s %7.3f/%7.3f/%7.3f %6.2f %8.1f %8s/%8s/%8s\n", clip(r.Prompt, 28),
+			100*r.SparseAgree, divAt(r.SparseDiverge), 100*r.SiriusAgree, divAt(r.SiriusDiverge),
+			r.DenseNLL, r.SparseNLL, r.SiriusNLL, r.AAL, r.CorrectionsPer100,
+			kib(r.DenseBytesPerTok), kib(r.SparseBytesPerTok), kib(r.SiriusBytesPerTok))
+	}
+	if note != "" {
+		fmt.Println("note:", note)
+	}
+	return nil
+}
+
+func divAt(i int) string {
+	if i < 0 {
+		return "-"
+	}
+	return fmt.Sprintf("@%d", i)
+}
+
+func kib(b float64) string {
+	switch {
+	case b >= 1<<30:
+		return fmt.Sprintf("%.2fG", b/(1<<30))
+	case b >= 1<<20:
+		return fmt.Sprintf("%.1fM", b/(1<<20))
+	}
+	return fmt.Sprintf("%.0fK", b/(1<<10))
+}
+
+func clip(s string, n int) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	if len([]rune(s)) <= n {
+		return s
+	}
+	return string([]rune(s)[:n-1]) + "…"
+}
+
+func readPrompts(path string) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("--prompts: %w", err)
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		out = append(out, line)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("--prompts %s: %w", path, err)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("--prompts %s: no prompts in the file", path)
+	}
+	return out, nil
+}
