@@ -27,7 +27,10 @@
 // callers own the shapes.
 package kernels
 
-import "fmt"
+import (
+	"fmt"
+	"sync"
+)
 
 // MatMulF32 computes y = x·wᵀ for w of shape [out][in], x of shape [n][in]
 // and y of shape [n][out]:
@@ -119,15 +122,139 @@ func matMul(k wkind, y, x, wf []float32, wh []uint16, n, in, out int) {
 	parallelFor(out, n*in*out, 8, rows) // align 8: whole 2-row pairs
 }
 
-// matMulT runs the [in][out] product. Each task owns a column block of y; it
-// walks the weight rows once, accumulating into all n rows of its block.
+// matMulT runs the [in][out] product. Weight rows (the in dimension) are
+// split into blocks so every participant streams whole rows sequentially,
+// the access pattern memory likes best whatever the thread count. Block 0
+// accumulates straight into y; every other block into its own scratch
+// partial, and the partials are added into y at the end (n*out adds per
+// block, negligible next to the n*in*out product).
 func matMulT(k wkind, y, x, wf []float32, wh []uint16, n, in, out int) {
 	if n == 0 || out == 0 {
 		return
 	}
-	cols := func(lo, hi int) { matMulTCols(k, y, x, wf, wh, n, in, out, lo, hi) }
-	parallelFor(out, n*in*out, 64, cols)
+	if in == 0 {
+		clear(y[:n*out])
+		return
+	}
+	block, nblocks := planBlocks(in, n*in*out, 8)
+	if nblocks == 1 {
+		matMulTBlock(k, y, x, wf, wh, n, in, out, 0, in)
+		return
+	}
+	m := n * out
+	sp := getScratch((nblocks - 1) * m)
+	parts := *sp
+	runBlocks(in, block, nblocks, func(lo, hi int) {
+		dst := y
+		if b := lo / block; b > 0 {
+			dst = parts[(b-1)*m : b*m]
+		}
+		matMulTBlock(k, dst, x, wf, wh, n, in, out, lo, hi)
+	})
+	parallelFor(m, m*(nblocks-1), 64, func(lo, hi int) {
+		for b := range nblocks - 1 {
+			addF32(y[lo:hi], parts[b*m+lo:b*m+hi])
+		}
+	})
+	putScratch(sp)
 }
+
+// tBlockBytes bounds the slice of the n output rows a MatMulT block updates
+// while it walks its weight rows, so those rows stay in L1/L2.
+const tBlockBytes = 48 << 10
+
+// tRowBlock is how many weight rows a batched MatMulT tile sweeps before
+// moving to the next columns: the 16-column strip of that many rows (and the
+// matching x values) stays in L1 while every group of four x rows reuses it.
+const tRowBlock = 128
+
+// matMulTBlock sets dst (n x out) to the contribution of weight rows
+// [i0,i1): dst[r][c] = Σ_{i0<=i<i1} x[r][i]*w[i][c].
+//
+// With n >= 4 the bulk is done by 4-row x 16-column register tiles (tileT):
+// each weight vector load feeds four FMAs and the sums stay in registers
+// across tRowBlock weight rows. Rows and columns that do not fill a tile, and
+// n < 4, go through axpyRows.
+func matMulTBlock(k wkind, dst, x, wf []float32, wh []uint16, n, in, out, i0, i1 int) {
+	if n < 4 {
+		axpyRows(k, dst, x, wf, wh, 0, n, in, out, 0, out, i0, i1)
+		return
+	}
+	clear(dst[:n*out])
+	r4, c16 := n&^3, out&^15
+	for is := i0; is < i1; is += tRowBlock {
+		ni := min(tRowBlock, i1-is)
+		for c := 0; c < c16; c += 16 {
+			for r := 0; r < r4; r += 4 {
+				d, xs := dst[r*out+c:], x[r*in+is:]
+				switch k {
+				case kindF32:
+					tileTF32(d, out, xs, in, wf[is*out+c:], out, ni)
+				case kindBF16:
+					tileTBF16(d, out, xs, in, wh[is*out+c:], out, ni)
+				case kindF16:
+					tileTF16(d, out, xs, in, wh[is*out+c:], out, ni)
+				}
+			}
+		}
+	}
+	if c16 < out {
+		axpyRowsAdd(k, dst, x, wf, wh, 0, r4, in, out, c16, out, i0, i1)
+	}
+	if r4 < n {
+		axpyRows(k, dst, x, wf, wh, r4, n, in, out, 0, out, i0, i1)
+	}
+}
+
+// axpyRows sets dst rows [r0,r1), columns [c0,c1) to Σ_{i0<=i<i1} x[r][i] *
+// w[i][c] by row updates (y += a*w[i,:]). Columns are taken in slices that
+// keep the rows of dst cache resident; for one row and Llama widths that is
+// the whole row, so the weights stream strictly sequentially.
+func axpyRows(k wkind, dst, x, wf []float32, wh []uint16, r0, r1, in, out, c0, c1, i0, i1 int) {
+	for r := r0; r < r1; r++ {
+		clear(dst[r*out+c0 : r*out+c1])
+	}
+	axpyRowsAdd(k, dst, x, wf, wh, r0, r1, in, out, c0, c1, i0, i1)
+}
+
+// axpyRowsAdd is axpyRows adding into dst instead of overwriting it.
+func axpyRowsAdd(k wkind, dst, x, wf []float32, wh []uint16, r0, r1, in, out, c0, c1, i0, i1 int) {
+	cb := max(64, tBlockBytes/(4*max(1, r1-r0))&^63)
+	for cs := c0; cs < c1; cs += cb {
+		ce := min(cs+cb, c1)
+		for i := i0; i < i1; i++ {
+			for r := r0; r < r1; r++ {
+				a := x[r*in+i]
+				ys := dst[r*out+cs : r*out+ce]
+				switch k {
+				case kindF32:
+					axpyF32(ys, a, wf[i*out+cs:i*out+ce])
+				case kindBF16:
+					axpyBF16(ys, a, wh[i*out+cs:i*out+ce])
+				case kindF16:
+					axpyF16(ys, a, wh[i*out+cs:i*out+ce])
+				}
+			}
+		}
+	}
+}
+
+// Scratch for MatMulT partial sums, reused across calls so a decode step
+// does not allocate.
+var scratchPool sync.Pool
+
+func getScratch(n int) *[]float32 {
+	if p, ok := scratchPool.Get().(*[]float32); ok && cap(*p) >= n {
+		*p = (*p)[:n]
+		return p
+	}
+	s := make([]float32, n)
+	return &s
+}
+
+func putScratch(p *[]float32) { scratchPool.Put(p) }
+
+func addF32(y, x []float32) { axpyF32(y, 1, x) }
 
 // xBlockBytes bounds the slice of the batch (all n activation rows, kc
 // columns each) that a batched product keeps hot while it sweeps the weight
@@ -218,32 +345,5 @@ func dotW(k wkind, wf []float32, wh []uint16, wo int, x []float32, kl int) float
 		return dotBF16(wh[wo:wo+kl], x)
 	default:
 		return dotF16(wh[wo:wo+kl], x)
-	}
-}
-
-// tcolBlock bounds the column block a MatMulT task accumulates at once, so the
-// n partial rows of y it updates stay in L1/L2 while the weights stream by.
-const tcolBlock = 4096
-
-func matMulTCols(k wkind, y, x, wf []float32, wh []uint16, n, in, out, lo, hi int) {
-	for c0 := lo; c0 < hi; c0 += tcolBlock {
-		c1 := min(c0+tcolBlock, hi)
-		for r := range n {
-			clear(y[r*out+c0 : r*out+c1])
-		}
-		for i := range in {
-			for r := range n {
-				a := x[r*in+i]
-				ys := y[r*out+c0 : r*out+c1]
-				switch k {
-				case kindF32:
-					axpyF32(ys, a, wf[i*out+c0:i*out+c1])
-				case kindBF16:
-					axpyBF16(ys, a, wh[i*out+c0:i*out+c1])
-				case kindF16:
-					axpyF16(ys, a, wh[i*out+c0:i*out+c1])
-				}
-			}
-		}
 	}
 }

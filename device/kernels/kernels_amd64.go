@@ -290,3 +290,48 @@ func readOr(p []uint64) uint64 {
 	m := len(p) &^ 31
 	return readOrAVX2(&p[0], m) | readOrGeneric(p[m:])
 }
+
+//go:noescape
+func tileTF32AVX2(dst *float32, dstride int, x *float32, xstride int, w *float32, wstride, ni int)
+
+//go:noescape
+func tileTBF16AVX2(dst *float32, dstride int, x *float32, xstride int, w *uint16, wstride, ni int)
+
+//go:noescape
+func tileTF16AVX2(dst *float32, dstride int, x *float32, xstride int, w *uint16, wstride, ni int)
+
+// tileTBounds reslices the tile operands to exactly what the kernel touches,
+// so a bad shape panics here rather than reading out of bounds in assembly.
+func tileTBounds(dst []float32, dstride int, x []float32, xstride, ni int) ([]float32, []float32) {
+	return dst[:3*dstride+16], x[:3*xstride+ni]
+}
+
+func tileTF32(dst []float32, dstride int, x []float32, xstride int, w []float32, wstride, ni int) {
+	if !useAsm || ni < 1 {
+		tileTF32Generic(dst, dstride, x, xstride, w, wstride, ni)
+		return
+	}
+	dst, x = tileTBounds(dst, dstride, x, xstride, ni)
+	w = w[:(ni-1)*wstride+16]
+	tileTF32AVX2(&dst[0], dstride, &x[0], xstride, &w[0], wstride, ni)
+}
+
+func tileTBF16(dst []float32, dstride int, x []float32, xstride int, w []uint16, wstride, ni int) {
+	if !useAsm || ni < 1 {
+		tileTBF16Generic(dst, dstride, x, xstride, w, wstride, ni)
+		return
+	}
+	dst, x = tileTBounds(dst, dstride, x, xstride, ni)
+	w = w[:(ni-1)*wstride+16]
+	tileTBF16AVX2(&dst[0], dstride, &x[0], xstride, &w[0], wstride, ni)
+}
+
+func tileTF16(dst []float32, dstride int, x []float32, xstride int, w []uint16, wstride, ni int) {
+	if !useAsm || !hasF16C || ni < 1 {
+		tileTF16Generic(dst, dstride, x, xstride, w, wstride, ni)
+		return
+	}
+	dst, x = tileTBounds(dst, dstride, x, xstride, ni)
+	w = w[:(ni-1)*wstride+16]
+	tileTF16AVX2(&dst[0], dstride, &x[0], xstride, &w[0], wstride, ni)
+}

@@ -44,3 +44,15 @@ func bf16ToF32(dst []float32, src []uint16)       { bf16ToF32Generic(dst, src) }
 func f16ToF32(dst []float32, src []uint16)        { f16ToF32Generic(dst, src) }
 func f32ToBF16(dst []uint16, src []float32)       { f32ToBF16Generic(dst, src) }
 func f32ToF16(dst []uint16, src []float32)        { f32ToF16Generic(dst, src) }
+
+func tileTF32(dst []float32, dstride int, x []float32, xstride int, w []float32, wstride, ni int) {
+	tileTF32Generic(dst, dstride, x, xstride, w, wstride, ni)
+}
+
+func tileTBF16(dst []float32, dstride int, x []float32, xstride int, w []uint16, wstride, ni int) {
+	tileTBF16Generic(dst, dstride, x, xstride, w, wstride, ni)
+}
+
+func tileTF16(dst []float32, dstride int, x []float32, xstride int, w []uint16, wstride, ni int) {
+	tileTF16Generic(dst, dstride, x, xstride, w, wstride, ni)
+}

@@ -75,17 +75,31 @@ const blocksPerThread = 4
 // multiple of align long except the last. work (in multiply-adds) decides
 // whether handing off is worth it; small calls run inline on the caller.
 func parallelFor(total, work, align int, fn func(lo, hi int)) {
+	block, nblocks := planBlocks(total, work, align)
+	runBlocks(total, block, nblocks, fn)
+}
+
+// planBlocks picks the block size for parallelFor: one block (inline) for
+// small work, else about blocksPerThread blocks per thread, so blocks are
+// claimed dynamically and a core slowed by other load does not stall the call.
+func planBlocks(total, work, align int) (block, nblocks int) {
 	t := int(threads.Load())
 	if t <= 1 || work < inlineWork || total <= align {
-		fn(0, total)
-		return
+		return total, 1
 	}
-	block := (total + t*blocksPerThread - 1) / (t * blocksPerThread)
+	block = (total + t*blocksPerThread - 1) / (t * blocksPerThread)
 	block = (block + align - 1) / align * align
-	nblocks := (total + block - 1) / block
-	helpers := min(t, nblocks) - 1
+	return block, (total + block - 1) / block
+}
+
+// runBlocks runs fn over the nblocks blocks of [0,total) on the caller and up
+// to Threads()-1 pool workers.
+func runBlocks(total, block, nblocks int, fn func(lo, hi int)) {
+	helpers := min(int(threads.Load()), nblocks) - 1
 	if helpers <= 0 {
-		fn(0, total)
+		for lo := 0; lo < total; lo += block {
+			fn(lo, min(lo+block, total))
+		}
 		return
 	}
 	ensureWorkers(helpers)

@@ -1,0 +1,154 @@
+package kernels
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+)
+
+// The big benchmarks use matrices far larger than any cache (8192 x 8192:
+// 128 MiB in bf16/f16, 256 MiB in f32) so they measure streaming weights from
+// DRAM, the cost of a decode step. b.SetBytes is the weight bytes, so MB/s is
+// directly comparable with BenchmarkMemRead on a buffer of the same size.
+const benchDim = 8192
+
+var (
+	benchOnce sync.Once
+	benchWF   []float32
+	benchWH   []uint16
+	benchX    []float32
+	benchY    []float32
+)
+
+func benchData() {
+	benchOnce.Do(func() {
+		// A short pattern repeated: cheap to build, and every value is a
+		// normal number (subnormals would slow the FMAs on some CPUs).
+		var pat [1021]float32
+		for i := range pat {
+			pat[i] = float32(i%61-30) / 37
+		}
+		benchWF = make([]float32, benchDim*benchDim)
+		benchWH = make([]uint16, benchDim*benchDim)
+		for i := range benchWF {
+			benchWF[i] = pat[i%len(pat)]
+		}
+		F32ToBF16(benchWH, benchWF)
+		benchX = make([]float32, 16*benchDim)
+		for i := range benchX {
+			benchX[i] = pat[(i*7)%len(pat)]
+		}
+		benchY = make([]float32, 16*benchDim)
+	})
+}
+
+func BenchmarkMatVecF32(b *testing.B) {
+	benchData()
+	b.SetBytes(int64(len(benchWF)) * 4)
+	for b.Loop() {
+		MatMulF32(benchY, benchX, benchWF, 1, benchDim, benchDim)
+	}
+}
+
+func BenchmarkMatVecBF16(b *testing.B) {
+	benchData()
+	b.SetBytes(int64(len(benchWH)) * 2)
+	for b.Loop() {
+		MatMulBF16(benchY, benchX, benchWH, 1, benchDim, benchDim)
+	}
+}
+
+// BenchmarkMatVecF16 reuses the bf16 bits as f16 weights: the values differ
+// but they are all finite, and speed does not depend on them.
+func BenchmarkMatVecF16(b *testing.B) {
+	benchData()
+	b.SetBytes(int64(len(benchWH)) * 2)
+	for b.Loop() {
+		MatMulF16(benchY, benchX, benchWH, 1, benchDim, benchDim)
+	}
+}
+
+func BenchmarkMatVecTBF16(b *testing.B) {
+	benchData()
+	b.SetBytes(int64(len(benchWH)) * 2)
+	for b.Loop() {
+		MatMulTBF16(benchY, benchX, benchWH, 1, benchDim, benchDim)
+	}
+}
+
+// BenchmarkMatMulBF16Batch16 is a 16-row batch (prefill / window check) over
+// the same weights; SetBytes is still one pass of weights, so its MB/s next to
+// BenchmarkMatVecBF16's says how close the batch comes to costing one pass.
+func BenchmarkMatMulBF16Batch16(b *testing.B) {
+	benchData()
+	b.SetBytes(int64(len(benchWH)) * 2)
+	for b.Loop() {
+		MatMulBF16(benchY, benchX, benchWH, 16, benchDim, benchDim)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/16, "ns/row")
+}
+
+func BenchmarkMatMulTBF16Batch16(b *testing.B) {
+	benchData()
+	b.SetBytes(int64(len(benchWH)) * 2)
+	for b.Loop() {
+		MatMulTBF16(benchY, benchX, benchWH, 16, benchDim, benchDim)
+	}
+}
+
+// BenchmarkMemRead is the ceiling: the same number of goroutines as the
+// kernels use, each reading its share of a buffer the size of the weights
+// with a vector OR (no arithmetic to speak of).
+func BenchmarkMemRead(b *testing.B) {
+	benchData()
+	for _, bc := range []struct {
+		name string
+		n    int // uint64 words
+	}{
+		{"128MiB", len(benchWH) / 4},
+		{"256MiB", len(benchWF) / 2},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			// View the f32 weights as words: same memory, no extra allocation.
+			words := unsafeWords(benchWF)[:bc.n]
+			var sink [64]uint64
+			b.SetBytes(int64(bc.n) * 8)
+			for b.Loop() {
+				parallelFor(bc.n/512, bc.n, 1, func(lo, hi int) {
+					v := readOr(words[lo*512 : hi*512])
+					sink[lo%64] |= v
+				})
+			}
+			if fmt.Sprint(sink[0]) == "" {
+				b.Fatal("unreachable")
+			}
+		})
+	}
+}
+
+// BenchmarkMemcpy is a parallel copy of 128 MiB (SetBytes counts it once;
+// the memory traffic is a read plus a write).
+func BenchmarkMemcpy(b *testing.B) {
+	benchData()
+	src := unsafeWords(benchWF)[:len(benchWH)/4]
+	dst := make([]uint64, len(src))
+	b.SetBytes(int64(len(src)) * 8)
+	for b.Loop() {
+		parallelFor(len(src)/512, len(src), 1, func(lo, hi int) {
+			copy(dst[lo*512:hi*512], src[lo*512:hi*512])
+		})
+	}
+}
+
+// Small products run inline on the caller; this shows the per-call cost of a
+// stories-sized layer (and that nothing is handed to the pool).
+func BenchmarkMatVecBF16Small(b *testing.B) {
+	const in, out = 288, 768
+	w := make([]uint16, in*out)
+	x := make([]float32, in)
+	y := make([]float32, out)
+	b.SetBytes(int64(len(w)) * 2)
+	for b.Loop() {
+		MatMulBF16(y, x, w, 1, in, out)
+	}
+}
