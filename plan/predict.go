@@ -342,8 +342,8 @@ func predictMode(cfg model.Config, p Params, m Mode) (ModePrediction, error) {
 		if err != nil {
 			var be *BudgetError
 			if asBudget(err, &be) {
-				be.What = fmt.Sprintf("two layer slots %s (2 x %s) + KV cache %s (%d positions) + activations %s + head and norms",
-					memStr(res.Slots), memStr(slotLayer), memStr(res.KVCache), p.Context, memStr(res.Activations))
+				be.What = fmt.Sprintf("two layer slots %s (2 x %s) + KV cache %s (%d positions) + activations %s + head and norms %s",
+					memStr(res.Slots), memStr(slotLayer), memStr(res.KVCache), p.Context, memStr(res.Activations), memStr(be.Need-res.Total()))
 			}
 			return ModePrediction{}, err
 		}

@@ -303,3 +303,37 @@ func TestDefaults(t *testing.T) {
 		t.Errorf("DefaultAAL(8) = %v", a)
 	}
 }
+
+// Any valid architecture, budget and link either plans within the budget,
+// keeping the prediction's identities, or fails with an error; never panics.
+func FuzzPredict(f *testing.F) {
+	f.Add(uint16(64), uint16(172), uint8(5), uint8(8), uint8(4), uint16(512), uint32(1<<20), uint16(1000), uint8(4), uint8(50), false, false)
+	f.Add(uint16(4096), uint16(14336), uint8(32), uint8(32), uint8(8), uint16(32000), uint32(1<<31), uint16(25000), uint8(16), uint8(50), true, true)
+	f.Add(uint16(8), uint16(1), uint8(1), uint8(1), uint8(1), uint16(1), uint32(1), uint16(1), uint8(1), uint8(1), false, true)
+	f.Fuzz(func(t *testing.T, dim, hidden uint16, layers, heads, kv uint8, vocab uint16, memKiB uint32, linkMBps uint16, window, keepPct uint8, tied, paper bool) {
+		if heads == 0 || dim%uint16(heads) != 0 {
+			return
+		}
+		cfg := model.Config{Arch: "llama", Dim: int(dim), Hidden: int(hidden), Layers: int(layers) % 64, Heads: int(heads),
+			KVHeads: int(kv), HeadDim: int(dim) / int(heads), Vocab: int(vocab), MaxSeq: 256, TiedEmbeddings: tied}
+		if cfg.Validate() != nil || window == 0 {
+			return
+		}
+		p := Params{GPU: GPU{Name: "fuzz", FLOPS: 1e12, MemBW: 1e11, Mem: (int64(memKiB) + 1) << 10}, Link: float64(linkMBps)*1e6 + 1,
+			Window: int(window), Keep: float64(keepPct%100+1) / 100, AAL: float64(window), Paper: paper}
+		pred, err := Predict(cfg, p)
+		if err != nil {
+			var be *BudgetError
+			if !errors.As(err, &be) || be.Need <= be.Have {
+				t.Fatalf("unexpected error %v", err)
+			}
+			return
+		}
+		checkInvariants(t, "fuzz", pred)
+		for _, m := range pred.Modes {
+			if math.IsNaN(m.SecondsPerToken) || m.SecondsPerToken <= 0 {
+				t.Fatalf("%s: %v s/token", m.Mode, m.SecondsPerToken)
+			}
+		}
+	})
+}
