@@ -52,6 +52,7 @@ type Device struct {
 	mu      sync.RWMutex
 	used    int64
 	peak    int64
+	freed   int64 // bytes freed since the last forced collection
 	closed  bool
 	streams []*stream
 	workers sync.WaitGroup
@@ -147,7 +148,17 @@ func (d *Device) Alloc(size int64, label string) (device.Buffer, error) {
 	}
 	d.used += size
 	d.peak = max(d.peak, d.used)
+	collect := size >= gcAllocMin && d.freed >= gcFreedMin
+	if collect {
+		d.freed = 0
+	}
 	d.mu.Unlock()
+	if collect {
+		// Freed buffers are only returned by the garbage collector; without
+		// this a free-then-alloc cycle of big buffers could hold twice the
+		// capacity in RAM until the collector's own pacing caught up.
+		runtime.GC()
+	}
 
 	words := make([]uint64, (size+7)/8)
 	data := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(words))), size)
@@ -169,6 +180,21 @@ func (d *Device) Free(b device.Buffer) {
 	hb.freed = true
 	hb.data = nil
 	d.used -= hb.size
+	d.freed += hb.size
+}
+
+// A big Alloc forces a collection first when at least gcFreedMin bytes were
+// freed since the last one, so the freed memory is reused rather than added.
+const (
+	gcAllocMin = 64 << 20
+	gcFreedMin = 256 << 20
+)
+
+// Options returns the options the device was made with (Threads resolved).
+func (d *Device) Options() Options {
+	o := d.opts
+	o.Threads = d.threads
+	return o
 }
 
 // bytesOf returns the live bytes of buffer b, checking it belongs to d.
@@ -445,6 +471,9 @@ func (d *Device) EventTime(e device.Event) (time.Duration, error) {
 	case <-ev.done:
 		if ev.s == nil || ev.s.dev != d {
 			return 0, fmt.Errorf("host: EventTime: event of another device")
+		}
+		if errors.Is(ev.err, errClosed) {
+			return 0, ev.err
 		}
 		return ev.at, nil
 	default:
