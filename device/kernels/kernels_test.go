@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 )
 
@@ -248,4 +249,74 @@ func TestShortSlicePanics(t *testing.T) {
 		}
 	}()
 	MatMulF32(make([]float32, 4), make([]float32, 4), make([]float32, 3), 1, 4, 1)
+}
+
+// TestConcurrentCallers runs pooled products from several goroutines at once
+// (the host backend has one per stream) and checks each against the reference.
+func TestConcurrentCallers(t *testing.T) {
+	const n, in, out = 5, 300, 700 // large enough to use the pool
+	withThreads(3, func() {
+		r := rand.New(rand.NewPCG(5, 6))
+		x := randF32(r, n*in)
+		w := randBF16(r, in*out)
+		want := make([]float32, n*out)
+		MatMulBF16Ref(want, x, w, n, in, out)
+		wantT := make([]float32, n*out)
+		MatMulTBF16Ref(wantT, x, w, n, in, out)
+		bound := absBound(x, weightsF32(nil, w, BF16ToF32Scalar), n, in, out, false)
+		boundT := absBound(x, weightsF32(nil, w, BF16ToF32Scalar), n, in, out, true)
+		errs := make(chan string, 8)
+		done := make(chan struct{})
+		for g := range 4 {
+			go func() {
+				defer func() { done <- struct{}{} }()
+				y := make([]float32, n*out)
+				for range 20 {
+					if g%2 == 0 {
+						MatMulBF16(y, x, w, n, in, out)
+						if d := maxExcess(y, want, bound); d != "" {
+							errs <- "MatMulBF16: " + d
+							return
+						}
+					} else {
+						MatMulTBF16(y, x, w, n, in, out)
+						if d := maxExcess(y, wantT, boundT); d != "" {
+							errs <- "MatMulTBF16: " + d
+							return
+						}
+					}
+				}
+			}()
+		}
+		for range 4 {
+			<-done
+		}
+		close(errs)
+		for e := range errs {
+			t.Error(e)
+		}
+	})
+}
+
+// maxExcess is checkClose for goroutines that may not call t.Error.
+func maxExcess(got, want []float32, bound []float64) string {
+	for i := range want {
+		if d := math.Abs(float64(got[i]) - float64(want[i])); !(d <= 1e-5*bound[i]+1e-30) {
+			return fmt.Sprintf("y[%d] = %g, want %g", i, got[i], want[i])
+		}
+	}
+	return ""
+}
+
+func TestSetThreads(t *testing.T) {
+	saved := Threads()
+	defer SetThreads(saved)
+	SetThreads(7)
+	if got := Threads(); got != 7 {
+		t.Errorf("after SetThreads(7): Threads() = %d", got)
+	}
+	SetThreads(0)
+	if got, want := Threads(), runtime.GOMAXPROCS(0); got != want {
+		t.Errorf("after SetThreads(0): Threads() = %d, want GOMAXPROCS %d", got, want)
+	}
 }
