@@ -209,9 +209,11 @@ func BundleFFN(src *Model, dstPath string, progress func(done, total int64)) err
 			return fail(fmt.Errorf("general.architecture is %q; only llama GGUFs can be bundled", arch))
 		}
 	}
+	var outs []outTensor
+	var ropeMeta map[string]any
 	if src.Format == "safetensors" {
-		if rs, ok := src.Meta["rope_scaling"]; ok && rs != nil {
-			return fail(fmt.Errorf("%s sets rope_scaling %v, which the bundler does not convert yet", src.configPath, rs))
+		if outs, ropeMeta, err = hfRopeScaling(src, p); err != nil {
+			return fail(err)
 		}
 	}
 	// Map every source tensor to its GGUF name.
@@ -248,7 +250,6 @@ func BundleFFN(src *Model, dstPath string, progress func(done, total int64)) err
 		}
 		return 0, false
 	}
-	var outs []outTensor
 	bundled := map[int]bool{}
 	for _, name := range order {
 		t := byGGUF[name]
@@ -295,6 +296,9 @@ func BundleFFN(src *Model, dstPath string, progress func(done, total int64)) err
 	}
 
 	meta := bundleMeta(src, p)
+	for k, v := range ropeMeta {
+		meta[k] = v
+	}
 	specs := make([]TensorSpec, len(outs))
 	var total int64
 	for i, o := range outs {

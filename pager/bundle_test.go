@@ -2,9 +2,11 @@ package pager
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"path/filepath"
 	"reflect"
@@ -354,10 +356,10 @@ func TestBundleFFNRefusals(t *testing.T) {
 	dir := t.TempDir()
 	writeHF(t, g, dir, 1)
 	cfg := readFile(t, filepath.Join(dir, "config.json"))
-	writeFile(t, filepath.Join(dir, "config.json"), bytes.Replace(cfg, []byte(`"rope_scaling":null`), []byte(`"rope_scaling":{"rope_type":"llama3","factor":8}`), 1))
+	writeFile(t, filepath.Join(dir, "config.json"), bytes.Replace(cfg, []byte(`"rope_scaling":null`), []byte(`"rope_scaling":{"rope_type":"yarn","factor":8}`), 1))
 	hf := openT(t, dir)
 	out := filepath.Join(t.TempDir(), "o.gguf")
-	wantErr(t, BundleFFN(hf, out, nil), "rope_scaling")
+	wantErr(t, BundleFFN(hf, out, nil), "config.json", `rope_scaling has type "yarn"`)
 
 	// A GGUF with a layer's FFN missing.
 	specs, data := []TensorSpec{}, [][]byte{}
@@ -375,5 +377,72 @@ func TestBundleFFNRefusals(t *testing.T) {
 	wantErr(t, BundleFFN(openT(t, path), out, nil), "layer 2: missing blk.2.ffn_up.weight")
 	if names := dirEntries(t, filepath.Dir(out)); len(names) != 0 {
 		t.Errorf("failed bundles left %v", names)
+	}
+}
+
+func TestBundleFFNRopeScaling(t *testing.T) {
+	g := openT(t, storiesPath(t, "stories260K.gguf"))
+	for _, tt := range []struct {
+		scaling string
+		check   func(t *testing.T, out *Model)
+	}{
+		{`{"rope_type":"llama3","factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0,"original_max_position_embeddings":8192}`,
+			func(t *testing.T, out *Model) {
+				rf, ok := out.Tensor("rope_freqs.weight")
+				if !ok || rf.DType != F32 || !equalInts(rf.Shape, []int{4}) || out.Tensors[0] != rf {
+					t.Fatalf("rope_freqs.weight missing, wrong, or not first")
+				}
+				want := Llama3RopeFactors(8, 10000, 8, 1, 4, 8192)
+				for i, w := range want {
+					if got := math.Float32frombits(binary.LittleEndian.Uint32(rf.Data[4*i:])); got != w {
+						t.Errorf("factor %d = %v, want %v", i, got, w)
+					}
+				}
+			}},
+		{`{"type":"linear","factor":2.0}`, func(t *testing.T, out *Model) {
+			if out.Meta["llama.rope.scaling.type"] != "linear" || out.Meta["llama.rope.scaling.factor"] != float32(2) {
+				t.Errorf("linear scaling keys: %v %v", out.Meta["llama.rope.scaling.type"], out.Meta["llama.rope.scaling.factor"])
+			}
+		}},
+	} {
+		dir := t.TempDir()
+		writeHF(t, g, dir, 1)
+		cfg := readFile(t, filepath.Join(dir, "config.json"))
+		writeFile(t, filepath.Join(dir, "config.json"), bytes.Replace(cfg, []byte(`"rope_scaling":null`), []byte(`"rope_scaling":`+tt.scaling), 1))
+		tt.check(t, bundleT(t, openT(t, dir)))
+	}
+}
+
+// Llama 3.1 8B: head_dim 128, theta 500000, factor 8, low 1, high 4, original
+// context 8192. Frequencies with wavelength under 2048 keep factor 1, those
+// over 8192 get 8, and the ones between are interpolated (checked against the
+// float64 formula).
+func TestLlama3RopeFactors(t *testing.T) {
+	f := Llama3RopeFactors(128, 500000, 8, 1, 4, 8192)
+	if len(f) != 64 || f[0] != 1 || f[63] != 8 {
+		t.Fatalf("len %d, first %v, last %v", len(f), f[0], f[63])
+	}
+	var mid int
+	for i := range f {
+		freq := math.Pow(500000, -float64(2*i)/128)
+		wave := 2 * math.Pi / freq
+		want := 1.0
+		switch {
+		case wave > 8192:
+			want = 8
+		case wave >= 2048:
+			s := (8192/wave - 1) / 3
+			want = 1 / ((1-s)/8 + s)
+			mid++
+		}
+		if math.Abs(float64(f[i])-want) > 1e-5*want {
+			t.Errorf("factor %d = %v, want %v", i, f[i], want)
+		}
+		if i > 0 && f[i] < f[i-1] {
+			t.Errorf("factors decrease at %d", i)
+		}
+	}
+	if mid == 0 {
+		t.Error("no factor in the interpolated band")
 	}
 }
