@@ -277,11 +277,20 @@ func BundleFFN(src *Model, dstPath string, progress func(done, total int64)) err
 				nHead = p.KVHeads
 			}
 			if nHead > 0 {
-				buf := make([]byte, len(data))
-				if err := UnpermuteQK(buf, data, nHead, t.RowBytes()); err != nil {
+				rowBytes := t.RowBytes()
+				if _, _, err := qkRows(data, data, nHead, rowBytes); err != nil { // fail before writing anything
 					return fail(fmt.Errorf("tensor %s: %w", t.Name, err))
 				}
-				o.fill = func(w io.Writer) error { _, err := w.Write(buf); return err }
+				// The unpermuted copy is made only while this tensor is written,
+				// so at most one q/k matrix is held in memory at a time.
+				o.fill = func(w io.Writer) error {
+					buf := make([]byte, len(data))
+					if err := UnpermuteQK(buf, data, nHead, rowBytes); err != nil {
+						return err
+					}
+					_, err := w.Write(buf)
+					return err
+				}
 			}
 		}
 		outs = append(outs, o)
