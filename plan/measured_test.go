@@ -95,7 +95,7 @@ func TestParseMeasuredErrors(t *testing.T) {
 		name, json, want string
 	}{
 		{"not json", `{`, "decode"},
-		{"unknown field", `{"modes":[],"speed":3}`, "unknown field"},
+		{"not an object", `[1,2]`, "decode"},
 		{"unknown mode", `{"modes":[{"mode":"turbo","tokens":1,"phases":[{"phase":"full","count":1}]}]}`, "unknown mode"},
 		{"zero tokens", `{"modes":[{"mode":"dense","tokens":0,"phases":[{"phase":"full","count":1}]}]}`, "tokens"},
 		{"no phases", `{"modes":[{"mode":"dense","tokens":3}]}`, "no phases"},
@@ -114,6 +114,20 @@ func TestParseMeasuredErrors(t *testing.T) {
 				t.Errorf("got %v, want an error about %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// The shape `offload bench --json` prints: Measured's fields inline, next to
+// fields plan does not read.
+func TestParseBenchRecord(t *testing.T) {
+	m, err := ParseMeasured([]byte(`{"model":"m","device":"host","link_gbps":9.5,"modes":[{"mode":"dense","tokens":4,
+		"phases":[{"phase":"full","count":4,"layers":[{"layer":0,"copy_bytes":8,"copy_seconds":1,"compute_seconds":2},{"layer":-1}]}]}],
+		"memcpy_gbps":12,"results":[{"mode":"dense","seconds_per_token":0.5}],"notes":["x"]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Device != "host" || m.LinkGBps != 9.5 || len(m.Modes) != 1 || m.Modes[0].Phases[0].Layers[0].ComputeSeconds != 2 {
+		t.Errorf("parsed %+v", m)
 	}
 }
 
