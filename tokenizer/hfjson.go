@@ -165,6 +165,9 @@ func parseHFJSON(data []byte) (*Tokenizer, error) {
 		}
 		n = max(n, a.ID+1)
 	}
+	if n > 2*(len(vocab)+len(f.AddedTokens))+1024 {
+		return nil, fmt.Errorf("ids up to %d for %d tokens: too sparse", n-1, len(vocab)+len(f.AddedTokens))
+	}
 	t := &Tokenizer{pieces: make([]string, n), raw: make([]string, n), key: make([]string, n),
 		types: make([]uint8, n), lookup: make(map[string]int, n), mode: mergeByRank,
 		bos: -1, eos: -1, unk: -1, eog: map[int]bool{}}

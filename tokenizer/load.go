@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"offload/pager"
 )
 
 // readBounded reads a whole file, refusing files over limit bytes.
@@ -51,7 +53,8 @@ func exists(path string) bool {
 //     present, else Llama 3's standard specials;
 //   - a SentencePiece protobuf tokenizer.model: an error, convert it to
 //     tokenizer.json;
-//   - a GGUF file: an error, its tokenizer is read with FromGGUFMetadata;
+//   - a GGUF file (a vocab-only one or a whole model): its embedded
+//     tokenizer (FromGGUFMetadata);
 //   - anything else: a llama2.c tokenizer.bin, read to the end of the file.
 func Load(path string) (*Tokenizer, error) {
 	st, err := os.Stat(path)
@@ -75,7 +78,12 @@ func Load(path string) (*Tokenizer, error) {
 	case len(trimmed) > 0 && trimmed[0] == '{':
 		return LoadHFJSON(path)
 	case bytes.HasPrefix(head, []byte("GGUF")):
-		return nil, fmt.Errorf("tokenizer %s: is a GGUF file; open it with pager.Open and use tokenizer.FromGGUFMetadata", path)
+		m, err := pager.Open(path)
+		if err != nil {
+			return nil, fmt.Errorf("tokenizer: %w", err)
+		}
+		defer m.Close()
+		return FromGGUFMetadata(m.Meta, path)
 	case looksTiktoken(head):
 		specials := filepath.Join(filepath.Dir(path), "special_tokens.json")
 		if !exists(specials) {

@@ -122,6 +122,9 @@ func parseTiktoken(data []byte, specials map[string]int) (*Tokenizer, error) {
 		}
 		n = max(n, id+1)
 	}
+	if n > 2*(len(byRank)+len(specials))+1024 {
+		return nil, fmt.Errorf("ids up to %d for %d tokens: too sparse", n-1, len(byRank)+len(specials))
+	}
 	t := &Tokenizer{kind: "tiktoken", mode: mergeByConcatRank,
 		pieces: make([]string, n), raw: make([]string, n), key: make([]string, n), types: make([]uint8, n),
 		lookup: make(map[string]int, len(byRank)), bos: -1, eos: -1, unk: -1, addBOS: true}

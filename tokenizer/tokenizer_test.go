@@ -415,7 +415,8 @@ func TestLoadDetection(t *testing.T) {
 		{filepath.Join(sh, "tokenizers", "llama2-spm", "tokenizer.json"), "spm", ""},
 		{filepath.Join(sh, "tokenizers", "llama3-tiktoken", "tokenizer.model"), "tiktoken", ""},
 		{filepath.Join(sh, "models", "stories260K", "tok512.bin"), "llama2c", ""},
-		{filepath.Join(sh, "models", "stories260K", "stories260K.gguf"), "", "GGUF"},
+		{filepath.Join(sh, "models", "stories260K", "stories260K.gguf"), "spm", ""},
+		{filepath.Join(sh, "tokenizers", "gpt2", "ggml-vocab-gpt-2.gguf"), "bpe", ""},
 		{filepath.Join(sh, "models", "stories260K", "missing.bin"), "", "missing.bin"},
 	}
 	spDir := t.TempDir()
