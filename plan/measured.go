@@ -77,9 +77,8 @@ func LoadMeasured(path string) (*Measured, error) {
 }
 
 // ParseMeasured decodes and validates bench JSON (unknown fields are
-// ignored): known modes and phases,
-// positive counts, finite non-negative times and bytes, layers in range and
-// not repeated.
+// ignored): known modes and phases, positive counts, finite non-negative
+// times and bytes, layers in range and not repeated.
 func ParseMeasured(data []byte) (*Measured, error) {
 	var m Measured
 	// Unknown fields are ignored: `offload bench --json` embeds Measured in a
