@@ -1,6 +1,7 @@
 package pager
 
 import (
+	"encoding/binary"
 	"fmt"
 	"io"
 	"strconv"
@@ -425,26 +426,36 @@ func writeBundle(w io.Writer, gate, up, down *Tensor, d, h, s int) error {
 }
 
 // transposeBlock sets dst[b][i] = down[i][j0+b] for b < nb, i < d (elements
-// of s bytes; down is [d, h] row-major, dst is [nb, d]).
+// of s bytes; down is [d, h] row-major, dst is [nb, d]). For 2- and 4-byte
+// elements it reads 4 (or 2) down rows at once and stores 8 contiguous bytes
+// per dst row, so stores are word-sized instead of one element at a time.
 func transposeBlock(dst, down []byte, d, h, j0, nb, s int) {
 	rowB := d * s
-	for i := 0; i < d; i++ {
-		src := down[(i*h+j0)*s : (i*h+j0+nb)*s]
-		switch s {
-		case 2:
+	le := binary.LittleEndian
+	src := func(i int) []byte { return down[(i*h+j0)*s : (i*h+j0+nb)*s] }
+	i := 0
+	switch s {
+	case 2:
+		for ; i+4 <= d; i += 4 {
+			r0, r1, r2, r3 := src(i), src(i+1), src(i+2), src(i+3)
 			for b := 0; b < nb; b++ {
-				o := b*rowB + 2*i
-				dst[o], dst[o+1] = src[2*b], src[2*b+1]
+				v := uint64(le.Uint16(r0[2*b:])) | uint64(le.Uint16(r1[2*b:]))<<16 |
+					uint64(le.Uint16(r2[2*b:]))<<32 | uint64(le.Uint16(r3[2*b:]))<<48
+				le.PutUint64(dst[b*rowB+2*i:], v)
 			}
-		case 4:
+		}
+	case 4:
+		for ; i+2 <= d; i += 2 {
+			r0, r1 := src(i), src(i+1)
 			for b := 0; b < nb; b++ {
-				o := b*rowB + 4*i
-				dst[o], dst[o+1], dst[o+2], dst[o+3] = src[4*b], src[4*b+1], src[4*b+2], src[4*b+3]
+				le.PutUint64(dst[b*rowB+4*i:], uint64(le.Uint32(r0[4*b:]))|uint64(le.Uint32(r1[4*b:]))<<32)
 			}
-		default:
-			for b := 0; b < nb; b++ {
-				copy(dst[b*rowB+i*s:b*rowB+(i+1)*s], src[b*s:(b+1)*s])
-			}
+		}
+	}
+	for ; i < d; i++ { // the rest, and any other element size
+		r := src(i)
+		for b := 0; b < nb; b++ {
+			copy(dst[b*rowB+i*s:b*rowB+(i+1)*s], r[b*s:(b+1)*s])
 		}
 	}
 }

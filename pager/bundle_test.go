@@ -446,3 +446,24 @@ func TestLlama3RopeFactors(t *testing.T) {
 		t.Error("no factor in the interpolated band")
 	}
 }
+
+func TestTransposeBlock(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, c := range []struct{ d, h, j0, nb, s int }{{7, 13, 0, 13, 2}, {5, 70, 64, 6, 4}, {9, 10, 3, 5, 3}, {8, 64, 0, 64, 2}, {1, 3, 1, 2, 4}} {
+		down := make([]byte, c.d*c.h*c.s)
+		for i := range down {
+			down[i] = byte(r.IntN(256))
+		}
+		dst := make([]byte, c.nb*c.d*c.s)
+		transposeBlock(dst, down, c.d, c.h, c.j0, c.nb, c.s)
+		for b := 0; b < c.nb; b++ {
+			for i := 0; i < c.d; i++ {
+				got := dst[(b*c.d+i)*c.s : (b*c.d+i+1)*c.s]
+				want := down[(i*c.h+c.j0+b)*c.s : (i*c.h+c.j0+b+1)*c.s]
+				if !bytes.Equal(got, want) {
+					t.Fatalf("%+v: element [%d][%d] = %v, want %v", c, b, i, got, want)
+				}
+			}
+		}
+	}
+}
