@@ -159,7 +159,6 @@ func parseGGUFHeader(mm []byte) (*Model, error) {
 		return nil, err
 	}
 	m := &Model{Format: "gguf", Meta: make(map[string]any, nKV+2)}
-	m.Meta["gguf.version"] = version
 	for i := 0; i < nKV; i++ {
 		at := r.off
 		key, err := r.str(ggufMaxName)
@@ -187,6 +186,8 @@ func parseGGUFHeader(mm []byte) (*Model, error) {
 		}
 		align = a
 	}
+	// Synthetic keys, set after the file's own (which they override).
+	m.Meta["gguf.version"] = version
 	m.Meta["gguf.alignment"] = align
 
 	type info struct {

@@ -132,7 +132,7 @@ type Model struct {
 	// Meta is the file metadata: for GGUF every key/value pair (plus
 	// "gguf.version" and "gguf.alignment"), for safetensors config.json's
 	// top-level keys (numbers as float64) plus "safetensors.metadata.<key>",
-	// for llama2c the header fields (see package doc of openLlama2C).
+	// for llama2c the header fields (see parseLlama2C).
 	Meta    map[string]any
 	Tensors []*Tensor // in file order (shard order, then offset, for sharded safetensors)
 
