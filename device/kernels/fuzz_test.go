@@ -48,13 +48,14 @@ func fuzzKernel(t *testing.T, c kernelCase, data []byte) {
 		return
 	}
 	yref := make([]float32, n*out)
+	runRef(c, yref, x, wf, wh, n, in, out)
 	bound := absBound(x, weightsF32(wf, wh, convFor(c.kind)), n, in, out, c.trans)
 	saved := useAsm
 	defer func() { useAsm = saved }()
 	for _, asm := range []bool{false, saved} {
 		useAsm = asm
 		y := make([]float32, n*out)
-		runCase(c, y, yref, x, wf, wh, n, in, out)
+		runFast(c, y, x, wf, wh, n, in, out)
 		checkClose(t, fmt.Sprintf("%s asm=%v n=%d in=%d out=%d", c.name, asm, n, in, out), y, yref, bound)
 	}
 }

@@ -122,12 +122,18 @@ func matMul(k wkind, y, x, wf []float32, wh []uint16, n, in, out int) {
 	parallelFor(out, n*in*out, 8, rows) // align 8: whole 2-row pairs
 }
 
-// matMulT runs the [in][out] product. Weight rows (the in dimension) are
-// split into blocks so every participant streams whole rows sequentially,
-// the access pattern memory likes best whatever the thread count. Block 0
-// accumulates straight into y; every other block into its own scratch
-// partial, and the partials are added into y at the end (n*out adds per
-// block, negligible next to the n*in*out product).
+// matMulT runs the [in][out] product.
+//
+// For n < 4 (decode) it is memory bound, so weight rows (the in dimension)
+// are split into blocks and every participant streams whole rows
+// sequentially, the access pattern memory likes best whatever the thread
+// count. Block 0 accumulates straight into y, every other block into its own
+// scratch partial (at most 2*Threads()-1 partials of n*out floats), and the
+// partials are added into y at the end: n*out adds per block, negligible next
+// to the n*in*out product.
+//
+// For n >= 4 it is compute bound: columns are split across workers in
+// multiples of 16 and each runs 4x16 register tiles over all of in.
 func matMulT(k wkind, y, x, wf []float32, wh []uint16, n, in, out int) {
 	if n == 0 || out == 0 {
 		return
@@ -136,9 +142,15 @@ func matMulT(k wkind, y, x, wf []float32, wh []uint16, n, in, out int) {
 		clear(y[:n*out])
 		return
 	}
-	block, nblocks := planBlocks(in, n*in*out, 8)
+	if n >= 4 {
+		parallelFor(out, n*in*out, 16, func(lo, hi int) {
+			matMulTCols(k, y, x, wf, wh, n, in, out, lo, hi)
+		})
+		return
+	}
+	block, nblocks := planBlocks(in, n*in*out, 8, 2)
 	if nblocks == 1 {
-		matMulTBlock(k, y, x, wf, wh, n, in, out, 0, in)
+		axpyRows(k, y, x, wf, wh, 0, n, in, out, 0, out, 0, in)
 		return
 	}
 	m := n * out
@@ -149,7 +161,7 @@ func matMulT(k wkind, y, x, wf []float32, wh []uint16, n, in, out int) {
 		if b := lo / block; b > 0 {
 			dst = parts[(b-1)*m : b*m]
 		}
-		matMulTBlock(k, dst, x, wf, wh, n, in, out, lo, hi)
+		axpyRows(k, dst, x, wf, wh, 0, n, in, out, 0, out, lo, hi)
 	})
 	parallelFor(m, m*(nblocks-1), 64, func(lo, hi int) {
 		for b := range nblocks - 1 {
@@ -159,8 +171,8 @@ func matMulT(k wkind, y, x, wf []float32, wh []uint16, n, in, out int) {
 	putScratch(sp)
 }
 
-// tBlockBytes bounds the slice of the n output rows a MatMulT block updates
-// while it walks its weight rows, so those rows stay in L1/L2.
+// tBlockBytes bounds the slice of the output rows an axpy pass updates while
+// it walks its weight rows, so those rows stay in L1/L2.
 const tBlockBytes = 48 << 10
 
 // tRowBlock is how many weight rows a batched MatMulT tile sweeps before
@@ -168,25 +180,20 @@ const tBlockBytes = 48 << 10
 // matching x values) stays in L1 while every group of four x rows reuses it.
 const tRowBlock = 128
 
-// matMulTBlock sets dst (n x out) to the contribution of weight rows
-// [i0,i1): dst[r][c] = Σ_{i0<=i<i1} x[r][i]*w[i][c].
-//
-// With n >= 4 the bulk is done by 4-row x 16-column register tiles (tileT):
-// each weight vector load feeds four FMAs and the sums stay in registers
-// across tRowBlock weight rows. Rows and columns that do not fill a tile, and
-// n < 4, go through axpyRows.
-func matMulTBlock(k wkind, dst, x, wf []float32, wh []uint16, n, in, out, i0, i1 int) {
-	if n < 4 {
-		axpyRows(k, dst, x, wf, wh, 0, n, in, out, 0, out, i0, i1)
-		return
+// matMulTCols sets columns [c0,c1) of every row of y (n >= 4). The bulk is
+// done by 4-row x 16-column register tiles (tileT): each weight vector load
+// feeds four FMAs and the sums stay in registers across tRowBlock weight
+// rows. Rows and columns that do not fill a tile go through axpyRows.
+func matMulTCols(k wkind, y, x, wf []float32, wh []uint16, n, in, out, c0, c1 int) {
+	r4, c16 := n&^3, c0+(c1-c0)&^15
+	for r := range r4 {
+		clear(y[r*out+c0 : r*out+c16])
 	}
-	clear(dst[:n*out])
-	r4, c16 := n&^3, out&^15
-	for is := i0; is < i1; is += tRowBlock {
-		ni := min(tRowBlock, i1-is)
-		for c := 0; c < c16; c += 16 {
+	for is := 0; is < in; is += tRowBlock {
+		ni := min(tRowBlock, in-is)
+		for c := c0; c < c16; c += 16 {
 			for r := 0; r < r4; r += 4 {
-				d, xs := dst[r*out+c:], x[r*in+is:]
+				d, xs := y[r*out+c:], x[r*in+is:]
 				switch k {
 				case kindF32:
 					tileTF32(d, out, xs, in, wf[is*out+c:], out, ni)
@@ -198,11 +205,11 @@ func matMulTBlock(k wkind, dst, x, wf []float32, wh []uint16, n, in, out, i0, i1
 			}
 		}
 	}
-	if c16 < out {
-		axpyRowsAdd(k, dst, x, wf, wh, 0, r4, in, out, c16, out, i0, i1)
+	if c16 < c1 {
+		axpyRows(k, y, x, wf, wh, 0, r4, in, out, c16, c1, 0, in)
 	}
 	if r4 < n {
-		axpyRows(k, dst, x, wf, wh, r4, n, in, out, 0, out, i0, i1)
+		axpyRows(k, y, x, wf, wh, r4, n, in, out, c0, c1, 0, in)
 	}
 }
 
@@ -214,11 +221,6 @@ func axpyRows(k wkind, dst, x, wf []float32, wh []uint16, r0, r1, in, out, c0, c
 	for r := r0; r < r1; r++ {
 		clear(dst[r*out+c0 : r*out+c1])
 	}
-	axpyRowsAdd(k, dst, x, wf, wh, r0, r1, in, out, c0, c1, i0, i1)
-}
-
-// axpyRowsAdd is axpyRows adding into dst instead of overwriting it.
-func axpyRowsAdd(k wkind, dst, x, wf []float32, wh []uint16, r0, r1, in, out, c0, c1, i0, i1 int) {
 	cb := max(64, tBlockBytes/(4*max(1, r1-r0))&^63)
 	for cs := c0; cs < c1; cs += cb {
 		ce := min(cs+cb, c1)

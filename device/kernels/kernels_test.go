@@ -145,27 +145,39 @@ var kernelCases = []kernelCase{
 	{"MatMulTF16", true, kindF16},
 }
 
-// runCase calls the fast kernel and its reference on the same inputs.
-func runCase(c kernelCase, y, yref, x, wf []float32, wh []uint16, n, in, out int) {
+// runFast calls the kernel under test.
+func runFast(c kernelCase, y, x, wf []float32, wh []uint16, n, in, out int) {
 	switch {
 	case !c.trans && c.kind == kindF32:
 		MatMulF32(y, x, wf, n, in, out)
-		MatMulF32Ref(yref, x, wf, n, in, out)
 	case !c.trans && c.kind == kindBF16:
 		MatMulBF16(y, x, wh, n, in, out)
-		MatMulBF16Ref(yref, x, wh, n, in, out)
 	case !c.trans && c.kind == kindF16:
 		MatMulF16(y, x, wh, n, in, out)
-		MatMulF16Ref(yref, x, wh, n, in, out)
 	case c.trans && c.kind == kindF32:
 		MatMulTF32(y, x, wf, n, in, out)
-		MatMulTF32Ref(yref, x, wf, n, in, out)
 	case c.trans && c.kind == kindBF16:
 		MatMulTBF16(y, x, wh, n, in, out)
-		MatMulTBF16Ref(yref, x, wh, n, in, out)
 	case c.trans && c.kind == kindF16:
 		MatMulTF16(y, x, wh, n, in, out)
-		MatMulTF16Ref(yref, x, wh, n, in, out)
+	}
+}
+
+// runRef calls the kernel's reference.
+func runRef(c kernelCase, y, x, wf []float32, wh []uint16, n, in, out int) {
+	switch {
+	case !c.trans && c.kind == kindF32:
+		MatMulF32Ref(y, x, wf, n, in, out)
+	case !c.trans && c.kind == kindBF16:
+		MatMulBF16Ref(y, x, wh, n, in, out)
+	case !c.trans && c.kind == kindF16:
+		MatMulF16Ref(y, x, wh, n, in, out)
+	case c.trans && c.kind == kindF32:
+		MatMulTF32Ref(y, x, wf, n, in, out)
+	case c.trans && c.kind == kindBF16:
+		MatMulTBF16Ref(y, x, wh, n, in, out)
+	case c.trans && c.kind == kindF16:
+		MatMulTF16Ref(y, x, wh, n, in, out)
 	}
 }
 
@@ -176,38 +188,42 @@ func convFor(k wkind) func(uint16) float32 {
 	return BF16ToF32Scalar
 }
 
+// TestMatMulVsRef holds every product, in every implementation (plain Go
+// and SIMD) and both inline and pooled (1 and 3 threads), to its reference.
 func TestMatMulVsRef(t *testing.T) {
-	impls(t, func(t *testing.T) {
-		for _, threads := range []int{1, 3} {
-			withThreads(threads, func() {
-				for _, c := range kernelCases {
-					for _, s := range testShapes() {
-						r := rand.New(rand.NewPCG(uint64(s.n*7919+s.in), uint64(s.out)))
-						x := randF32(r, s.n*s.in)
-						var wf []float32
-						var wh []uint16
-						switch c.kind {
-						case kindF32:
-							wf = randF32(r, s.in*s.out)
-						case kindBF16:
-							wh = randBF16(r, s.in*s.out)
-						case kindF16:
-							wh = randF16(r, s.in*s.out)
-						}
-						y := make([]float32, s.n*s.out)
-						for i := range y {
-							y[i] = float32(math.NaN()) // must be overwritten
-						}
-						yref := make([]float32, s.n*s.out)
-						runCase(c, y, yref, x, wf, wh, s.n, s.in, s.out)
-						bound := absBound(x, weightsF32(wf, wh, convFor(c.kind)), s.n, s.in, s.out, c.trans)
-						checkClose(t, fmt.Sprintf("%s threads=%d n=%d in=%d out=%d", c.name, threads, s.n, s.in, s.out),
-							y, yref, bound)
+	saved := useAsm
+	defer func() { useAsm = saved }()
+	for _, c := range kernelCases {
+		for _, s := range testShapes() {
+			r := rand.New(rand.NewPCG(uint64(s.n*7919+s.in), uint64(s.out)))
+			x := randF32(r, s.n*s.in)
+			var wf []float32
+			var wh []uint16
+			switch c.kind {
+			case kindF32:
+				wf = randF32(r, s.in*s.out)
+			case kindBF16:
+				wh = randBF16(r, s.in*s.out)
+			case kindF16:
+				wh = randF16(r, s.in*s.out)
+			}
+			yref := make([]float32, s.n*s.out)
+			runRef(c, yref, x, wf, wh, s.n, s.in, s.out)
+			bound := absBound(x, weightsF32(wf, wh, convFor(c.kind)), s.n, s.in, s.out, c.trans)
+			for _, asm := range []bool{false, saved} {
+				for _, threads := range []int{1, 3} {
+					useAsm = asm
+					y := make([]float32, s.n*s.out)
+					for i := range y {
+						y[i] = float32(math.NaN()) // must be overwritten
 					}
+					withThreads(threads, func() { runFast(c, y, x, wf, wh, s.n, s.in, s.out) })
+					checkClose(t, fmt.Sprintf("%s asm=%v threads=%d n=%d in=%d out=%d",
+						c.name, asm, threads, s.n, s.in, s.out), y, yref, bound)
 				}
-			})
+			}
 		}
-	})
+	}
 }
 
 func TestDotF32(t *testing.T) {

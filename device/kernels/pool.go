@@ -75,19 +75,19 @@ const blocksPerThread = 4
 // multiple of align long except the last. work (in multiply-adds) decides
 // whether handing off is worth it; small calls run inline on the caller.
 func parallelFor(total, work, align int, fn func(lo, hi int)) {
-	block, nblocks := planBlocks(total, work, align)
+	block, nblocks := planBlocks(total, work, align, blocksPerThread)
 	runBlocks(total, block, nblocks, fn)
 }
 
 // planBlocks picks the block size for parallelFor: one block (inline) for
-// small work, else about blocksPerThread blocks per thread, so blocks are
-// claimed dynamically and a core slowed by other load does not stall the call.
-func planBlocks(total, work, align int) (block, nblocks int) {
+// small work, else about per blocks per thread, so blocks are claimed
+// dynamically and a core slowed by other load does not stall the call.
+func planBlocks(total, work, align, per int) (block, nblocks int) {
 	t := int(threads.Load())
 	if t <= 1 || work < inlineWork || total <= align {
 		return total, 1
 	}
-	block = (total + t*blocksPerThread - 1) / (t * blocksPerThread)
+	block = (total + t*per - 1) / (t * per)
 	block = (block + align - 1) / align * align
 	return block, (total + block - 1) / block
 }
