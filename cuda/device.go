@@ -471,10 +471,12 @@ func (d *Device) tensor(t device.Tensor, what string) (devPtr, error) {
 type stream struct {
 	name string
 	h    uintptr
-	// errHost/errDev: a pinned, device-mapped pair of int32 (code, value)
-	// that kernels raise errors into; Synchronize reads and clears it.
-	errHost unsafe.Pointer
+	// errDev is a pair of int32 (code, value) in device memory that kernels
+	// raise errors into; Synchronize copies it into errHost (pinned) on the
+	// stream, reads it, and clears it when set. Device memory rather than
+	// mapped host memory: atomics on host memory over PCIe are not portable.
 	errDev  uint64
+	errHost unsafe.Pointer
 
 	mu      sync.Mutex // guards the fields below
 	pending error      // first enqueue-side error of Record/Wait, reported by Synchronize
@@ -505,12 +507,17 @@ func (d *Device) NewStream(name string) (device.Stream, error) {
 		return nil, fmt.Errorf("cuda: stream %q: %w", name, err)
 	}
 	s := &stream{name: name, h: h}
-	if s.errHost, err = d.drv.memHostAlloc(8, hostAllocPortable|hostAllocDeviceMap); err != nil {
+	if s.errHost, err = d.drv.memHostAlloc(8, hostAllocPortable); err != nil {
 		_ = d.drv.streamDestroy(h)
 		return nil, fmt.Errorf("cuda: stream %q error word: %w", name, err)
 	}
-	*(*[2]int32)(s.errHost) = [2]int32{}
-	if s.errDev, err = d.drv.memHostGetDevicePointer(s.errHost); err != nil {
+	if s.errDev, err = d.drv.memAlloc(8); err == nil {
+		err = d.clearErrWord(s)
+	}
+	if err != nil {
+		if s.errDev != 0 {
+			_ = d.drv.memFree(s.errDev)
+		}
 		_ = d.drv.memFreeHost(s.errHost)
 		_ = d.drv.streamDestroy(h)
 		return nil, fmt.Errorf("cuda: stream %q error word: %w", name, err)
@@ -618,10 +625,16 @@ func (d *Device) Synchronize(s device.Stream) error {
 		return err
 	}
 	defer leave()
-	serr := d.drv.streamSynchronize(cs.h)
 	w := (*[2]int32)(cs.errHost)
-	code, val := w[0], w[1]
 	*w = [2]int32{}
+	serr := d.drv.memcpyDtoHAsync(cs.errHost, cs.errDev, 8, cs.h)
+	if err := d.drv.streamSynchronize(cs.h); err != nil {
+		serr = err
+	}
+	code, val := w[0], w[1]
+	if serr == nil && code != 0 {
+		serr = d.clearErrWord(cs) // report the error once
+	}
 	cs.mu.Lock()
 	pending := cs.pending
 	cs.pending = nil
@@ -637,6 +650,17 @@ func (d *Device) Synchronize(s device.Stream) error {
 		return fmt.Errorf("cuda: stream %q: kernel error %d (value %d)", cs.name, code, val)
 	}
 	return nil
+}
+
+// clearErrWord zeroes s's device error word and waits for it; the context
+// must be current. The source is pageable Go memory, which the driver has
+// read by the time the call returns.
+func (d *Device) clearErrWord(s *stream) error {
+	var zero [2]int32
+	if err := d.drv.memcpyHtoDAsync(s.errDev, unsafe.Pointer(&zero), 8, s.h); err != nil {
+		return err
+	}
+	return d.drv.streamSynchronize(s.h)
 }
 
 // EventSynchronize blocks until e has fired.
@@ -863,6 +887,7 @@ func (d *Device) release() error {
 		if s.scratch != 0 {
 			note(d.drv.memFree(s.scratch))
 		}
+		note(d.drv.memFree(s.errDev))
 		note(d.drv.memFreeHost(s.errHost))
 		note(d.drv.streamDestroy(s.h))
 	}

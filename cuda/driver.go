@@ -26,7 +26,6 @@ const (
 	eventDefault        = 0  // CU_EVENT_DEFAULT (timing enabled)
 	eventDisableTiming  = 2  // CU_EVENT_DISABLE_TIMING
 	hostAllocPortable   = 1  // CU_MEMHOSTALLOC_PORTABLE
-	hostAllocDeviceMap  = 2  // CU_MEMHOSTALLOC_DEVICEMAP
 	maxDeviceNameLength = 256
 )
 
@@ -138,12 +137,6 @@ func (d *driver) memHostAlloc(size int64, flags uint32) (unsafe.Pointer, error) 
 }
 
 func (d *driver) memFreeHost(p unsafe.Pointer) error { return d.do("cuMemFreeHost", uintptr(p)) }
-
-func (d *driver) memHostGetDevicePointer(host unsafe.Pointer) (uint64, error) {
-	var p uint64
-	err := d.do("cuMemHostGetDevicePointer_v2", uintptr(unsafe.Pointer(&p)), uintptr(host), 0)
-	return p, err
-}
 
 // memcpyHtoDAsync copies from host address src. For pageable memory the
 // driver returns once src has been copied into its own staging buffer, so Go

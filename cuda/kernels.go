@@ -244,6 +244,9 @@ func writeCache(dir, key string, img []byte) error {
 		werr = cerr
 	}
 	if werr == nil {
+		werr = os.Chmod(f.Name(), 0o644) // CreateTemp makes 0600; the cache may be shared
+	}
+	if werr == nil {
 		werr = os.Rename(f.Name(), filepath.Join(dir, key))
 	}
 	if werr != nil {

@@ -64,7 +64,11 @@ func openLibrary(explicit, env string, candidates []string) (*library, error) {
 			return &library{path: c, h: h, syms: map[string]uintptr{}}, nil
 		}
 		if first == nil {
-			first = fmt.Errorf("%s: %s", c, oneLine(err.Error()))
+			msg := oneLine(err.Error())
+			if !strings.HasPrefix(msg, c) {
+				msg = c + ": " + msg // dlerror usually names the file itself
+			}
+			first = errors.New(msg)
 		}
 	}
 	return nil, first

@@ -65,7 +65,44 @@ func TestCompileAllKernels(t *testing.T) {
 				t.Fatalf("CUBIN for %s is not an ELF image (%d bytes)", target, len(img))
 			}
 			t.Logf("%s: %d bytes", target, len(img))
+			cacheForGPU(t, c, target, img)
 		})
+	}
+	// Cards newer than this NVRTC (e.g. Blackwell on 11.8) get PTX for the
+	// newest virtual arch it has, JIT-compiled by their driver.
+	t.Run("newer-card", func(t *testing.T) {
+		t.Parallel()
+		target, err := c.Target(1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(target, "compute_") {
+			t.Fatalf("Target(1000) = %s, want compute_XX PTX", target)
+		}
+		img, log, err := c.Compile(target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if log != "" {
+			t.Fatalf("NVRTC warnings for %s:\n%s", target, log)
+		}
+		if !bytes.Contains(img, []byte(".entry attention")) {
+			t.Fatalf("%s PTX lacks the attention kernel", target)
+		}
+		cacheForGPU(t, c, target, img)
+	})
+}
+
+// cacheForGPU stores img in $OFFLOAD_KERNEL_CACHE when that is set:
+// scripts/gpu-check.sh fills bin/kernels this way, so that a GPU machine
+// without NVRTC loads kernels compiled here.
+func cacheForGPU(t *testing.T, c *Compiler, target string, img []byte) {
+	dir := os.Getenv("OFFLOAD_KERNEL_CACHE")
+	if dir == "" {
+		return
+	}
+	if err := writeCache(dir, cacheKey(target, c.Version()), img); err != nil {
+		t.Fatal(err)
 	}
 }
 

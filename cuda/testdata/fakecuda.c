@@ -119,11 +119,6 @@ CUresult cuMemFreeHost(void *p) {
     return 0;
 }
 int fake_host_allocs(void) { return host_allocs; }
-CUresult cuMemHostGetDevicePointer_v2(CUdeviceptr *d, void *p, unsigned flags) {
-    *d = (CUdeviceptr)(uintptr_t)p;
-    return flags == 0 ? 0 : 1;
-}
-
 // Copies run at once (the fake has no queue); each records its arguments.
 static struct {
     CUdeviceptr dst, src;

@@ -1,0 +1,217 @@
+#!/usr/bin/env bash
+# gpu-check.sh: the one prepared check for a machine with an NVIDIA GPU.
+#
+# It builds nothing on the GPU machine: it runs binaries built beforehand with
+# CGO_ENABLED=0 (purego loads libcuda, NVRTC and cuBLAS at run time), and it
+# ends within 8 minutes (every step has a timeout drawn from one budget).
+#
+# Build here (a machine without a GPU), from the repository root:
+#
+#   CGO_ENABLED=0 go build -o bin/offload ./cmd/offload &&
+#   CGO_ENABLED=0 go test -c -o bin/cuda.test ./cuda &&
+#   OFFLOAD_KERNEL_CACHE=$PWD/bin/kernels go test -count=1 -run TestCompileAllKernels ./cuda &&
+#   mkdir -p bin/models && cp -r ../shared/models/stories260K bin/models/
+#
+# The third line fills bin/kernels with CUBINs for sm_80/86/89/90 and PTX for
+# newer cards, so the GPU machine needs no NVRTC (it uses one if it has it).
+# bin/ is git-ignored: ship it with the tree (the device tool's carry: ["bin"]).
+#
+# Run there, from the repository root:
+#
+#   bash scripts/gpu-check.sh "$OUT"
+#
+# Results: $OUT/gpu-check/results.txt (one PASS/FAIL/SKIP line per step, then
+# the measurements), plus each step's full output beside it. The exit status
+# is 0 only if no step failed.
+#
+# Steps: print the GPU (nvidia-smi); the device conformance suite and the GPU
+# kernel tests on the CUDA backend; host->device GB/s, pinned against
+# pageable; stories260K in dense and Sirius (strict acceptance) modes on the
+# GPU, whose tokens must equal the host backend's; a synthetic
+# llama-3-70b-shaped model (LAYERS layers) benchmarked dense-streamed, sparse
+# and Sirius in s/token and GB/s.
+#
+# Knobs (environment): BUDGET_S (total seconds, default 470); LAYERS (synthetic
+# layers, default 4: each is a real 70B layer, 1.76 GB bf16); VOCAB (synthetic
+# vocabulary, default 32000, Llama 2's, to keep embeddings and head at 0.5 GB
+# each: the head is resident either way); DEVICE_MEM (if set, passed as
+# --device-mem; unset, bench streams every layer, the paper's setting);
+# TOKENS (stories260K tokens, default 64); MODEL (stories260K file; default:
+# found under bin/models or ../shared).
+set -uo pipefail
+
+out_root=${1:-${OUT:-/tmp}}
+dir="$out_root/gpu-check"
+mkdir -p "$dir"
+res="$dir/results.txt"
+rm -f "$dir"/*.log "$dir"/*.json
+: >"$res"
+
+BUDGET_S=${BUDGET_S:-470}
+LAYERS=${LAYERS:-4}
+VOCAB=${VOCAB:-32000}
+DEVICE_MEM=${DEVICE_MEM:-}
+mem_flag=()
+if [ -n "$DEVICE_MEM" ]; then mem_flag=(--device-mem "$DEVICE_MEM"); fi
+TOKENS=${TOKENS:-64}
+start=$(date +%s)
+failed=0
+
+say() { echo "$*" | tee -a "$res"; }
+
+# remaining prints the seconds left in the budget, minus a reserve for the
+# summary.
+remaining() { echo $((BUDGET_S - ($(date +%s) - start) - 10)); }
+
+# step NAME MAX_S CMD...: runs CMD with a timeout of min(MAX_S, remaining),
+# output to $dir/NAME.log, and records PASS/FAIL/SKIP.
+step() {
+	local name=$1 max=$2
+	shift 2
+	local left
+	left=$(remaining)
+	if [ "$left" -lt 15 ]; then
+		say "SKIP $name (out of time budget)"
+		return 2
+	fi
+	local lim=$((max < left ? max : left))
+	local t0=$(date +%s)
+	if [ "$(type -t "$1")" = function ]; then
+		# timeout runs programs, not shell functions: give it a subshell.
+		export -f "$1"
+		timeout --kill-after=5 "$lim" bash -c '"$@"' _ "$@" >"$dir/$name.log" 2>&1
+	else
+		timeout --kill-after=5 "$lim" "$@" >"$dir/$name.log" 2>&1
+	fi
+	local rc=$?
+	local dt=$(($(date +%s) - t0))
+	if [ $rc -eq 0 ]; then
+		say "PASS $name (${dt}s)"
+	elif [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+		say "FAIL $name (timed out after ${lim}s)"
+		failed=1
+	else
+		say "FAIL $name (exit $rc, ${dt}s; see $name.log)"
+		tail -n 15 "$dir/$name.log" | sed 's/^/    /' | tee -a "$res"
+		failed=1
+	fi
+	return $rc
+}
+
+say "gpu-check $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname), budget ${BUDGET_S}s"
+
+for f in bin/offload bin/cuda.test; do
+	if [ ! -x "$f" ]; then
+		say "FAIL missing $f: build it first (see the top of scripts/gpu-check.sh)"
+		exit 1
+	fi
+done
+
+# 1. The GPU and the libraries the backend will load.
+step nvidia-smi 20 nvidia-smi
+sed -n '1,15p' "$dir/nvidia-smi.log" | tee -a "$res"
+nvidia-smi --query-gpu=name,memory.total,pcie.link.gen.current,pcie.link.width.current,driver_version --format=csv 2>&1 | tee -a "$res"
+{
+	echo "# ldconfig"
+	ldconfig -p 2>/dev/null | grep -E 'libcuda\.so|libnvrtc|libcublas' || echo "(none of libcuda/libnvrtc/libcublas in ldconfig)"
+} >"$dir/libs.log" 2>&1
+# cuBLAS and NVRTC are optional; look for them where toolkits and Python
+# wheels put them when ldconfig does not know them.
+find_lib() {
+	timeout 20 find /usr/local /opt /usr/lib /usr/lib64 /root /home -xdev -name "$1" 2>/dev/null | sort -r | head -n 1
+}
+if ! grep -q 'libcublas\.so' "$dir/libs.log"; then
+	p=$(find_lib 'libcublas.so.1[0-9]*')
+	if [ -n "$p" ]; then
+		export OFFLOAD_LIBCUBLAS=$p LD_LIBRARY_PATH="$(dirname "$p")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+		echo "found $p" >>"$dir/libs.log"
+	fi
+fi
+if ! grep -q 'libnvrtc\.so' "$dir/libs.log"; then
+	p=$(find_lib 'libnvrtc.so.1[0-9]*')
+	if [ -n "$p" ]; then
+		export OFFLOAD_LIBNVRTC=$p
+		echo "found $p" >>"$dir/libs.log"
+	fi
+fi
+cat "$dir/libs.log" | tee -a "$res"
+
+# Kernels compiled on the build machine; NVRTC here (if any) fills the same
+# cache for anything missing.
+export OFFLOAD_KERNEL_CACHE="$PWD/bin/kernels"
+mkdir -p "$OFFLOAD_KERNEL_CACHE" 2>/dev/null || export OFFLOAD_KERNEL_CACHE="$dir/kernels"
+export OFFLOAD_REQUIRE_GPU=1
+
+# 2. Conformance suite and GPU kernel tests on the CUDA backend. Test
+# binaries run in their package directory (as go test does: testdata/).
+cuda_test() { (cd cuda && ../bin/cuda.test "$@"); }
+step devicetest 180 cuda_test -test.v -test.count=1 -test.timeout=170s \
+	-test.run 'TestDeviceSuite|TestGPU|TestFake|TestNoDriver|TestChoose|TestKernelCache|TestPackArgs'
+grep -E '^(--- |ok|PASS|FAIL)' "$dir/devicetest.log" | grep -vE '^    ' | tail -n 20 | tee -a "$res"
+grep -m1 'cuda:0' "$dir/devicetest.log" | sed 's/^ *//' | tee -a "$res"
+
+# 3. Host->device bandwidth, pinned against pageable (256 MiB copies).
+step h2d 60 cuda_test -test.run '^$' -test.bench 'BenchmarkH2D' -test.benchtime 8x -test.count=1
+grep -E 'BenchmarkH2D' "$dir/h2d.log" | tee -a "$res"
+
+# 4. stories260K: GPU tokens must equal the host backend's, dense and Sirius.
+model=${MODEL:-}
+for m in bin/models/stories260K/stories260K.gguf ../shared/models/stories260K/stories260K.gguf shared/models/stories260K/stories260K.gguf; do
+	if [ -z "$model" ] && [ -f "$m" ]; then model=$m; fi
+done
+tokens_of() { tr -d ' \n\t' <"$1" | grep -o '"tokens":\[[-0-9,]*\]' | head -n 1; }
+if [ -z "$model" ]; then
+	say "SKIP stories260K (model not found: copy ../shared/models/stories260K to bin/models/, or set MODEL)"
+else
+	for mode in dense sirius; do
+		extra=()
+		if [ "$mode" = sirius ]; then extra=(--accept strict --window 16); fi
+		for dev in host cuda; do
+			step "stories-$mode-$dev" 60 bin/offload run --model "$model" --device "$dev" --mode "$mode" \
+				"${extra[@]}" --prompt "Once upon a time" --n "$TOKENS" --json
+			cp "$dir/stories-$mode-$dev.log" "$dir/stories-$mode-$dev.json" 2>/dev/null
+		done
+		a=$(tokens_of "$dir/stories-$mode-host.log")
+		b=$(tokens_of "$dir/stories-$mode-cuda.log")
+		if [ -n "$a" ] && [ "$a" = "$b" ]; then
+			say "PASS stories260K $mode: cuda tokens == host tokens ($(echo "$a" | tr -cd ',' | wc -c) + 1 tokens)"
+		else
+			say "FAIL stories260K $mode: cuda tokens differ from host"
+			say "    host: ${a:0:300}"
+			say "    cuda: ${b:0:300}"
+			failed=1
+		fi
+	done
+	a=$(tokens_of "$dir/stories-dense-cuda.log")
+	b=$(tokens_of "$dir/stories-sirius-cuda.log")
+	if [ -n "$a" ] && [ "$a" = "$b" ]; then
+		say "PASS stories260K on cuda: sirius (strict) tokens == dense tokens"
+	else
+		say "FAIL stories260K on cuda: sirius (strict) tokens differ from dense"
+		failed=1
+	fi
+fi
+
+# 5. Synthetic llama-3-70b-shaped model: dense-streamed, sparse, Sirius.
+synth="$dir/synth-70b"
+if [ -d /dev/shm ] && [ "$(df -Pk /dev/shm | awk 'NR==2{print $4}')" -gt $((40 * 1024 * 1024)) ]; then
+	synth=/dev/shm/offload-synth-70b # page cache without a disk write
+fi
+rm -rf "$synth"
+if step synth 150 bin/offload synth --shape llama-3-70b --layers "$LAYERS" --vocab "$VOCAB" --dtype bf16 -o "$synth"; then
+	du -sh "$synth" 2>/dev/null | tee -a "$res"
+	step bench-70b 200 bin/offload bench --model "$synth" --device cuda "${mem_flag[@]}" \
+		--modes dense,sparse,sirius --n 16 --prompt-len 16 --json
+	cp "$dir/bench-70b.log" "$dir/bench-70b.json" 2>/dev/null
+	# s/token and copy GB/s per mode, from the JSON results.
+	tr -d '\n' <"$dir/bench-70b.log" | grep -o '"mode": *"[a-z]*"[^}]*"seconds_per_token": *[0-9.e+-]*[^}]*"copy_gb_per_s": *[0-9.e+-]*' |
+		sed -E 's/"mode": *"([a-z]+)".*"seconds_per_token": *([0-9.e+-]+).*"copy_gb_per_s": *([0-9.e+-]+)/bench-70b (\1): \2 s\/token, \3 GB\/s copy/' | tee -a "$res"
+	step bench-70b-pageable 90 bin/offload bench --model "$synth" --device cuda "${mem_flag[@]}" \
+		--pinned=false --modes dense --n 8 --prompt-len 16 --json
+	tr -d '\n' <"$dir/bench-70b-pageable.log" | grep -o '"seconds_per_token": *[0-9.e+-]*[^}]*"copy_gb_per_s": *[0-9.e+-]*' |
+		sed -E 's/"seconds_per_token": *([0-9.e+-]+).*"copy_gb_per_s": *([0-9.e+-]+)/bench-70b (dense, pageable): \1 s\/token, \2 GB\/s copy/' | tee -a "$res"
+fi
+rm -rf "$synth"
+
+say "elapsed $(($(date +%s) - start))s; $( [ $failed -eq 0 ] && echo 'all steps passed' || echo 'SOME STEPS FAILED')"
+exit $failed
