@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 )
 
 // The big benchmarks use matrices far larger than any cache (8192 x 8192:
@@ -121,6 +122,60 @@ func BenchmarkMemRead(b *testing.B) {
 			}
 			if fmt.Sprint(sink[0]) == "" {
 				b.Fatal("unreachable")
+			}
+		})
+	}
+}
+
+// memReadOnce reads the first n words of the weights in parallel, exactly as
+// BenchmarkMemRead does.
+func memReadOnce(n int) uint64 {
+	words := unsafeWords(benchWF)[:n]
+	var mu sync.Mutex
+	var acc uint64
+	parallelFor(n/512, n, 1, func(lo, hi int) {
+		v := readOr(words[lo*512 : hi*512])
+		mu.Lock()
+		acc |= v
+		mu.Unlock()
+	})
+	return acc
+}
+
+// BenchmarkMatVecVsMemRead alternates a matvec with a plain parallel read of
+// the same number of bytes and reports the best time of each as GB/s and
+// their ratio. Pairing them in one loop keeps the ratio meaningful on a
+// machine whose load (and so bandwidth) varies from one run to the next.
+func BenchmarkMatVecVsMemRead(b *testing.B) {
+	benchData()
+	for _, bc := range []struct {
+		name  string
+		bytes int
+		run   func()
+	}{
+		{"f32", len(benchWF) * 4, func() { MatMulF32(benchY, benchX, benchWF, 1, benchDim, benchDim) }},
+		{"bf16", len(benchWH) * 2, func() { MatMulBF16(benchY, benchX, benchWH, 1, benchDim, benchDim) }},
+		{"f16", len(benchWH) * 2, func() { MatMulF16(benchY, benchX, benchWH, 1, benchDim, benchDim) }},
+		{"Tbf16", len(benchWH) * 2, func() { MatMulTBF16(benchY, benchX, benchWH, 1, benchDim, benchDim) }},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			bestMV, bestRead := time.Duration(1<<62), time.Duration(1<<62)
+			var sink uint64
+			for b.Loop() {
+				t0 := time.Now()
+				sink |= memReadOnce(bc.bytes / 8)
+				t1 := time.Now()
+				bc.run()
+				t2 := time.Now()
+				bestRead = min(bestRead, t1.Sub(t0))
+				bestMV = min(bestMV, t2.Sub(t1))
+			}
+			gbs := func(d time.Duration) float64 { return float64(bc.bytes) / d.Seconds() / 1e9 }
+			b.ReportMetric(gbs(bestMV), "matvec-GB/s")
+			b.ReportMetric(gbs(bestRead), "memread-GB/s")
+			b.ReportMetric(gbs(bestMV)/gbs(bestRead), "ratio")
+			if sink == 1<<63 {
+				b.Log(sink)
 			}
 		})
 	}

@@ -217,3 +217,24 @@ func tileTStore(dst []float32, dstride int, acc *[4][16]float32) {
 		}
 	}
 }
+
+// The 4x1 variants dot four weight rows (w[j*wstride:][:kl], j < 4) with one
+// activation row x[:kl]: the matvec inner loop. Plain Go runs four dots.
+
+func dot4x1F32Generic(acc *[4]float32, w []float32, wstride int, x []float32, kl int) {
+	for j := range 4 {
+		acc[j] = dotF32Generic(w[j*wstride:j*wstride+kl], x[:kl])
+	}
+}
+
+func dot4x1BF16Generic(acc *[4]float32, w []uint16, wstride int, x []float32, kl int) {
+	for j := range 4 {
+		acc[j] = dotBF16Generic(w[j*wstride:j*wstride+kl], x[:kl])
+	}
+}
+
+func dot4x1F16Generic(acc *[4]float32, w []uint16, wstride int, x []float32, kl int) {
+	for j := range 4 {
+		acc[j] = dotF16Generic(w[j*wstride:j*wstride+kl], x[:kl])
+	}
+}

@@ -265,8 +265,9 @@ const xBlockBytes = 128 << 10
 
 // matMulRows computes output rows [lo,hi) of every batch row.
 //
-// n == 1 (decode) is a plain dot per weight row: the row streams from memory
-// once and x stays in L1. For n >= 4 the in dimension is cut into blocks of
+// For n < 4 (decode) four weight rows at a time are dotted with each x row
+// (dot4x1): every core keeps four sequential weight streams in flight, which
+// measured 30-70% faster than one row at a time, and x stays in L1/L2. For n >= 4 the in dimension is cut into blocks of
 // kc columns so the batch's slice of x stays in L2, and within a block two
 // weight rows at a time meet four activation rows at a time in registers
 // (dot2x4): each weight byte still comes from memory once, and the loads per
@@ -311,6 +312,24 @@ func matMulRows(k wkind, y, x, wf []float32, wh []uint16, n, in, out, lo, hi int
 				for ; r < n; r++ {
 					put(r, o, dotW(k, wf, wh, o*in+k0, x[r*in+k0:], kl))
 					put(r, o+1, dotW(k, wf, wh, (o+1)*in+k0, x[r*in+k0:], kl))
+				}
+			}
+		}
+		if n < 4 {
+			for ; o+4 <= hi; o += 4 {
+				for r := range n {
+					wo, xs := o*in+k0, x[r*in+k0:]
+					switch k {
+					case kindF32:
+						dot4x1F32(&acc4, wf[wo:], in, xs, kl)
+					case kindBF16:
+						dot4x1BF16(&acc4, wh[wo:], in, xs, kl)
+					case kindF16:
+						dot4x1F16(&acc4, wh[wo:], in, xs, kl)
+					}
+					for j := range 4 {
+						put(r, o+j, acc4[j])
+					}
 				}
 			}
 		}

@@ -335,3 +335,62 @@ func tileTF16(dst []float32, dstride int, x []float32, xstride int, w []uint16, 
 	w = w[:(ni-1)*wstride+16]
 	tileTF16AVX2(&dst[0], dstride, &x[0], xstride, &w[0], wstride, ni)
 }
+
+//go:noescape
+func dotF324x1AVX2(acc *[4]float32, w *float32, wstride int, x *float32, n int)
+
+//go:noescape
+func dotBF164x1AVX2(acc *[4]float32, w *uint16, wstride int, x *float32, n int)
+
+//go:noescape
+func dotF164x1AVX2(acc *[4]float32, w *uint16, wstride int, x *float32, n int)
+
+// tail4x1 adds the products past m (the vector part) for all four rows.
+func tail4x1(acc *[4]float32, w func(i int) float32, wstride int, x []float32, m, kl int) {
+	for i := m; i < kl; i++ {
+		v := x[i]
+		acc[0] += w(i) * v
+		acc[1] += w(wstride+i) * v
+		acc[2] += w(2*wstride+i) * v
+		acc[3] += w(3*wstride+i) * v
+	}
+}
+
+func dot4x1F32(acc *[4]float32, w []float32, wstride int, x []float32, kl int) {
+	if !useAsm || kl < 8 {
+		dot4x1F32Generic(acc, w, wstride, x, kl)
+		return
+	}
+	w, x = w[:3*wstride+kl], x[:kl]
+	m := kl &^ 7
+	dotF324x1AVX2(acc, &w[0], wstride, &x[0], m)
+	if m < kl {
+		tail4x1(acc, func(i int) float32 { return w[i] }, wstride, x, m, kl)
+	}
+}
+
+func dot4x1BF16(acc *[4]float32, w []uint16, wstride int, x []float32, kl int) {
+	if !useAsm || kl < 8 {
+		dot4x1BF16Generic(acc, w, wstride, x, kl)
+		return
+	}
+	w, x = w[:3*wstride+kl], x[:kl]
+	m := kl &^ 7
+	dotBF164x1AVX2(acc, &w[0], wstride, &x[0], m)
+	if m < kl {
+		tail4x1(acc, func(i int) float32 { return BF16ToF32Scalar(w[i]) }, wstride, x, m, kl)
+	}
+}
+
+func dot4x1F16(acc *[4]float32, w []uint16, wstride int, x []float32, kl int) {
+	if !useAsm || !hasF16C || kl < 8 {
+		dot4x1F16Generic(acc, w, wstride, x, kl)
+		return
+	}
+	w, x = w[:3*wstride+kl], x[:kl]
+	m := kl &^ 7
+	dotF164x1AVX2(acc, &w[0], wstride, &x[0], m)
+	if m < kl {
+		tail4x1(acc, func(i int) float32 { return F16ToF32Scalar(w[i]) }, wstride, x, m, kl)
+	}
+}

@@ -56,3 +56,15 @@ func tileTBF16(dst []float32, dstride int, x []float32, xstride int, w []uint16,
 func tileTF16(dst []float32, dstride int, x []float32, xstride int, w []uint16, wstride, ni int) {
 	tileTF16Generic(dst, dstride, x, xstride, w, wstride, ni)
 }
+
+func dot4x1F32(acc *[4]float32, w []float32, wstride int, x []float32, kl int) {
+	dot4x1F32Generic(acc, w, wstride, x, kl)
+}
+
+func dot4x1BF16(acc *[4]float32, w []uint16, wstride int, x []float32, kl int) {
+	dot4x1BF16Generic(acc, w, wstride, x, kl)
+}
+
+func dot4x1F16(acc *[4]float32, w []uint16, wstride int, x []float32, kl int) {
+	dot4x1F16Generic(acc, w, wstride, x, kl)
+}
