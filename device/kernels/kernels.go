@@ -267,10 +267,11 @@ const xBlockBytes = 128 << 10
 //
 // For n < 4 (decode) four weight rows at a time are dotted with each x row
 // (dot4x1): every core keeps four sequential weight streams in flight, which
-// measured 30-70% faster than one row at a time, and x stays in L1/L2. For n >= 4 the in dimension is cut into blocks of
-// kc columns so the batch's slice of x stays in L2, and within a block two
-// weight rows at a time meet four activation rows at a time in registers
-// (dot2x4): each weight byte still comes from memory once, and the loads per
+// measured 30-70% faster than one row at a time, and x stays in L1/L2.
+//
+// For n >= 4 the in dimension is cut into blocks of kc columns so the
+// batch's slice of x stays in L2, and within a block two weight rows at a
+// time meet four activation rows at a time in registers (dot2x4): each weight byte still comes from memory once, and the loads per
 // FMA drop enough for the FMA units, not the caches, to set the pace.
 // Partial sums over blocks are added into y.
 func matMulRows(k wkind, y, x, wf []float32, wh []uint16, n, in, out, lo, hi int) {
