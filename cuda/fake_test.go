@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 	"unsafe"
@@ -26,8 +28,24 @@ type fake struct {
 	lib *library
 }
 
-// buildFake compiles the fake into a temporary directory (skipping without
-// gcc; CI has it) and points the OFFLOAD_LIB* variables at it.
+var (
+	fakeOnce sync.Once
+	fakePath string
+	fakeErr  error
+)
+
+// TestMain removes the fake library built for the tests.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if fakePath != "" {
+		os.RemoveAll(filepath.Dir(fakePath))
+	}
+	os.Exit(code)
+}
+
+// buildFake compiles the fake once per test binary (skipping without gcc;
+// CI has it) and points the OFFLOAD_LIB* variables at it. The library is
+// loaded once, so its counters run across tests: tests compare deltas.
 func buildFake(t *testing.T) *fake {
 	t.Helper()
 	gcc, err := exec.LookPath("gcc")
@@ -37,15 +55,28 @@ func buildFake(t *testing.T) *fake {
 		}
 		t.Skip("gcc not found: the fake driver test needs it")
 	}
-	so := filepath.Join(t.TempDir(), "libfakecuda.so")
-	out, err := exec.Command(gcc, "-shared", "-fPIC", "-O1", "-Wall", "-Werror", "-o", so, "testdata/fakecuda.c").CombinedOutput()
-	if err != nil {
-		t.Fatalf("gcc: %v\n%s", err, out)
+	fakeOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "fakecuda")
+		if err != nil {
+			fakeErr = err
+			return
+		}
+		so := filepath.Join(dir, "libfakecuda.so")
+		out, err := exec.Command(gcc, "-shared", "-fPIC", "-O1", "-Wall", "-Werror", "-o", so, "testdata/fakecuda.c").CombinedOutput()
+		if err != nil {
+			fakeErr = fmt.Errorf("gcc: %v\n%s", err, out)
+			os.RemoveAll(dir)
+			return
+		}
+		fakePath = so
+	})
+	if fakeErr != nil {
+		t.Fatal(fakeErr)
 	}
-	t.Setenv(EnvLibCUDA, so)
-	t.Setenv(EnvLibNVRTC, so)
-	t.Setenv(EnvLibCUBLAS, so)
-	lib, err := openLibrary(so, "", nil)
+	t.Setenv(EnvLibCUDA, fakePath)
+	t.Setenv(EnvLibNVRTC, fakePath)
+	t.Setenv(EnvLibCUBLAS, fakePath)
+	lib, err := openLibrary(fakePath, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,6 +187,7 @@ func openFake(t *testing.T, f *fake, cache string) *Device {
 func TestFakeDriverOpenAndCache(t *testing.T) {
 	f := buildFake(t)
 	cache := t.TempDir()
+	compiles := f.int("fake_compiles")
 	d := openFake(t, f, cache)
 	if got, want := d.Name(), "cuda:0 Fake GPU (sm_89)"; got != want {
 		t.Errorf("Name() = %q, want %q", got, want)
@@ -173,7 +205,7 @@ func TestFakeDriverOpenAndCache(t *testing.T) {
 	if got := string(bytes.TrimRight(img, "\x00")); got != "FAKECUBIN sm_89" {
 		t.Errorf("module image %q, want the fake NVRTC's CUBIN for sm_89", got)
 	}
-	if n := f.int("fake_compiles"); n != 1 {
+	if n := f.int("fake_compiles") - compiles; n != 1 {
 		t.Errorf("%d NVRTC compilations, want 1", n)
 	}
 	if !strings.Contains(d.Info(), "driver 12.4") || !strings.Contains(d.Info(), "compiled by NVRTC 11.8") {
@@ -188,7 +220,7 @@ func TestFakeDriverOpenAndCache(t *testing.T) {
 
 	d2 := openFake(t, f, cache)
 	defer d2.Close()
-	if n := f.int("fake_compiles"); n != 1 {
+	if n := f.int("fake_compiles") - compiles; n != 1 {
 		t.Errorf("second Open compiled again (%d compilations): the cache was not used", n)
 	}
 	if !strings.Contains(d2.Info(), "cached") {
@@ -468,12 +500,13 @@ func TestFakeDriverKernelParams(t *testing.T) {
 	}
 	l = f.lastLaunch()
 	g := f.lastGemm()
+	gemms := g.count
 	scratch := s.(*stream).scratch
 	if l.name != "f32_to_bf16_k" || l.u64(0) != scratch || l.u64(1) != bp || l.u64(2) != n*96 {
 		t.Errorf("conversion launch %s params %#x %#x %d, want scratch %#x", l.name, l.u64(0), l.u64(1), l.u64(2), scratch)
 	}
 	want := [13]int64{cublasOpT, cublasOpN, 48, n, 96, cudaR16BF, 96, cudaR16BF, 96, cudaR32F, 48, cublasCompute32F, -1}
-	if g.count != 1 || g.ints != want {
+	if g.ints != want {
 		t.Errorf("cublasGemmEx #%d ints %v, want %v", g.count, g.ints, want)
 	}
 	if g.ptrs != [3]uint64{bp + 200000, scratch, bp + 500000} || g.ab != [2]float32{1, 0} || g.stream != sh {
@@ -487,7 +520,7 @@ func TestFakeDriverKernelParams(t *testing.T) {
 	}
 	g = f.lastGemm()
 	want = [13]int64{cublasOpN, cublasOpN, 48, n, 96, cudaR32F, 48, cudaR32F, 96, cudaR32F, 48, cublasCompute32F, -1}
-	if g.count != 2 || g.ints != want || g.ptrs != [3]uint64{bp + 600000, bp, bp + 500000} {
+	if g.count != gemms+1 || g.ints != want || g.ptrs != [3]uint64{bp + 600000, bp, bp + 500000} {
 		t.Errorf("cublasGemmEx (MatMulT) #%d ints %v ptrs %#x", g.count, g.ints, g.ptrs)
 	}
 	if err := d.Synchronize(s); err != nil {
