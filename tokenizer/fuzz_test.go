@@ -201,3 +201,40 @@ func FuzzRoundTrip(f *testing.F) {
 		}
 	})
 }
+
+// FuzzGGUFMetadata feeds FromGGUFMetadata arbitrary tokenizer.ggml.* values
+// (the pager has already parsed the file, so the values are typed but their
+// contents are untrusted).
+func FuzzGGUFMetadata(f *testing.F) {
+	f.Add("llama", "", "<unk>\x00<s>\x00</s>\x00▁a\x00▁\x00a\x00<0x62>", []byte{2, 3, 3, 1, 1, 1, 6}, "", int64(1), true)
+	f.Add("gpt2", "llama-bpe", "a\x00b\x00ab\x00Ġ\x00<|begin_of_text|>", []byte{1, 1, 1, 1, 3}, "a b\nĠ a\nab ab", int64(4), false)
+	f.Add("gpt2", "gpt-2", "a", []byte{1}, "", int64(-1), false)
+	f.Add("gpt2", "tekken", "a", []byte{1}, "a a", int64(0), false)
+	f.Add("bert", "", "", []byte{}, "", int64(0), false)
+	f.Fuzz(func(t *testing.T, model, pre, tokens string, types []byte, merges string, bos int64, addBOS bool) {
+		if len(tokens) > 1<<12 || len(merges) > 1<<12 {
+			return
+		}
+		toks := strings.Split(tokens, "\x00")
+		scores := make([]float32, len(toks))
+		tt := make([]int32, len(toks))
+		for i := range toks {
+			scores[i] = -float32(i)
+			if i < len(types) {
+				tt[i] = int32(types[i] % 8)
+			}
+		}
+		meta := map[string]any{
+			"tokenizer.ggml.model": model, "tokenizer.ggml.pre": pre, "tokenizer.ggml.tokens": toks,
+			"tokenizer.ggml.scores": scores, "tokenizer.ggml.token_type": tt,
+			"tokenizer.ggml.merges": strings.Split(merges, "\n"), "tokenizer.ggml.bos_token_id": bos,
+			"tokenizer.ggml.add_bos_token": addBOS,
+		}
+		tok, err := FromGGUFMetadata(meta, "fuzz.gguf")
+		if err != nil {
+			checkErr(t, err, "fuzz.gguf")
+			return
+		}
+		exercise(t, tok)
+	})
+}

@@ -441,7 +441,9 @@ func splitFromPattern(c hfComp) (splitter, string, error) {
 	}
 	rx, err := regexp.Compile(re)
 	if err != nil {
-		return nil, "", fmt.Errorf("Split regex %q is not supported by Go's regexp: %w", clip([]byte(re)), err)
+		// Go's message quotes the pattern raw; keep the error on one line.
+		msg := strings.ReplaceAll(err.Error(), "\n", `\n`)
+		return nil, "", fmt.Errorf("Split regex %q is not supported by Go's regexp: %s", clip([]byte(re)), msg)
 	}
 	return func(s string, ends []int) []int {
 		last := 0

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -536,5 +537,145 @@ func BenchmarkEncode100KB(b *testing.B) {
 			}
 			b.ReportMetric(float64(len(text))/float64(n), "bytes/token")
 		})
+	}
+}
+
+// llama3Merges derives a merges list from the Llama 3 ranks the way
+// transformers' TikTokenConverter does (every split of a token into two
+// tokens, ordered by the token's rank), which is how Llama 3's
+// tokenizer.json and GGUF files are made.
+func llama3Merges(tik *Tokenizer) (vocab []string, merges [][2]string) {
+	nBase := 0
+	for nBase < len(tik.types) && tik.types[nBase] == typeNormal {
+		nBase++
+	}
+	vocab = tik.pieces
+	for rank := 0; rank < nBase; rank++ {
+		tok := tik.raw[rank]
+		type m struct{ l, r string }
+		var local []m
+		for i := 1; i < len(tok); i++ {
+			l, r := tok[:i], tok[i:]
+			if _, ok := tik.lookup[l]; !ok {
+				continue
+			}
+			if _, ok := tik.lookup[r]; ok {
+				local = append(local, m{l, r})
+			}
+		}
+		sort.Slice(local, func(i, j int) bool {
+			li, lj := tik.lookup[local[i].l], tik.lookup[local[j].l]
+			if li != lj {
+				return li < lj
+			}
+			return tik.lookup[local[i].r] < tik.lookup[local[j].r]
+		})
+		for _, x := range local {
+			merges = append(merges, [2]string{byteLevelEncode(x.l), byteLevelEncode(x.r)})
+		}
+	}
+	return vocab, merges
+}
+
+// TestLlama3Merges checks the merge-rank forms of Llama 3 (a tokenizer.json
+// with the Split regex + ByteLevel and ignore_merges, and GGUF "gpt2" with
+// pre "llama-bpe"), built from the rank file, against the same cases.
+func TestLlama3Merges(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a 128K-token tokenizer.json")
+	}
+	tik := vocabsFor(t, "llama3-tiktoken")[0].load(t)
+	vocab, merges := llama3Merges(tik)
+
+	types := make([]int32, len(vocab))
+	mergeStrs := make([]string, len(merges))
+	for i := range types {
+		types[i] = typeNormal
+		if tik.types[i] == typeControl {
+			types[i] = typeControl
+		}
+	}
+	for i, m := range merges {
+		mergeStrs[i] = m[0] + " " + m[1]
+	}
+	gguf, err := FromGGUFMetadata(map[string]any{
+		"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "llama-bpe",
+		"tokenizer.ggml.tokens": vocab, "tokenizer.ggml.token_type": types, "tokenizer.ggml.merges": mergeStrs,
+		"tokenizer.ggml.bos_token_id": uint32(128000), "tokenizer.ggml.eos_token_id": uint32(128001),
+	}, "synthetic-llama3.gguf")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	jv := make(map[string]int, 128000)
+	var added []map[string]any
+	for id, p := range vocab {
+		if types[id] == typeControl {
+			added = append(added, map[string]any{"id": id, "content": p, "special": true})
+		} else {
+			jv[p] = id
+		}
+	}
+	doc := map[string]any{
+		"added_tokens": added,
+		"normalizer":   nil,
+		"pre_tokenizer": map[string]any{"type": "Sequence", "pretokenizers": []any{
+			map[string]any{"type": "Split", "pattern": map[string]any{"Regex": PatternLlama3}, "behavior": "Isolated", "invert": false},
+			map[string]any{"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false},
+		}},
+		"post_processor": map[string]any{"type": "Sequence", "processors": []any{
+			map[string]any{"type": "ByteLevel"},
+			map[string]any{"type": "TemplateProcessing",
+				"single":         []any{map[string]any{"SpecialToken": map[string]any{"id": "<|begin_of_text|>", "type_id": 0}}, map[string]any{"Sequence": map[string]any{"id": "A", "type_id": 0}}},
+				"special_tokens": map[string]any{"<|begin_of_text|>": map[string]any{"id": "<|begin_of_text|>", "ids": []int{128000}, "tokens": []string{"<|begin_of_text|>"}}}},
+		}},
+		"decoder": map[string]any{"type": "ByteLevel"},
+		"model": map[string]any{"type": "BPE", "vocab": jv, "merges": merges, "ignore_merges": true,
+			"byte_fallback": false, "fuse_unk": false, "unk_token": nil},
+	}
+	data, err := json.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "tokenizer.json")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "tokenizer_config.json"), []byte(`{"bos_token":"<|begin_of_text|>","eos_token":"<|eot_id|>"}`), 0o644)
+	os.WriteFile(filepath.Join(dir, "generation_config.json"), []byte(`{"eos_token_id":[128001,128008,128009]}`), 0o644)
+	hf, err := LoadHFJSON(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hf.EOS() != 128009 || !hf.IsEOG(128001) || !hf.IsEOG(128008) || !hf.AddsBOS() || hf.BOS() != 128000 || hf.PreTokenizer() != "llama3" {
+		t.Errorf("hf config: bos %d eos %d pre %s", hf.BOS(), hf.EOS(), hf.PreTokenizer())
+	}
+
+	cases := loadExpected(t, "llama3-tiktoken")
+	texts, want := readLlamaCppPair(t, filepath.Join(sharedDir(t), "tokenizers", "llama3-tiktoken", "ggml-vocab-llama-bpe.gguf.inp"))
+	for _, tok := range []*Tokenizer{gguf, hf} {
+		pass := 0
+		for _, c := range cases {
+			got := tok.EncodeWith(c.Text, Options{AddBOS: c.AddBOS, AddEOS: c.AddEOS, ParseSpecial: true})
+			if c.AddEOS {
+				got[len(got)-1] = c.IDs[len(c.IDs)-1] // hf's EOS is <|eot_id|> here
+			}
+			if !reflect.DeepEqual(got, c.IDs) {
+				t.Errorf("%s %q:\n got %v\nwant %v", tok.Source(), c.Text, got, c.IDs)
+				continue
+			}
+			if d := tok.Decode(tok.Encode(c.Text, false)); d != c.Text {
+				t.Errorf("%s round trip %q -> %q", tok.Source(), c.Text, d)
+				continue
+			}
+			pass++
+		}
+		for i, s := range texts {
+			if got := tok.EncodeWith(s, Options{}); !reflect.DeepEqual(got, want[i]) {
+				t.Errorf("%s llama.cpp %q:\n got %v\nwant %v", tok.Source(), s, got, want[i])
+			}
+		}
+		t.Logf("%s: %d/%d cases, %d llama.cpp inputs", filepath.Base(tok.Source()), pass, len(cases), len(texts))
 	}
 }
