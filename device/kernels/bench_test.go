@@ -208,3 +208,33 @@ func BenchmarkMatVecBF16Small(b *testing.B) {
 		MatMulBF16(y, x, w, 1, in, out)
 	}
 }
+
+// BenchmarkBatch16VsMatVec alternates a 16-row batch with a 1-row matvec over
+// the same bf16 weights and reports the best time of each and their ratio:
+// how many weight passes' worth of time the batch costs.
+func BenchmarkBatch16VsMatVec(b *testing.B) {
+	benchData()
+	for _, bc := range []struct {
+		name string
+		run  func(n int)
+	}{
+		{"MatMulBF16", func(n int) { MatMulBF16(benchY, benchX, benchWH, n, benchDim, benchDim) }},
+		{"MatMulTBF16", func(n int) { MatMulTBF16(benchY, benchX, benchWH, n, benchDim, benchDim) }},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			best1, best16 := time.Duration(1<<62), time.Duration(1<<62)
+			for b.Loop() {
+				t0 := time.Now()
+				bc.run(1)
+				t1 := time.Now()
+				bc.run(16)
+				t2 := time.Now()
+				best1 = min(best1, t1.Sub(t0))
+				best16 = min(best16, t2.Sub(t1))
+			}
+			b.ReportMetric(float64(best1.Microseconds())/1e3, "n1-ms")
+			b.ReportMetric(float64(best16.Microseconds())/1e3, "n16-ms")
+			b.ReportMetric(float64(best16)/float64(best1), "passes")
+		})
+	}
+}
