@@ -1,7 +1,6 @@
 package kernels
 
 import (
-	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -99,7 +98,8 @@ func BenchmarkMatMulTBF16Batch16(b *testing.B) {
 
 // BenchmarkMemRead is the ceiling: the same number of goroutines as the
 // kernels use, each reading its share of a buffer the size of the weights
-// with a vector OR (no arithmetic to speak of).
+// with a vector OR (no arithmetic to speak of). The buffer is the f32 weights
+// viewed as words: same memory, no extra allocation.
 func BenchmarkMemRead(b *testing.B) {
 	benchData()
 	for _, bc := range []struct {
@@ -110,18 +110,13 @@ func BenchmarkMemRead(b *testing.B) {
 		{"256MiB", len(benchWF) / 2},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			// View the f32 weights as words: same memory, no extra allocation.
-			words := unsafeWords(benchWF)[:bc.n]
-			var sink [64]uint64
+			var sink uint64
 			b.SetBytes(int64(bc.n) * 8)
 			for b.Loop() {
-				parallelFor(bc.n/512, bc.n, 1, func(lo, hi int) {
-					v := readOr(words[lo*512 : hi*512])
-					sink[lo%64] |= v
-				})
+				sink |= memReadOnce(bc.n)
 			}
-			if fmt.Sprint(sink[0]) == "" {
-				b.Fatal("unreachable")
+			if sink == 1<<63 {
+				b.Log(sink) // keep the reads observable
 			}
 		})
 	}
