@@ -365,26 +365,31 @@ func (t *Tokenizer) encodeByteLevel(seg string, out []int) []int {
 	return out
 }
 
-// text is the Decode output for id following prev (-1 at the start).
+// text is the Decode output for id following prev (-1 at the start); start
+// says id begins the text (first, or right after a leading BOS).
 func (t *Tokenizer) text(prev, id int, start bool) string {
 	if id < 0 || id >= len(t.raw) {
 		return ""
 	}
 	s := t.raw[id]
-	if t.stripLeading && len(s) > 0 && s[0] == ' ' && t.types[id] != typeControl && t.stripAfter(prev, start) {
+	if t.stripLeading && len(s) > 0 && s[0] == ' ' && t.types[id] != typeControl && (start || t.stripAfter(prev)) {
 		s = s[1:]
 	}
 	return s
 }
 
 // stripAfter says whether a piece following prev starts with a dummy-prefix
-// space: at the start, after BOS, and (for SentencePiece kinds that prefix
-// every text segment) after any special token, mirroring encodeSPM.
-func (t *Tokenizer) stripAfter(prev int, start bool) bool {
-	if start || (prev >= 0 && prev == t.bos) {
+// space, mirroring encodeSPM: when every text segment is prefixed, that is
+// after BOS (llama2.c's rule) and, for SentencePiece kinds that match special
+// tokens in text, after any special token.
+func (t *Tokenizer) stripAfter(prev int) bool {
+	if t.prefix != prefixAlways || prev < 0 || prev >= len(t.types) {
+		return false
+	}
+	if prev == t.bos {
 		return true
 	}
-	if t.kind != "spm" || t.prefix != prefixAlways || prev < 0 || prev >= len(t.types) {
+	if t.kind != "spm" {
 		return false
 	}
 	switch t.types[prev] {
@@ -394,18 +399,22 @@ func (t *Tokenizer) stripAfter(prev int, start bool) bool {
 	return false
 }
 
-// Decode returns the text of ids: the inverse of Encode(text, false), so
+// Decode returns the text of ids. It inverts Encode(text, false):
 // Decode(Encode(s, false)) == s for byte-level kinds, and for SentencePiece
-// kinds too because the dummy-prefix space is dropped from the first piece
-// (and from a piece right after BOS), as llama.cpp and llama2.c do. Every id
-// is rendered, special tokens as their text (Hugging Face's default); byte
-// tokens give raw bytes, so the result is invalid UTF-8 only if the ids
-// spell invalid UTF-8. Use a Stream to print tokens as they come.
+// kinds too (except that a literal ▁ comes back as a space), because the
+// dummy-prefix space the encoder adds is dropped again: from the first
+// piece, from the piece after a leading BOS (so Decode(Encode(s, true)) is
+// "<s>"+s... without the prefix space), and wherever the encoder prefixes a
+// segment (after BOS for llama2c; after any special token for GGUF and
+// legacy HF SentencePiece vocabularies). Every id is rendered, special
+// tokens as their text (Hugging Face's default, skip_special_tokens=False);
+// byte tokens give raw bytes, so the result is invalid UTF-8 only if the
+// ids spell invalid UTF-8. Use a Stream to print tokens as they come.
 func (t *Tokenizer) Decode(ids []int) string {
 	var b strings.Builder
 	prev := -1
 	for i, id := range ids {
-		b.WriteString(t.text(prev, id, i == 0))
+		b.WriteString(t.text(prev, id, i == 0 || (i == 1 && ids[0] == t.bos && t.bos >= 0)))
 		prev = id
 	}
 	return b.String()
@@ -420,7 +429,7 @@ func (t *Tokenizer) DecodeNext(prev, id int) string {
 	if t.IsSpecial(id) {
 		return ""
 	}
-	return t.text(prev, id, false)
+	return t.text(prev, id, prev == t.bos && t.bos >= 0)
 }
 
 // Stream turns a sequence of ids into printable text, holding back the

@@ -679,3 +679,58 @@ func TestLlama3Merges(t *testing.T) {
 		t.Logf("%s: %d/%d cases, %d llama.cpp inputs", filepath.Base(tok.Source()), pass, len(cases), len(texts))
 	}
 }
+
+// TestSPMMetaspaceLayout rewrites the Llama 2 tokenizer.json into the newer
+// layout (no normalizer; a Metaspace pre-tokenizer with prepend_scheme
+// "first" and split false; a Metaspace decoder), which TinyLlama and Mistral
+// ship, and checks it encodes the same.
+func TestSPMMetaspaceLayout(t *testing.T) {
+	src := filepath.Join(sharedDir(t), "tokenizers", "llama2-spm", "tokenizer.json")
+	data, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(data, &doc); err != nil {
+		t.Fatal(err)
+	}
+	doc["normalizer"] = nil
+	doc["pre_tokenizer"] = map[string]any{"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": false}
+	doc["decoder"] = map[string]any{"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": false}
+	// Newer files write merges as pairs.
+	ms := doc["model"].(map[string]any)["merges"].([]any)
+	for i, m := range ms {
+		l, r, _ := strings.Cut(m.(string), " ")
+		ms[i] = []string{l, r}
+	}
+	out, err := json.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "tokenizer.json")
+	if err := os.WriteFile(path, out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := LoadHFJSON(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range loadExpected(t, "llama2-spm") {
+		if got := tok.Encode(c.Text, c.AddBOS); !reflect.DeepEqual(got, c.IDs) {
+			t.Errorf("%q:\n got %v\nwant %v", c.Text, got, c.IDs)
+		}
+		if d := tok.Decode(tok.Encode(c.Text, false)); d != c.Text {
+			t.Errorf("round trip %q -> %q", c.Text, d)
+		}
+	}
+	// "first": only the start of the text gets the dummy prefix.
+	if got, want := tok.Encode("<s>Hello", false), []int{1, 10994}; !reflect.DeepEqual(got, want) {
+		t.Errorf("prefix after special: got %v, want %v", got, want)
+	}
+	// ("<s> Hello" is ambiguous here: it encodes like Encode("Hello", true).)
+	for _, s := range []string{"<s>Hello", "a</s> b", "a<s> b"} {
+		if d := tok.Decode(tok.Encode(s, false)); d != s {
+			t.Errorf("round trip %q -> %q", s, d)
+		}
+	}
+}
