@@ -9,7 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"time"
 
 	"offload/device"
@@ -69,6 +72,10 @@ type Options struct {
 	Trace bool
 	// ResidentAll forces everything resident (fails if it does not fit).
 	ResidentAll bool
+	// HostPack bounds the host memory used to pack the Griffin rows of the
+	// streamed layers once per sequence (0: a quarter of physical memory;
+	// negative: never pack, gather the rows every step).
+	HostPack int64
 	// StreamAll keeps only the LM head resident and streams every layer
 	// (the paper's offloading setting), whatever the budget.
 	StreamAll bool
@@ -156,6 +163,8 @@ type Engine struct {
 	selK    int
 	sel32   []byte
 	topk    sparsity.Selector
+	// hostPacked[l] is layer l's Griffin rows packed in host memory.
+	hostPacked [][]byte
 
 	Prof *Profiler
 }
@@ -195,6 +204,9 @@ func New(m *model.Model, dev device.Device, opt Options) (*Engine, error) {
 	}
 	if opt.Policy == "" {
 		opt.Policy = sparsity.PolicyGriffin
+	}
+	if opt.HostPack == 0 {
+		opt.HostPack = physicalMemory() / 4
 	}
 	budget := dev.Capacity()
 	if opt.DeviceMem > 0 && opt.DeviceMem < budget {
@@ -252,6 +264,12 @@ func (e *Engine) Close() {
 	for _, s := range e.staging {
 		e.dev.HostFree(s)
 	}
+	for _, b := range e.hostPacked {
+		if b != nil {
+			e.dev.HostFree(b)
+		}
+	}
+	e.hostPacked = nil
 	e.resBufs, e.slots, e.kvBufs, e.staging, e.act.buf = nil, nil, nil, nil, nil
 }
 
@@ -581,3 +599,20 @@ func f16ToF32(h uint16) float32 {
 
 // since is a small helper for host-side timings.
 func since(t time.Time) time.Duration { return time.Since(t) }
+
+// physicalMemory is the machine's RAM in bytes (Linux), or 8 GiB.
+func physicalMemory() int64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if rest, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+				if f := strings.Fields(rest); len(f) > 0 {
+					if n, err := strconv.ParseInt(f[0], 10, 64); err == nil {
+						return n << 10
+					}
+				}
+			}
+		}
+	}
+	return 8 << 30
+}

@@ -57,9 +57,12 @@ func (e *Engine) prepare(u int, phase Phase, ffn FFNMode) (*unit, error) {
 				un.ffn = ffnLayout(lo, buf, L, cfg.Dim, cfg.Hidden, nil, e.opt.Workers)
 			}
 		case e.opt.Policy == sparsity.PolicyGriffin:
-			if res.packed != nil {
+			switch {
+			case res.packed != nil:
 				un.ffn = *res.packed
-			} else {
+			case e.hostPacked != nil && e.hostPacked[u] != nil:
+				un.ffn = packedLayout(lo, buf, e.hostPacked[u], len(e.sel[u]), cfg.Dim, mustDType(ffnSource(L)))
+			default:
 				un.ffn = ffnLayout(lo, buf, L, cfg.Dim, cfg.Hidden, e.sel[u], e.opt.Workers)
 			}
 		case e.opt.Policy == sparsity.PolicyTopK:

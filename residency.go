@@ -245,6 +245,9 @@ func (e *Engine) packGriffin() error {
 	for l := range e.sel {
 		e.sel[l] = e.griffin[l].Select(e.opt.Keep)
 	}
+	if err := e.packHost(); err != nil {
+		return err
+	}
 	for l := 0; l < cfg.Layers; l++ {
 		res := &e.layers[l]
 		if !res.packedPlanned {
@@ -309,4 +312,57 @@ func (e *Engine) packGriffin() error {
 		res.packed = &f
 	}
 	return nil
+}
+
+// packHost gathers, once per sequence, the Griffin rows of every layer that
+// streams them into (pinned) host memory, so that each sparse step copies one
+// contiguous block per layer instead of gathering rows again. It is skipped
+// when the packed rows would take more host memory than Options.HostPack.
+func (e *Engine) packHost() error {
+	for _, b := range e.hostPacked {
+		if b != nil {
+			e.dev.HostFree(b)
+		}
+	}
+	e.hostPacked = nil
+	cfg := e.cfg
+	var need int64
+	var los []*layout
+	for l := 0; l < cfg.Layers; l++ {
+		if e.layers[l].packedPlanned {
+			los = append(los, nil)
+			continue
+		}
+		lo := &layout{}
+		ffnLayout(lo, nil, &e.M.Layers[l], cfg.Dim, cfg.Hidden, e.sel[l], e.opt.Workers)
+		need += lo.staged
+		los = append(los, lo)
+	}
+	if need == 0 || need > e.opt.HostPack {
+		return nil
+	}
+	e.hostPacked = make([][]byte, cfg.Layers)
+	for l, lo := range los {
+		if lo == nil {
+			continue
+		}
+		b, err := e.dev.HostAlloc(lo.items[0].bytes)
+		if err != nil {
+			return fmt.Errorf("packing griffin rows on the host: %w", err)
+		}
+		lo.items[0].gather(b)
+		e.hostPacked[l] = b
+	}
+	return nil
+}
+
+// packedLayout places a layer's host-packed Griffin rows (laid out as
+// ffnLayout's staging: gate, up and down rows at aligned offsets) as one
+// contiguous transfer.
+func packedLayout(lo *layout, buf device.Buffer, packed []byte, k, dim int, dt device.DType) devFFN {
+	g := lo.place(dt, k, dim)
+	u := lo.place(dt, k, dim)
+	d := lo.place(dt, k, dim)
+	lo.items = append(lo.items, xfer{bytes: int64(len(packed)), direct: packed})
+	return devFFN{Gate: tensorAt(buf, g, dt, k, dim), Up: tensorAt(buf, u, dt, k, dim), Down: tensorAt(buf, d, dt, k, dim), DownT: true, K: k}
 }

@@ -3,6 +3,7 @@ package offload
 import (
 	"fmt"
 	"sync"
+	"unsafe"
 
 	"offload/device"
 	"offload/model"
@@ -156,15 +157,7 @@ func ffnLayout(lo *layout, buf device.Buffer, L *model.Layer, dim, hidden int, i
 				copy(dst[pa+int64(i)*rowB:], L.Up.Row(j))
 			}
 			// Down is [dim, hidden]: column j is strided; write it as row i.
-			d := L.Down.Data
-			hB := int64(hidden) * es
-			for i := i0; i < i1; i++ {
-				j := int64(row(i))
-				o := 2*pa + int64(i)*rowB
-				for r := int64(0); r < int64(dim); r++ {
-					copy(dst[o+r*es:o+(r+1)*es], d[r*hB+j*es:r*hB+(j+1)*es])
-				}
-			}
+			gatherColsT(dst[2*pa:], L.Down.Data, dim, hidden, int(es), i0, i1, row)
 		})
 	})
 	return f
@@ -214,12 +207,9 @@ func upDownLayout(lo *layout, buf device.Buffer, L *model.Layer, dim, hidden int
 					continue
 				}
 				copy(dst[int64(i)*rowB:], L.Up.Row(int(j)))
-				d := L.Down.Data
-				hB := int64(hidden) * es
-				o := pa + int64(i)*rowB
-				for r := int64(0); r < int64(dim); r++ {
-					copy(dst[o+r*es:o+(r+1)*es], d[r*hB+j*es:r*hB+(j+1)*es])
-				}
+			}
+			if L.Bundle == nil {
+				gatherColsT(dst[pa:], L.Down.Data, dim, hidden, int(es), i0, i1, func(i int) int { return int(idx[i]) })
 			}
 		})
 	})
@@ -276,4 +266,52 @@ func enqueue(dev device.Device, s device.Stream, buf device.Buffer, lo *layout, 
 		off = alignUp(off + it.bytes)
 	}
 	return total, nil
+}
+
+// gatherColsT writes columns row(i) of src ([dim, hidden], es-byte
+// elements) as rows i0..i1-1 of dst ([k, dim]). It walks src in blocks of
+// rows so each source cache line is used for every selected column it
+// holds, instead of one cache miss per element.
+func gatherColsT(dst, src []byte, dim, hidden, es, i0, i1 int, row func(i int) int) {
+	const blk = 32
+	cols := make([]int, i1-i0)
+	for i := range cols {
+		cols[i] = row(i0 + i)
+	}
+	switch es {
+	case 2:
+		d := unsafe.Slice((*uint16)(unsafe.Pointer(unsafe.SliceData(dst))), len(dst)/2)
+		sv := unsafe.Slice((*uint16)(unsafe.Pointer(unsafe.SliceData(src))), len(src)/2)
+		for r0 := 0; r0 < dim; r0 += blk {
+			r1 := min(r0+blk, dim)
+			for ii, j := range cols {
+				o := (i0 + ii) * dim
+				for r := r0; r < r1; r++ {
+					d[o+r] = sv[r*hidden+j]
+				}
+			}
+		}
+	case 4:
+		d := unsafe.Slice((*uint32)(unsafe.Pointer(unsafe.SliceData(dst))), len(dst)/4)
+		sv := unsafe.Slice((*uint32)(unsafe.Pointer(unsafe.SliceData(src))), len(src)/4)
+		for r0 := 0; r0 < dim; r0 += blk {
+			r1 := min(r0+blk, dim)
+			for ii, j := range cols {
+				o := (i0 + ii) * dim
+				for r := r0; r < r1; r++ {
+					d[o+r] = sv[r*hidden+j]
+				}
+			}
+		}
+	default:
+		panic(fmt.Sprintf("gatherColsT: element size %d", es))
+	}
+}
+
+// ffnSource is the tensor whose dtype the FFN's device copies take.
+func ffnSource(L *model.Layer) *pager.Tensor {
+	if L.Bundle != nil {
+		return L.Bundle
+	}
+	return L.Gate
 }
