@@ -57,7 +57,7 @@ func inspectCommand() *cli.Command {
 				fmt.Printf("config   (unreadable: %v)\n", perr)
 			} else {
 				fmt.Printf("config   dim %d, ffn %d, layers %d, heads %d (kv %d, head dim %d), vocab %d, context %d, rope theta %g, rms eps %g, tied embeddings %v\n",
-					p.Dim, p.Hidden, p.Layers, p.Heads, p.KVHeads, p.HeadDim, p.Vocab, p.ContextLength, p.RopeTheta, p.NormEps, p.TiedEmbeddings)
+					p.Dim, p.Hidden, p.Layers, p.Heads, p.KVHeads, p.HeadDim, p.Vocab, p.ContextLength, p.RopeTheta, float32(p.NormEps), p.TiedEmbeddings)
 				if m, err := model.Open(path); err != nil {
 					fmt.Printf("runnable no: %v\n", err)
 				} else {
