@@ -540,6 +540,25 @@ func BenchmarkEncode100KB(b *testing.B) {
 	}
 }
 
+// BenchmarkEncodeScaling encodes 10 KB, 100 KB and 1 MB as one SentencePiece
+// word (no pre-tokenizer splits it), the worst case for merge loops: with
+// the heap, ns/byte grows only with log n.
+func BenchmarkEncodeScaling(b *testing.B) {
+	tok, err := Load(filepath.Join(sharedDir(b), "models", "llama2-tokenizer-32k", "tokenizer.bin"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, n := range []int{10 << 10, 100 << 10, 1 << 20} {
+		text := benchText(n)
+		b.Run(strconv.Itoa(n>>10)+"KB", func(b *testing.B) {
+			b.SetBytes(int64(n))
+			for i := 0; i < b.N; i++ {
+				tok.Encode(text, true)
+			}
+		})
+	}
+}
+
 // llama3Merges derives a merges list from the Llama 3 ranks the way
 // transformers' TikTokenConverter does (every split of a token into two
 // tokens, ordered by the token's rank), which is how Llama 3's
