@@ -1,0 +1,135 @@
+package offload
+
+import (
+	"fmt"
+	"path/filepath"
+	"testing"
+
+	"offload/corrector"
+	"offload/internal/fixtures"
+	"offload/tokenizer"
+)
+
+var storyPrompts = []string{
+	"Once upon a time",
+	"The little dog",
+	"Tom and Sue went to the park",
+	"One day, a big bird",
+	"Lily wanted to play with her mom",
+	"The sun was hot",
+	"There was a boy named Ben",
+	"In the forest",
+}
+
+// TestSiriusStrictAndSparseOnStories: Sirius with strict acceptance is
+// token-identical to dense greedy on every prompt, and the sparse model
+// alone (keep 0.5) differs from dense on most of them (the sparsity is real).
+func TestSiriusStrictAndSparseOnStories(t *testing.T) {
+	dir := fixtures.Stories(t)
+	tok, err := tokenizer.LoadLlama2C(filepath.Join(dir, "tok512.bin"), 512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "stories260K.gguf")
+	const n = 48
+	differ := 0
+	for _, window := range []int{4, 16} {
+		for _, p := range storyPrompts {
+			prompt := tok.Encode(p, true)
+			outs := map[string][]int{}
+			for _, mode := range []struct {
+				name string
+				m    corrector.Mode
+				acc  corrector.Accept
+				mem  int64
+			}{
+				{"dense", corrector.Dense, corrector.AcceptThreshold, 0},
+				{"strict", corrector.Sirius, corrector.AcceptStrict, 0},
+				{"strict-streamed", corrector.Sirius, corrector.AcceptStrict, 1 << 20},
+				{"sparse", corrector.Sparse, corrector.AcceptThreshold, 0},
+			} {
+				e := newTestEngine(t, path, mode.mem, Options{Mode: ModeSirius, Window: window})
+				cfg := corrector.DefaultConfig()
+				cfg.Mode, cfg.Accept, cfg.Window, cfg.MaxTokens = mode.m, mode.acc, window, n
+				r, err := e.Generate(prompt, cfg, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				outs[mode.name] = r.Tokens
+			}
+			d := fmt.Sprint(outs["dense"])
+			if fmt.Sprint(outs["strict"]) != d || fmt.Sprint(outs["strict-streamed"]) != d {
+				t.Fatalf("window %d, %q: strict Sirius differs from dense\n dense  %v\n strict %v\n stream %v", window, p, outs["dense"], outs["strict"], outs["strict-streamed"])
+			}
+			if window == 4 && fmt.Sprint(outs["sparse"]) != d {
+				differ++
+			}
+		}
+	}
+	if differ*2 <= len(storyPrompts) {
+		t.Fatalf("sparse (keep 0.5) differs from dense on only %d of %d prompts", differ, len(storyPrompts))
+	}
+	t.Logf("sparse differs from dense on %d of %d prompts", differ, len(storyPrompts))
+}
+
+// TestTopKPolicy: per-token top-k sparsity runs resident and streamed with
+// the same tokens, and strict Sirius over it still equals dense.
+func TestTopKPolicy(t *testing.T) {
+	path := filepath.Join(fixtures.Stories(t), "stories260K.gguf")
+	prompt := oracleTokens(t)[:5]
+	var outs []string
+	for _, mem := range []int64{0, 1 << 20} {
+		e := newTestEngine(t, path, mem, Options{Mode: ModeSparse, Policy: "topk", Window: 4})
+		cfg := corrector.DefaultConfig()
+		cfg.Mode, cfg.MaxTokens = corrector.Sparse, 30
+		r, err := e.Generate(prompt, cfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		outs = append(outs, fmt.Sprint(r.Tokens))
+	}
+	if outs[0] != outs[1] {
+		t.Fatalf("top-k resident and streamed differ:\n%s\n%s", outs[0], outs[1])
+	}
+	e := newTestEngine(t, path, 1<<20, Options{Mode: ModeSirius, Policy: "topk", Window: 4})
+	cfg := corrector.DefaultConfig()
+	cfg.Accept, cfg.Window, cfg.MaxTokens = corrector.AcceptStrict, 4, 60
+	r, err := e.Generate(prompt, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq := oracleTokens(t)
+	for i, tok := range r.Tokens {
+		if tok != seq[5+i] {
+			t.Fatalf("strict top-k Sirius token %d: %d, oracle %d", i, tok, seq[5+i])
+		}
+	}
+}
+
+// TestBeams: width > 1 verifies every beam in one pass and, with strict
+// acceptance, still reproduces dense greedy.
+func TestBeams(t *testing.T) {
+	path := filepath.Join(fixtures.Stories(t), "stories260K.gguf")
+	seq := oracleTokens(t)
+	for _, mem := range []int64{0, 1536 << 10} {
+		e := newTestEngine(t, path, mem, Options{Mode: ModeSirius, Window: 4, Branches: 3})
+		if mem > 0 && e.Prof.Plan.SlotBytes == 0 {
+			t.Fatal("the budget should make layers stream")
+		}
+		cfg := corrector.DefaultConfig()
+		cfg.Accept, cfg.Window, cfg.Width, cfg.MaxTokens = corrector.AcceptStrict, 4, 3, 60
+		r, err := e.Generate(seq[:5], cfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, tok := range r.Tokens {
+			if tok != seq[5+i] {
+				t.Fatalf("mem %d: beam Sirius token %d: %d, oracle %d", mem, i, tok, seq[5+i])
+			}
+		}
+		if got := e.Prof.Phases[PhaseCheck].Passes; got != r.Stats.Checks {
+			t.Fatalf("%d check passes for %d checks: beams must share one pass", got, r.Stats.Checks)
+		}
+		t.Logf("width 3: AAL %.2f (width 1 gives 1.90)", r.Stats.AAL)
+	}
+}
