@@ -31,7 +31,7 @@ Then:        offload bench, offload plan --shape llama-3-70b, offload inspect MO
 			evalCommand(),
 			planCommand(),
 			inspectCommand(),
-			// tokenizeCommand(),
+			tokenizeCommand(),
 			synthCommand(),
 			convertCommand(),
 		},

@@ -68,9 +68,9 @@ func runAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	prompt := tok.Encode(c.String("prompt"), true)
+	prompt := tok.Encode(c.String("prompt"), tok.BOS() >= 0)
 	if len(prompt) == 0 {
-		prompt = []int{tok.BOS()}
+		return fmt.Errorf("the prompt is empty and this tokenizer has no BOS token to start from: pass --prompt")
 	}
 	cfg.EOS = stopIDs(tok)
 	stops := c.StringSlice("stop")
