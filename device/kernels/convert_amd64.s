@@ -73,30 +73,36 @@ nf16done:
 	VZEROUPPER
 	RET
 
-// func readOrAVX2(p *uint64, n int) uint64
-// ORs n uint64s (n a multiple of 32) together: a read of the buffer at full
-// load-port width with nothing else to do, i.e. the memory-read ceiling.
+// func readOrAVX2(p *uint64, q int) uint64
+// ORs together the four streams p[0:q], p[q:2q], p[2q:3q], p[3q:4q] (q a
+// multiple of 8 words), 64 bytes from each per step: a read of the buffer at
+// full load-port width with nothing else to do, i.e. the memory-read
+// ceiling. Four interleaved streams, like the matvec kernels, so the ceiling
+// gets the same memory-level parallelism they do.
 TEXT ·readOrAVX2(SB), NOSPLIT, $0-24
 	MOVQ  p+0(FP), SI
-	MOVQ  n+8(FP), CX
+	MOVQ  q+8(FP), CX
+	MOVQ  CX, R10
+	SHLQ  $3, R10
+	LEAQ  (R10)(R10*2), R11
 	VPXOR Y0, Y0, Y0
 	VPXOR Y1, Y1, Y1
 	VPXOR Y2, Y2, Y2
 	VPXOR Y3, Y3, Y3
 
 rorloop:
-	CMPQ CX, $32
+	CMPQ CX, $8
 	JLT  rordone
 	VPOR (SI), Y0, Y0
 	VPOR 32(SI), Y1, Y1
-	VPOR 64(SI), Y2, Y2
-	VPOR 96(SI), Y3, Y3
-	VPOR 128(SI), Y0, Y0
-	VPOR 160(SI), Y1, Y1
-	VPOR 192(SI), Y2, Y2
-	VPOR 224(SI), Y3, Y3
-	ADDQ $256, SI
-	SUBQ $32, CX
+	VPOR (SI)(R10*1), Y2, Y2
+	VPOR 32(SI)(R10*1), Y3, Y3
+	VPOR (SI)(R10*2), Y0, Y0
+	VPOR 32(SI)(R10*2), Y1, Y1
+	VPOR (SI)(R11*1), Y2, Y2
+	VPOR 32(SI)(R11*1), Y3, Y3
+	ADDQ $64, SI
+	SUBQ $8, CX
 	JMP  rorloop
 
 rordone:

@@ -151,3 +151,26 @@ func TestNarrowRounding(t *testing.T) {
 		}
 	})
 }
+
+// TestReadOr checks the memory-read ceiling kernel really reads every word.
+func TestReadOr(t *testing.T) {
+	impls(t, func(t *testing.T) {
+		for _, n := range []int{0, 1, 31, 32, 33, 100, 1000, 4099} {
+			p := make([]uint64, n)
+			for i := range p {
+				p[i] = 0
+			}
+			for bit := 0; bit < n && bit < 64; bit++ {
+				// Spread the set bits over the whole slice, tails included.
+				p[(bit*7919)%n] |= 1 << bit
+			}
+			var want uint64
+			for _, v := range p {
+				want |= v
+			}
+			if got := readOr(p); got != want {
+				t.Errorf("readOr(len %d) = %#x, want %#x", n, got, want)
+			}
+		}
+	})
+}

@@ -238,3 +238,24 @@ func dot4x1F16Generic(acc *[4]float32, w []uint16, wstride int, x []float32, kl 
 		acc[j] = dotF16Generic(w[j*wstride:j*wstride+kl], x[:kl])
 	}
 }
+
+// The axpy 4x1 variants add Σ_{j<4} a[j]*w[j*wstride+c] into y[c] for c <
+// len(y). Plain Go does four axpys.
+
+func axpy4x1F32Generic(y []float32, a *[4]float32, w []float32, wstride int) {
+	for j := range 4 {
+		axpyF32Generic(y, a[j], w[j*wstride:j*wstride+len(y)])
+	}
+}
+
+func axpy4x1BF16Generic(y []float32, a *[4]float32, w []uint16, wstride int) {
+	for j := range 4 {
+		axpyBF16Generic(y, a[j], w[j*wstride:j*wstride+len(y)])
+	}
+}
+
+func axpy4x1F16Generic(y []float32, a *[4]float32, w []uint16, wstride int) {
+	for j := range 4 {
+		axpyF16Generic(y, a[j], w[j*wstride:j*wstride+len(y)])
+	}
+}

@@ -224,7 +224,26 @@ func axpyRows(k wkind, dst, x, wf []float32, wh []uint16, r0, r1, in, out, c0, c
 	cb := max(64, tBlockBytes/(4*max(1, r1-r0))&^63)
 	for cs := c0; cs < c1; cs += cb {
 		ce := min(cs+cb, c1)
-		for i := i0; i < i1; i++ {
+		// Four weight rows per pass (axpy4x1): four weight streams, and y
+		// loaded and stored once per four rows; measured ~50% faster than
+		// one row at a time.
+		i := i0
+		var a [4]float32
+		for ; i+4 <= i1; i += 4 {
+			for r := r0; r < r1; r++ {
+				copy(a[:], x[r*in+i:r*in+i+4])
+				ys := dst[r*out+cs : r*out+ce]
+				switch k {
+				case kindF32:
+					axpy4x1F32(ys, &a, wf[i*out+cs:], out)
+				case kindBF16:
+					axpy4x1BF16(ys, &a, wh[i*out+cs:], out)
+				case kindF16:
+					axpy4x1F16(ys, &a, wh[i*out+cs:], out)
+				}
+			}
+		}
+		for ; i < i1; i++ {
 			for r := r0; r < r1; r++ {
 				a := x[r*in+i]
 				ys := dst[r*out+cs : r*out+ce]

@@ -64,7 +64,7 @@ func f32ToBF16AVX2(dst *uint16, src *float32, n int)
 func f32ToF16AVX2(dst *uint16, src *float32, n int)
 
 //go:noescape
-func readOrAVX2(p *uint64, n int) uint64
+func readOrAVX2(p *uint64, q int) uint64
 
 func dotF32(a, b []float32) float32 {
 	if !useAsm || len(a) < 8 {
@@ -283,12 +283,13 @@ func f32ToF16(dst []uint16, src []float32) {
 	f32ToF16Generic(dst[m:], src[m:])
 }
 
+// readOr reads p as four interleaved streams (see readOrAVX2).
 func readOr(p []uint64) uint64 {
-	if !useAsm || len(p) < 32 {
+	q := len(p) / 4 &^ 7
+	if !useAsm || q == 0 {
 		return readOrGeneric(p)
 	}
-	m := len(p) &^ 31
-	return readOrAVX2(&p[0], m) | readOrGeneric(p[m:])
+	return readOrAVX2(&p[0], q) | readOrGeneric(p[4*q:])
 }
 
 //go:noescape
@@ -392,5 +393,56 @@ func dot4x1F16(acc *[4]float32, w []uint16, wstride int, x []float32, kl int) {
 	dotF164x1AVX2(acc, &w[0], wstride, &x[0], m)
 	if m < kl {
 		tail4x1(acc, func(i int) float32 { return F16ToF32Scalar(w[i]) }, wstride, x, m, kl)
+	}
+}
+
+//go:noescape
+func axpyF324x1AVX2(y *float32, a *[4]float32, w *float32, wstride, n int)
+
+//go:noescape
+func axpyBF164x1AVX2(y *float32, a *[4]float32, w *uint16, wstride, n int)
+
+//go:noescape
+func axpyF164x1AVX2(y *float32, a *[4]float32, w *uint16, wstride, n int)
+
+func axpy4x1F32(y []float32, a *[4]float32, w []float32, wstride int) {
+	n := len(y)
+	if !useAsm || n < 8 {
+		axpy4x1F32Generic(y, a, w, wstride)
+		return
+	}
+	w = w[:3*wstride+n]
+	m := n &^ 7
+	axpyF324x1AVX2(&y[0], a, &w[0], wstride, m)
+	if m < n {
+		axpy4x1F32Generic(y[m:], a, w[m:], wstride)
+	}
+}
+
+func axpy4x1BF16(y []float32, a *[4]float32, w []uint16, wstride int) {
+	n := len(y)
+	if !useAsm || n < 8 {
+		axpy4x1BF16Generic(y, a, w, wstride)
+		return
+	}
+	w = w[:3*wstride+n]
+	m := n &^ 7
+	axpyBF164x1AVX2(&y[0], a, &w[0], wstride, m)
+	if m < n {
+		axpy4x1BF16Generic(y[m:], a, w[m:], wstride)
+	}
+}
+
+func axpy4x1F16(y []float32, a *[4]float32, w []uint16, wstride int) {
+	n := len(y)
+	if !useAsm || !hasF16C || n < 8 {
+		axpy4x1F16Generic(y, a, w, wstride)
+		return
+	}
+	w = w[:3*wstride+n]
+	m := n &^ 7
+	axpyF164x1AVX2(&y[0], a, &w[0], wstride, m)
+	if m < n {
+		axpy4x1F16Generic(y[m:], a, w[m:], wstride)
 	}
 }

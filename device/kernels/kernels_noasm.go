@@ -68,3 +68,15 @@ func dot4x1BF16(acc *[4]float32, w []uint16, wstride int, x []float32, kl int) {
 func dot4x1F16(acc *[4]float32, w []uint16, wstride int, x []float32, kl int) {
 	dot4x1F16Generic(acc, w, wstride, x, kl)
 }
+
+func axpy4x1F32(y []float32, a *[4]float32, w []float32, wstride int) {
+	axpy4x1F32Generic(y, a, w, wstride)
+}
+
+func axpy4x1BF16(y []float32, a *[4]float32, w []uint16, wstride int) {
+	axpy4x1BF16Generic(y, a, w, wstride)
+}
+
+func axpy4x1F16(y []float32, a *[4]float32, w []uint16, wstride int) {
+	axpy4x1F16Generic(y, a, w, wstride)
+}
