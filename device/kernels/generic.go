@@ -102,23 +102,26 @@ func dotF16x4Generic(acc *[4]float32, w []uint16, xs []float32, stride, kl int) 
 	*acc = [4]float32{s0, s1, s2, s3}
 }
 
-// The 2x4 variants dot two weight rows (w[:kl] and w[wstride:wstride+kl])
-// with four activation rows: acc[j*4+r] = w_j · x_r. Plain Go gains nothing
-// from fusing the two rows, so it runs the x4 loop twice.
+// The 3x4 variants dot three weight rows (w[j*wstride:][:kl], j < 3) with
+// four activation rows: acc[j*4+r] = w_j · x_r. Plain Go gains nothing from
+// fusing the rows, so it runs the x4 loop three times.
 
-func dot2x4F32Generic(acc *[8]float32, w []float32, wstride int, xs []float32, stride, kl int) {
-	dotF32x4Generic((*[4]float32)(acc[:4]), w[:kl], xs, stride, kl)
-	dotF32x4Generic((*[4]float32)(acc[4:]), w[wstride:wstride+kl], xs, stride, kl)
+func dot3x4F32Generic(acc *[12]float32, w []float32, wstride int, xs []float32, stride, kl int) {
+	for j := range 3 {
+		dotF32x4Generic((*[4]float32)(acc[4*j:]), w[j*wstride:j*wstride+kl], xs, stride, kl)
+	}
 }
 
-func dot2x4BF16Generic(acc *[8]float32, w []uint16, wstride int, xs []float32, stride, kl int) {
-	dotBF16x4Generic((*[4]float32)(acc[:4]), w[:kl], xs, stride, kl)
-	dotBF16x4Generic((*[4]float32)(acc[4:]), w[wstride:wstride+kl], xs, stride, kl)
+func dot3x4BF16Generic(acc *[12]float32, w []uint16, wstride int, xs []float32, stride, kl int) {
+	for j := range 3 {
+		dotBF16x4Generic((*[4]float32)(acc[4*j:]), w[j*wstride:j*wstride+kl], xs, stride, kl)
+	}
 }
 
-func dot2x4F16Generic(acc *[8]float32, w []uint16, wstride int, xs []float32, stride, kl int) {
-	dotF16x4Generic((*[4]float32)(acc[:4]), w[:kl], xs, stride, kl)
-	dotF16x4Generic((*[4]float32)(acc[4:]), w[wstride:wstride+kl], xs, stride, kl)
+func dot3x4F16Generic(acc *[12]float32, w []uint16, wstride int, xs []float32, stride, kl int) {
+	for j := range 3 {
+		dotF16x4Generic((*[4]float32)(acc[4*j:]), w[j*wstride:j*wstride+kl], xs, stride, kl)
+	}
 }
 
 // axpy*: y[j] += a * w[j] for j < len(y).

@@ -156,53 +156,59 @@ func dotF16x4(acc *[4]float32, w []uint16, xs []float32, stride, kl int) {
 }
 
 //go:noescape
-func dotF322x4AVX2(acc *[8]float32, w *float32, wstride int, x *float32, stride, n int)
+func dotF323x4AVX2(acc *[12]float32, w *float32, wstride int, x *float32, stride, n int)
 
 //go:noescape
-func dotBF162x4AVX2(acc *[8]float32, w *uint16, wstride int, x *float32, stride, n int)
+func dotBF163x4AVX2(acc *[12]float32, w *uint16, wstride int, x *float32, stride, n int)
 
 //go:noescape
-func dotF162x4AVX2(acc *[8]float32, w *uint16, wstride int, x *float32, stride, n int)
+func dotF163x4AVX2(acc *[12]float32, w *uint16, wstride int, x *float32, stride, n int)
 
-func dot2x4F32(acc *[8]float32, w []float32, wstride int, xs []float32, stride, kl int) {
+func dot3x4F32(acc *[12]float32, w []float32, wstride int, xs []float32, stride, kl int) {
 	if !useAsm || kl < 8 {
-		dot2x4F32Generic(acc, w, wstride, xs, stride, kl)
+		dot3x4F32Generic(acc, w, wstride, xs, stride, kl)
 		return
 	}
-	w, xs = w[:wstride+kl], xs[:3*stride+kl]
+	w, xs = w[:2*wstride+kl], xs[:3*stride+kl]
 	m := kl &^ 7
-	dotF322x4AVX2(acc, &w[0], wstride, &xs[0], stride, m)
-	if m < kl {
-		x4Tail(acc[:4], func(i int) float32 { return w[i] }, xs, stride, m, kl)
-		x4Tail(acc[4:], func(i int) float32 { return w[wstride+i] }, xs, stride, m, kl)
+	dotF323x4AVX2(acc, &w[0], wstride, &xs[0], stride, m)
+	for j := range 3 {
+		if m < kl {
+			ws := w[j*wstride:]
+			x4Tail(acc[4*j:4*j+4], func(i int) float32 { return ws[i] }, xs, stride, m, kl)
+		}
 	}
 }
 
-func dot2x4BF16(acc *[8]float32, w []uint16, wstride int, xs []float32, stride, kl int) {
+func dot3x4BF16(acc *[12]float32, w []uint16, wstride int, xs []float32, stride, kl int) {
 	if !useAsm || kl < 8 {
-		dot2x4BF16Generic(acc, w, wstride, xs, stride, kl)
+		dot3x4BF16Generic(acc, w, wstride, xs, stride, kl)
 		return
 	}
-	w, xs = w[:wstride+kl], xs[:3*stride+kl]
+	w, xs = w[:2*wstride+kl], xs[:3*stride+kl]
 	m := kl &^ 7
-	dotBF162x4AVX2(acc, &w[0], wstride, &xs[0], stride, m)
-	if m < kl {
-		x4Tail(acc[:4], func(i int) float32 { return BF16ToF32Scalar(w[i]) }, xs, stride, m, kl)
-		x4Tail(acc[4:], func(i int) float32 { return BF16ToF32Scalar(w[wstride+i]) }, xs, stride, m, kl)
+	dotBF163x4AVX2(acc, &w[0], wstride, &xs[0], stride, m)
+	for j := range 3 {
+		if m < kl {
+			ws := w[j*wstride:]
+			x4Tail(acc[4*j:4*j+4], func(i int) float32 { return BF16ToF32Scalar(ws[i]) }, xs, stride, m, kl)
+		}
 	}
 }
 
-func dot2x4F16(acc *[8]float32, w []uint16, wstride int, xs []float32, stride, kl int) {
+func dot3x4F16(acc *[12]float32, w []uint16, wstride int, xs []float32, stride, kl int) {
 	if !useAsm || !hasF16C || kl < 8 {
-		dot2x4F16Generic(acc, w, wstride, xs, stride, kl)
+		dot3x4F16Generic(acc, w, wstride, xs, stride, kl)
 		return
 	}
-	w, xs = w[:wstride+kl], xs[:3*stride+kl]
+	w, xs = w[:2*wstride+kl], xs[:3*stride+kl]
 	m := kl &^ 7
-	dotF162x4AVX2(acc, &w[0], wstride, &xs[0], stride, m)
-	if m < kl {
-		x4Tail(acc[:4], func(i int) float32 { return F16ToF32Scalar(w[i]) }, xs, stride, m, kl)
-		x4Tail(acc[4:], func(i int) float32 { return F16ToF32Scalar(w[wstride+i]) }, xs, stride, m, kl)
+	dotF163x4AVX2(acc, &w[0], wstride, &xs[0], stride, m)
+	for j := range 3 {
+		if m < kl {
+			ws := w[j*wstride:]
+			x4Tail(acc[4*j:4*j+4], func(i int) float32 { return F16ToF32Scalar(ws[i]) }, xs, stride, m, kl)
+		}
 	}
 }
 

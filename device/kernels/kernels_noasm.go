@@ -26,16 +26,16 @@ func dotF16x4(acc *[4]float32, w []uint16, xs []float32, stride, kl int) {
 	dotF16x4Generic(acc, w, xs, stride, kl)
 }
 
-func dot2x4F32(acc *[8]float32, w []float32, wstride int, xs []float32, stride, kl int) {
-	dot2x4F32Generic(acc, w, wstride, xs, stride, kl)
+func dot3x4F32(acc *[12]float32, w []float32, wstride int, xs []float32, stride, kl int) {
+	dot3x4F32Generic(acc, w, wstride, xs, stride, kl)
 }
 
-func dot2x4BF16(acc *[8]float32, w []uint16, wstride int, xs []float32, stride, kl int) {
-	dot2x4BF16Generic(acc, w, wstride, xs, stride, kl)
+func dot3x4BF16(acc *[12]float32, w []uint16, wstride int, xs []float32, stride, kl int) {
+	dot3x4BF16Generic(acc, w, wstride, xs, stride, kl)
 }
 
-func dot2x4F16(acc *[8]float32, w []uint16, wstride int, xs []float32, stride, kl int) {
-	dot2x4F16Generic(acc, w, wstride, xs, stride, kl)
+func dot3x4F16(acc *[12]float32, w []uint16, wstride int, xs []float32, stride, kl int) {
+	dot3x4F16Generic(acc, w, wstride, xs, stride, kl)
 }
 func axpyF32(y []float32, a float32, w []float32) { axpyF32Generic(y, a, w) }
 func axpyBF16(y []float32, a float32, w []uint16) { axpyBF16Generic(y, a, w) }
