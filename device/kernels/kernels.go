@@ -2,13 +2,20 @@
 // backend: matrix-vector / matrix-matrix products against f32, bf16 and f16
 // weights, dot products, and the half-precision conversions.
 //
-// The products are memory bound: a decode step reads every weight once, so
-// the kernels are written to stream weights at close to memory bandwidth.
-// Work is split over the output dimension across a fixed pool of worker
-// goroutines (see SetThreads); small products run inline on the caller so
-// that the handoff never costs more than the arithmetic. With a batch of
-// n > 1 activation rows each weight row is read once and dotted with all n
-// rows, so a batch costs about one pass over the weights.
+// At decode (one activation row) the products are memory bound: every weight
+// is read once, so the kernels are written to stream weights at close to
+// memory bandwidth (four weight rows per pass, four streams per core). Work
+// is split across a fixed pool of worker goroutines (see SetThreads): MatMul
+// splits its output rows, MatMulT its weight rows (adding per-worker partial
+// sums at the end) so each worker streams whole rows. Small products run
+// inline on the caller so the handoff never costs more than the arithmetic.
+// With a batch of n >= 4 activation rows each weight element is read from
+// memory once and dotted with all n rows in register blocks (3 weight rows x
+// 4 activation rows for MatMul, 4 rows x 16 columns for MatMulT), so a batch
+// costs one pass over the weights plus the arithmetic.
+//
+// To test the plain Go path on a SIMD machine, tests in this package clear
+// the unexported useAsm; the purego build tag removes the assembly entirely.
 //
 // On amd64 with AVX2+FMA (and F16C for f16 weights) the inner loops are Go
 // assembly chosen at run time; elsewhere, or with the purego build tag, they
