@@ -174,6 +174,7 @@ type acts struct {
 	x, xb, xb2, q, k, v, at device.Tensor
 	hb, hb2, logits         device.Tensor
 	idx                     device.Tensor
+	ropeFreqs               device.Tensor // scaled RoPE's inverse frequencies (Rows 0: plain theta RoPE)
 	sel                     device.Tensor // top-k: the chosen up rows and down columns, when gathered on the device
 	rows                    int
 }
@@ -298,7 +299,10 @@ func (e *Engine) allocate(p *Plan) error {
 	hb2 := lo.place(device.F32, N, cfg.Hidden)
 	lg := lo.place(device.F32, N, cfg.Vocab)
 	ix := lo.place(device.I32, 1, cfg.Hidden)
-	var selOff int64
+	var selOff, rfOff int64
+	if cfg.RopeFreqs != nil {
+		rfOff = lo.place(device.F32, 1, len(cfg.RopeFreqs))
+	}
 	if e.opt.Policy == sparsity.PolicyTopK {
 		selOff = lo.place(device.F32, 2*e.selK, cfg.Dim) // room for 2 x [k, dim] of any weight dtype
 	}
@@ -313,6 +317,20 @@ func (e *Engine) allocate(p *Plan) error {
 		at: tensorAt(buf, at, device.F32, N, cfg.Heads*cfg.HeadDim), hb: tensorAt(buf, hb, device.F32, N, cfg.Hidden),
 		hb2: tensorAt(buf, hb2, device.F32, N, cfg.Hidden), logits: tensorAt(buf, lg, device.F32, N, cfg.Vocab),
 		idx: tensorAt(buf, ix, device.I32, 1, cfg.Hidden)}
+	if cfg.RopeFreqs != nil {
+		e.act.ropeFreqs = tensorAt(buf, rfOff, device.F32, 1, len(cfg.RopeFreqs))
+		b := make([]byte, 4*len(cfg.RopeFreqs))
+		for i, v := range cfg.RopeFreqs {
+			binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
+		}
+		if err := dev.CopyToDevice(e.copy, buf, rfOff, b); err != nil {
+			return err
+		}
+		if err := dev.Synchronize(e.copy); err != nil {
+			return err
+		}
+		e.Prof.addSetup(int64(len(b)))
+	}
 	if e.opt.Policy == sparsity.PolicyTopK {
 		e.act.sel = tensorAt(buf, selOff, device.F32, 2*e.selK, cfg.Dim)
 		if e.topkStage, err = dev.HostAlloc(2 * alignUp(int64(e.selK)*int64(cfg.Dim)*4)); err != nil {

@@ -1,9 +1,11 @@
 package offload
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -142,5 +144,62 @@ func TestBundledModelSameTokens(t *testing.T) {
 				t.Fatalf("mode %v mem %d: bundled tokens differ\n plain   %v\n bundled %v", mode, mem, outs[0], outs[1])
 			}
 		}
+	}
+}
+
+// TestScaledRoPE adds a rope_freqs.weight tensor (Llama 3.1's form) to
+// stories260K: with every factor 1 the tokens must stay the oracle's; with
+// the low frequencies divided by 8 they must change (the scaling is applied).
+func TestScaledRoPE(t *testing.T) {
+	src := filepath.Join(fixtures.Stories(t), "stories260K.gguf")
+	f, err := pager.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	seq := oracleTokens(t)
+	var outs []string
+	for _, scale := range []float32{1, 8} {
+		specs := []pager.TensorSpec{{Name: "rope_freqs.weight", DType: pager.F32, Shape: []int{4}}}
+		factors := make([]byte, 16)
+		for i := 0; i < 4; i++ {
+			v := float32(1)
+			if i >= 2 {
+				v = scale
+			}
+			binary.LittleEndian.PutUint32(factors[4*i:], math.Float32bits(v))
+		}
+		data := [][]byte{factors}
+		for _, tn := range f.Tensors {
+			specs = append(specs, pager.TensorSpec{Name: tn.Name, DType: tn.DType, Shape: tn.Shape})
+			data = append(data, tn.Data)
+		}
+		meta := map[string]any{}
+		for k, v := range f.Meta {
+			if !strings.HasPrefix(k, "gguf.") {
+				meta[k] = v
+			}
+		}
+		dst := filepath.Join(t.TempDir(), "scaled.gguf")
+		if err := pager.WriteGGUF(dst, meta, specs, func(i int, w io.Writer) error { _, err := w.Write(data[i]); return err }); err != nil {
+			t.Fatal(err)
+		}
+		e := newTestEngine(t, dst, 0, Options{Mode: ModeDense})
+		if len(e.Config().RopeFreqs) != 4 {
+			t.Fatalf("rope_freqs.weight not picked up: %v", e.Config().RopeFreqs)
+		}
+		cfg := corrector.DefaultConfig()
+		cfg.Mode, cfg.MaxTokens = corrector.Dense, 60
+		r, err := e.Generate(seq[:5], cfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		outs = append(outs, fmt.Sprint(r.Tokens))
+	}
+	if outs[0] != fmt.Sprint(seq[5:]) {
+		t.Fatalf("factors of 1 changed the tokens:\n got %s\nwant %v", outs[0], seq[5:])
+	}
+	if outs[1] == outs[0] {
+		t.Fatal("dividing low frequencies by 8 changed nothing: the factors are ignored")
 	}
 }

@@ -199,8 +199,13 @@ func (e *Engine) layerForward(l int, seqs []Seq, rows int, phase Phase, un *unit
 	for _, sq := range seqs {
 		nr := len(sq.Toks)
 		qs, ks, vs := q.Slice(r, r+nr), k.Slice(r, r+nr), v.Slice(r, r+nr)
-		chk(d.RoPE(s, qs, sq.Pos, cfg.HeadDim, cfg.RopeTheta, cfg.RopeStyle))
-		chk(d.RoPE(s, ks, sq.Pos, cfg.HeadDim, cfg.RopeTheta, cfg.RopeStyle))
+		if a.ropeFreqs.Rows > 0 {
+			chk(d.RoPEFreqs(s, qs, sq.Pos, cfg.HeadDim, a.ropeFreqs, cfg.RopeStyle))
+			chk(d.RoPEFreqs(s, ks, sq.Pos, cfg.HeadDim, a.ropeFreqs, cfg.RopeStyle))
+		} else {
+			chk(d.RoPE(s, qs, sq.Pos, cfg.HeadDim, cfg.RopeTheta, cfg.RopeStyle))
+			chk(d.RoPE(s, ks, sq.Pos, cfg.HeadDim, cfg.RopeTheta, cfg.RopeStyle))
+		}
 		c := e.kv[sq.Branch][l]
 		ck, cv := c.k.Slice(sq.Pos, sq.Pos+nr), c.v.Slice(sq.Pos, sq.Pos+nr)
 		chk(d.CopyDevice(s, ck.Buf, ck.Off, ks.Buf, ks.Off, ks.Bytes()))

@@ -122,6 +122,9 @@ func (e *Engine) fixedBytes() int64 {
 	if e.opt.Policy == sparsity.PolicyTopK {
 		act += alignUp(int64(2*e.selK) * int64(cfg.Dim) * 4)
 	}
+	if cfg.RopeFreqs != nil {
+		act += alignUp(int64(len(cfg.RopeFreqs)) * 4)
+	}
 	kv := int64(e.opt.Branches) * 2 * int64(cfg.Layers) * int64(e.opt.Context) * int64(cfg.KVDim()) * 4
 	return act + kv
 }

@@ -236,6 +236,23 @@ extern "C" __global__ void rope(float* x, int n, int cols, int pos0, int headDim
     row[b] = v0 * s + v1 * c;
 }
 
+// RoPE with explicit inverse frequencies (scaled RoPE, Llama 3.1): pair i of
+// every head turns by (pos0+r)*freqs[i].
+extern "C" __global__ void rope_freqs(float* x, int n, int cols, int pos0, int headDim, const float* freqs, int half) {
+    i64 p = blockIdx.x * (i64)blockDim.x + threadIdx.x;
+    int pairsPerRow = cols / 2, hp = headDim / 2;
+    if (p >= (i64)n * pairsPerRow) return;
+    int r = (int)(p / pairsPerRow), q = (int)(p % pairsPerRow);
+    int h = q / hp, i = q % hp;
+    double ang = (double)(pos0 + r) * (double)freqs[i];
+    float c = (float)cos(ang), s = (float)sin(ang);
+    float* row = x + (i64)r * cols + (i64)h * headDim;
+    int a = half ? i : 2 * i, b = half ? i + hp : 2 * i + 1;
+    float v0 = row[a], v1 = row[b];
+    row[a] = v0 * c - v1 * s;
+    row[b] = v0 * s + v1 * c;
+}
+
 // ---------------------------------------------------------------------------
 // Causal GQA attention over the cache. One block per (query head, row).
 // Scores are processed in tiles of ATT_TILE positions with an online softmax

@@ -57,6 +57,7 @@ var kernelSigs = map[string][]pkind{
 	"rmsnorm_f16":       {pPtr, pPtr, pPtr, pI32, pF32},
 	"rmsnorm_bf16":      {pPtr, pPtr, pPtr, pI32, pF32},
 	"rope":              {pPtr, pI32, pI32, pI32, pI32, pF32, pI32},
+	"rope_freqs":        {pPtr, pI32, pI32, pI32, pI32, pPtr, pI32},
 	"attention":         {pPtr, pPtr, pPtr, pPtr, pI32, pI32, pI32, pI32, pI32, pI32, pF32},
 	"silu_mul":          {pPtr, pPtr, pPtr, pI64},
 	"add_f32":           {pPtr, pPtr, pI64},

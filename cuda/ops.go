@@ -280,6 +280,47 @@ func (d *Device) RoPE(s device.Stream, x device.Tensor, pos0, headDim int, theta
 		ps[0], int32(x.Rows), int32(x.Cols), int32(pos0), int32(headDim), theta, half)
 }
 
+// RoPEFreqs rotates x in place by explicit inverse frequencies.
+func (d *Device) RoPEFreqs(s device.Stream, x device.Tensor, pos0, headDim int, freqs device.Tensor, style device.RopeStyle) error {
+	const op = "RoPEFreqs"
+	cs, ps, err := d.operands(s, op, x, freqs)
+	if err != nil {
+		return err
+	}
+	if err := wantDType(op, "x", x, device.F32); err != nil {
+		return err
+	}
+	if err := wantDType(op, "freqs", freqs, device.F32); err != nil {
+		return err
+	}
+	switch {
+	case headDim <= 0 || headDim%2 != 0:
+		return fmt.Errorf("cuda: %s: head dim %d must be positive and even", op, headDim)
+	case x.Cols%headDim != 0:
+		return fmt.Errorf("cuda: %s: %d columns are not a whole number of %d-wide heads", op, x.Cols, headDim)
+	case freqs.Rows != 1 || freqs.Cols != headDim/2:
+		return fmt.Errorf("cuda: %s: freqs is %d x %d, want 1 x %d", op, freqs.Rows, freqs.Cols, headDim/2)
+	case pos0 < 0 || pos0 > math.MaxInt32-x.Rows:
+		return fmt.Errorf("cuda: %s: position %d out of range", op, pos0)
+	case style != device.RopeInterleaved && style != device.RopeHalf:
+		return fmt.Errorf("cuda: %s: unknown style %d", op, style)
+	}
+	pairs := int64(x.Rows) * int64(x.Cols) / 2
+	if pairs == 0 {
+		return nil
+	}
+	half := int32(0)
+	if style == device.RopeHalf {
+		half = 1
+	}
+	grid := (pairs + threads - 1) / threads
+	if grid > math.MaxInt32 {
+		return fmt.Errorf("cuda: %s: %d pairs exceed the grid", op, pairs)
+	}
+	return d.launch(cs, "rope_freqs", [3]uint32{uint32(grid), 1, 1}, [3]uint32{threads, 1, 1},
+		ps[0], int32(x.Rows), int32(x.Cols), int32(pos0), int32(headDim), ps[1], half)
+}
+
 // Attention computes causal GQA attention of q's rows over the caches.
 func (d *Device) Attention(s device.Stream, out, q, k, v device.Tensor, pos0, nHeads, nKVHeads, headDim int) error {
 	const op = "Attention"

@@ -195,6 +195,12 @@ type Kernels interface {
 	// RoPE rotates x in place: x is [n, heads*headDim], row r is at position
 	// pos0+r. theta is the base (10000 for Llama 2, 500000 for Llama 3).
 	RoPE(s Stream, x Tensor, pos0, headDim int, theta float32, style RopeStyle) error
+	// RoPEFreqs is RoPE with explicit inverse frequencies: freqs is a
+	// [1, headDim/2] F32 tensor and pair i of every head of row r turns by
+	// (pos0+r)*freqs[i]. Scaled RoPE (Llama 3.1's rope_freqs, linear
+	// scaling) uses it; RoPE with theta is RoPEFreqs with
+	// freqs[i] = theta^(-2i/headDim).
+	RoPEFreqs(s Stream, x Tensor, pos0, headDim int, freqs Tensor, style RopeStyle) error
 	// Attention computes causal GQA attention: q is [n, nHeads*headDim] with
 	// row r at position pos0+r; k and v caches are [maxSeq, nKVHeads*headDim]
 	// and already hold positions 0..pos0+n-1; row r attends to 0..pos0+r.

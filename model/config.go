@@ -25,6 +25,10 @@ type Config struct {
 	NormEps   float32
 	// TiedEmbeddings: the LM head reuses the token embedding matrix.
 	TiedEmbeddings bool
+	// RopeFreqs, when set, are the headDim/2 inverse frequencies of a
+	// scaled RoPE (Llama 3.1's rope_freqs, linear scaling), used instead of
+	// RopeTheta's theta^(-2i/headDim).
+	RopeFreqs []float32
 }
 
 // KVDim is the width of one position's keys (or values).

@@ -1,7 +1,9 @@
 package model
 
 import (
+	"encoding/binary"
 	"fmt"
+	"math"
 
 	"offload/device"
 	"offload/pager"
@@ -101,6 +103,9 @@ func fromFile(f *pager.Model) (*Model, error) {
 			name = g
 		}
 		byName[name] = t
+	}
+	if cfg.RopeFreqs, err = ropeFreqs(f, byName, cfg); err != nil {
+		return nil, err
 	}
 	m := &Model{Config: cfg, File: f}
 	get := func(name string, shape ...int) (*pager.Tensor, error) {
@@ -203,4 +208,80 @@ func (m *Model) WeightBytes() int64 {
 		b -= int64(len(m.Embed.Data))
 	}
 	return b
+}
+
+// ropeFreqs reads a scaled RoPE: a GGUF rope_freqs.weight tensor of
+// per-frequency divisors (llama.cpp's Llama 3.1 form), a GGUF linear
+// scaling, or a Hugging Face config's rope_scaling (llama3 or linear). It
+// returns nil for plain RoPE and an error naming the file for a scaling it
+// cannot apply, rather than silently computing something else.
+func ropeFreqs(f *pager.Model, byName map[string]*pager.Tensor, cfg Config) ([]float32, error) {
+	half := cfg.HeadDim / 2
+	base := func(factor func(i int) float64) []float32 {
+		out := make([]float32, half)
+		for i := range out {
+			out[i] = float32(math.Pow(float64(cfg.RopeTheta), -float64(2*i)/float64(cfg.HeadDim)) / factor(i))
+		}
+		return out
+	}
+	if t, ok := byName["rope_freqs.weight"]; ok {
+		if t.DType != pager.F32 || t.Elements() != int64(half) {
+			return nil, fmt.Errorf("%s: tensor rope_freqs.weight is %s %v, want F32 [%d]", f.Path, t.DType, t.Shape, half)
+		}
+		fac := make([]float64, half)
+		for i := range fac {
+			fac[i] = float64(math.Float32frombits(binary.LittleEndian.Uint32(t.Data[4*i:])))
+			if !(fac[i] > 0) {
+				return nil, fmt.Errorf("%s: rope_freqs.weight[%d] = %g is not a positive factor", f.Path, i, fac[i])
+			}
+		}
+		return base(func(i int) float64 { return fac[i] }), nil
+	}
+	num := func(m map[string]any, k string) (float64, bool) {
+		switch v := m[k].(type) {
+		case float64:
+			return v, true
+		case float32:
+			return float64(v), true
+		}
+		return 0, false
+	}
+	if f.Format == "gguf" {
+		if typ, _ := f.Meta["llama.rope.scaling.type"].(string); typ != "" && typ != "none" {
+			factor, ok := num(f.Meta, "llama.rope.scaling.factor")
+			if typ != "linear" || !ok || factor <= 0 {
+				return nil, fmt.Errorf("%s: rope scaling %q (factor %v) is not supported (only linear, and Llama 3.1's rope_freqs)", f.Path, typ, f.Meta["llama.rope.scaling.factor"])
+			}
+			return base(func(int) float64 { return factor }), nil
+		}
+		return nil, nil
+	}
+	rs, ok := f.Meta["rope_scaling"].(map[string]any)
+	if !ok {
+		return nil, nil
+	}
+	typ, _ := rs["rope_type"].(string)
+	if typ == "" {
+		typ, _ = rs["type"].(string)
+	}
+	factor, _ := num(rs, "factor")
+	switch typ {
+	case "", "default":
+		return nil, nil
+	case "linear":
+		if factor <= 0 {
+			return nil, fmt.Errorf("%s: rope_scaling linear needs a positive factor", f.Path)
+		}
+		return base(func(int) float64 { return factor }), nil
+	case "llama3":
+		low, ok1 := num(rs, "low_freq_factor")
+		high, ok2 := num(rs, "high_freq_factor")
+		orig, ok3 := num(rs, "original_max_position_embeddings")
+		if !ok1 || !ok2 || !ok3 || factor <= 0 || low == high {
+			return nil, fmt.Errorf("%s: rope_scaling llama3 needs factor, low_freq_factor, high_freq_factor and original_max_position_embeddings", f.Path)
+		}
+		fac := pager.Llama3RopeFactors(cfg.HeadDim, float64(cfg.RopeTheta), factor, low, high, orig)
+		return base(func(i int) float64 { return float64(fac[i]) }), nil
+	}
+	return nil, fmt.Errorf("%s: rope_scaling type %q is not supported (only linear and llama3)", f.Path, typ)
 }

@@ -65,6 +65,7 @@ func Run(t *testing.T, newDev func(t *testing.T, capacity int64) device.Device) 
 		{"Kernel/MatMulT", 16 * mib, func(f *fixture) { testMatMul(f, true) }},
 		{"Kernel/RMSNorm", 4 * mib, testRMSNorm},
 		{"Kernel/RoPE", 4 * mib, testRoPE},
+		{"Kernel/RoPEFreqs", 4 * mib, testRoPEFreqs},
 		{"Kernel/Attention", 16 * mib, testAttention},
 		{"Kernel/SiLUMul", 4 * mib, testSiLUMul},
 		{"Kernel/Add", 4 * mib, testAdd},

@@ -81,6 +81,8 @@ func testShapeErrors(f *fixture) {
 		{"RoPE/negativePos", func() error { return d.RoPE(s, x, -1, 8, 10000, device.RopeHalf) }},
 		{"RoPE/dtype", func() error { return d.RoPE(s, t(F16, 4, 8), 0, 8, 10000, device.RopeHalf) }},
 		{"RoPE/style", func() error { return d.RoPE(s, x, 0, 8, 10000, device.RopeStyle(9)) }},
+		{"RoPEFreqs/freqsShape", func() error { return d.RoPEFreqs(s, x, 0, 8, t(F32, 1, 3), device.RopeHalf) }},
+		{"RoPEFreqs/freqsDType", func() error { return d.RoPEFreqs(s, x, 0, 8, t(F16, 1, 4), device.RopeHalf) }},
 		{"Attention/groups", func() error { return d.Attention(s, att, q, t(F32, 16, 3*8), t(F32, 16, 3*8), 0, 4, 3, 8) }},
 		{"Attention/qCols", func() error { return d.Attention(s, att, q, kc, vc, 0, 4, 2, 4) }},
 		{"Attention/kvCols", func() error { return d.Attention(s, att, q, t(F32, 16, 8), t(F32, 16, 8), 0, 4, 2, 8) }},

@@ -123,6 +123,39 @@ func testRoPE(f *fixture) {
 	}
 }
 
+// testRoPEFreqs checks RoPE with explicit inverse frequencies: plain theta
+// frequencies, and Llama 3.1-style scaled ones (low frequencies divided by 8).
+func testRoPEFreqs(f *fixture) {
+	for _, style := range []device.RopeStyle{device.RopeInterleaved, device.RopeHalf} {
+		for _, scaled := range []bool{false, true} {
+			for _, c := range []struct{ heads, headDim, n, pos0 int }{{1, 8, 1, 0}, {3, 16, 4, 13}, {2, 128, 3, 40}} {
+				name := fmt.Sprintf("style=%d/scaled=%v/heads=%d/hd=%d/n=%d/pos0=%d", style, scaled, c.heads, c.headDim, c.n, c.pos0)
+				f.sub(name, func(f *fixture) {
+					half := c.headDim / 2
+					fr := make([]float64, half)
+					for i := range fr {
+						fr[i] = float64(float32(ropeFreq(i, c.headDim, 500000)))
+						if scaled && i >= half/2 {
+							fr[i] = float64(float32(fr[i] / 8))
+						}
+					}
+					freqs := f.tensor(device.F32, 1, half)
+					f.set(freqs, fr)
+					cols := c.heads * c.headDim
+					x, xv := f.input(device.F32, c.n, cols)
+					if err := f.dev.RoPEFreqs(f.s, x, c.pos0, c.headDim, freqs, style); err != nil {
+						f.t.Fatal(err)
+					}
+					f.sync(f.s)
+					want, scale := refRoPEFreqs(xv, c.n, cols, c.pos0, c.headDim, fr, style == device.RopeHalf)
+					f.near("x", f.get(x), want, scale, tol)
+					f.checkPad(x, "x")
+				})
+			}
+		}
+	}
+}
+
 func testAttention(f *fixture) {
 	cases := []struct{ nHeads, nKV, headDim, maxSeq, pos0, n int }{
 		{4, 4, 8, 16, 0, 1},

@@ -97,6 +97,30 @@ func refRoPE(x []float64, n, cols, pos0, headDim int, theta float64, half bool) 
 	return y, scale
 }
 
+// refRoPEFreqs is refRoPE with pair i turning by pos*freqs[i].
+func refRoPEFreqs(x []float64, n, cols, pos0, headDim int, freqs []float64, half bool) (y, scale []float64) {
+	y = append([]float64(nil), x...)
+	scale = make([]float64, len(x))
+	for r := range n {
+		pos := float64(pos0 + r)
+		for h := 0; h < cols/headDim; h++ {
+			base := r*cols + h*headDim
+			for i := 0; i < headDim/2; i++ {
+				a, b := base+2*i, base+2*i+1
+				if half {
+					a, b = base+i, base+i+headDim/2
+				}
+				c, s := math.Cos(pos*freqs[i]), math.Sin(pos*freqs[i])
+				va, vb := x[a], x[b]
+				y[a], y[b] = va*c-vb*s, va*s+vb*c
+				norm := math.Hypot(va, vb)
+				scale[a], scale[b] = norm, norm
+			}
+		}
+	}
+	return y, scale
+}
+
 // refAttention is causal GQA attention with scale 1/sqrt(headDim) and a
 // softmax over positions 0..pos0+r for query row r. k and v are
 // [maxSeq][nKV*headDim]. The scale of an output element is

@@ -607,3 +607,57 @@ func axpy(y []float32, a float32, x []float32) {
 		y[i] += a * x[i]
 	}
 }
+
+// RoPEFreqs rotates x in place; pair i of a head turns by pos * freqs[i].
+func (d *Device) RoPEFreqs(s device.Stream, x device.Tensor, pos0, headDim int, freqs device.Tensor, style device.RopeStyle) error {
+	const op = "RoPEFreqs"
+	st, err := d.streamOf(s, op)
+	if err != nil {
+		return err
+	}
+	b, err := d.operands(op, f32op("x", x), f32op("freqs", freqs))
+	if err != nil {
+		return err
+	}
+	switch {
+	case headDim <= 0 || headDim%2 != 0:
+		return shapeErr(op, "head dim %d must be positive and even", headDim)
+	case x.Cols%headDim != 0:
+		return shapeErr(op, "x has %d columns, not a multiple of head dim %d", x.Cols, headDim)
+	case freqs.Rows != 1 || freqs.Cols != headDim/2:
+		return shapeErr(op, "freqs is %d x %d, want 1 x %d", freqs.Rows, freqs.Cols, headDim/2)
+	case pos0 < 0 || pos0 > math.MaxInt32-x.Rows:
+		return shapeErr(op, "positions %d..%d out of range", pos0, pos0+x.Rows-1)
+	case style != device.RopeInterleaved && style != device.RopeHalf:
+		return shapeErr(op, "unknown style %d", style)
+	}
+	xv, fv, n, c, half := f32s(b[0]), f32s(b[1]), x.Rows, x.Cols, headDim/2
+	return st.work(op, func(*item) error {
+		d.parallel(n, n*c*4, func(lo, hi int) {
+			cs, sn := make([]float32, half), make([]float32, half)
+			for r := lo; r < hi; r++ {
+				p := float64(pos0 + r)
+				for i := range half {
+					s, c := math.Sincos(p * float64(fv[i]))
+					cs[i], sn[i] = float32(c), float32(s)
+				}
+				for h := 0; h < c; h += headDim {
+					v := xv[r*c+h : r*c+h+headDim]
+					if style == device.RopeInterleaved {
+						for i := range half {
+							a, b := v[2*i], v[2*i+1]
+							v[2*i], v[2*i+1] = a*cs[i]-b*sn[i], a*sn[i]+b*cs[i]
+						}
+					} else {
+						lo, hi := v[:half], v[half:]
+						for i := range half {
+							a, b := lo[i], hi[i]
+							lo[i], hi[i] = a*cs[i]-b*sn[i], a*sn[i]+b*cs[i]
+						}
+					}
+				}
+			}
+		})
+		return nil
+	})
+}

@@ -414,3 +414,85 @@ dotF163x4done:
 	VMOVUPS X8, 32(AX)
 	VZEROUPPER
 	RET
+
+// func packTF32AVX2(dst *float32, src *float32, stride, rows int)
+TEXT ·packTF32AVX2(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ stride+16(FP), R10
+	MOVQ rows+24(FP), CX
+	SHLQ $2, R10
+packTF32loop:
+	TESTQ CX, CX
+	JEQ packTF32done
+	VMOVUPS 0(SI), Y0
+	VMOVUPS 32(SI), Y1
+	VMOVUPS 64(SI), Y2
+	VMOVUPS 96(SI), Y3
+	VMOVUPS Y0, 0(DI)
+	VMOVUPS Y1, 32(DI)
+	VMOVUPS Y2, 64(DI)
+	VMOVUPS Y3, 96(DI)
+	ADDQ R10, SI
+	ADDQ $128, DI
+	DECQ CX
+	JMP packTF32loop
+packTF32done:
+	VZEROUPPER
+	RET
+
+// func packTBF16AVX2(dst *float32, src *uint16, stride, rows int)
+TEXT ·packTBF16AVX2(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ stride+16(FP), R10
+	MOVQ rows+24(FP), CX
+	SHLQ $1, R10
+packTBF16loop:
+	TESTQ CX, CX
+	JEQ packTBF16done
+	VPMOVZXWD 0(SI), Y0
+	VPSLLD $16, Y0, Y0
+	VPMOVZXWD 16(SI), Y1
+	VPSLLD $16, Y1, Y1
+	VPMOVZXWD 32(SI), Y2
+	VPSLLD $16, Y2, Y2
+	VPMOVZXWD 48(SI), Y3
+	VPSLLD $16, Y3, Y3
+	VMOVUPS Y0, 0(DI)
+	VMOVUPS Y1, 32(DI)
+	VMOVUPS Y2, 64(DI)
+	VMOVUPS Y3, 96(DI)
+	ADDQ R10, SI
+	ADDQ $128, DI
+	DECQ CX
+	JMP packTBF16loop
+packTBF16done:
+	VZEROUPPER
+	RET
+
+// func packTF16AVX2(dst *float32, src *uint16, stride, rows int)
+TEXT ·packTF16AVX2(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ stride+16(FP), R10
+	MOVQ rows+24(FP), CX
+	SHLQ $1, R10
+packTF16loop:
+	TESTQ CX, CX
+	JEQ packTF16done
+	VCVTPH2PS 0(SI), Y0
+	VCVTPH2PS 16(SI), Y1
+	VCVTPH2PS 32(SI), Y2
+	VCVTPH2PS 48(SI), Y3
+	VMOVUPS Y0, 0(DI)
+	VMOVUPS Y1, 32(DI)
+	VMOVUPS Y2, 64(DI)
+	VMOVUPS Y3, 96(DI)
+	ADDQ R10, SI
+	ADDQ $128, DI
+	DECQ CX
+	JMP packTF16loop
+packTF16done:
+	VZEROUPPER
+	RET

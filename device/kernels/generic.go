@@ -262,3 +262,27 @@ func axpy4x1F16Generic(y []float32, a *[4]float32, w []uint16, wstride int) {
 		axpyF16Generic(y, a[j], w[j*wstride:j*wstride+len(y)])
 	}
 }
+
+// The packT functions copy a 32-column strip of weight rows into a
+// contiguous float32 panel: dst[i*32+j] = w[i*stride+j] for i < rows, j < 32.
+// Batched MatMulT packs before tiling because Llama widths are powers of two:
+// walking a column strip down rows whose stride is a multiple of 4 KiB maps
+// every row to the same cache set, and the strip would never stay cached.
+
+func packTF32Generic(dst, w []float32, stride, rows int) {
+	for i := range rows {
+		copy(dst[i*32:i*32+32], w[i*stride:i*stride+32])
+	}
+}
+
+func packTBF16Generic(dst []float32, w []uint16, stride, rows int) {
+	for i := range rows {
+		bf16ToF32Generic(dst[i*32:i*32+32], w[i*stride:i*stride+32])
+	}
+}
+
+func packTF16Generic(dst []float32, w []uint16, stride, rows int) {
+	for i := range rows {
+		f16ToF32Generic(dst[i*32:i*32+32], w[i*stride:i*stride+32])
+	}
+}

@@ -452,3 +452,39 @@ func axpy4x1F16(y []float32, a *[4]float32, w []uint16, wstride int) {
 		axpy4x1F16Generic(y[m:], a, w[m:], wstride)
 	}
 }
+
+//go:noescape
+func packTF32AVX2(dst *float32, src *float32, stride, rows int)
+
+//go:noescape
+func packTBF16AVX2(dst *float32, src *uint16, stride, rows int)
+
+//go:noescape
+func packTF16AVX2(dst *float32, src *uint16, stride, rows int)
+
+func packTF32(dst, w []float32, stride, rows int) {
+	if !useAsm || rows < 1 {
+		packTF32Generic(dst, w, stride, rows)
+		return
+	}
+	dst, w = dst[:rows*32], w[:(rows-1)*stride+32]
+	packTF32AVX2(&dst[0], &w[0], stride, rows)
+}
+
+func packTBF16(dst []float32, w []uint16, stride, rows int) {
+	if !useAsm || rows < 1 {
+		packTBF16Generic(dst, w, stride, rows)
+		return
+	}
+	dst, w = dst[:rows*32], w[:(rows-1)*stride+32]
+	packTBF16AVX2(&dst[0], &w[0], stride, rows)
+}
+
+func packTF16(dst []float32, w []uint16, stride, rows int) {
+	if !useAsm || !hasF16C || rows < 1 {
+		packTF16Generic(dst, w, stride, rows)
+		return
+	}
+	dst, w = dst[:rows*32], w[:(rows-1)*stride+32]
+	packTF16AVX2(&dst[0], &w[0], stride, rows)
+}

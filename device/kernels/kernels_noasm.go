@@ -80,3 +80,7 @@ func axpy4x1BF16(y []float32, a *[4]float32, w []uint16, wstride int) {
 func axpy4x1F16(y []float32, a *[4]float32, w []uint16, wstride int) {
 	axpy4x1F16Generic(y, a, w, wstride)
 }
+
+func packTF32(dst, w []float32, stride, rows int)           { packTF32Generic(dst, w, stride, rows) }
+func packTBF16(dst []float32, w []uint16, stride, rows int) { packTBF16Generic(dst, w, stride, rows) }
+func packTF16(dst []float32, w []uint16, stride, rows int)  { packTF16Generic(dst, w, stride, rows) }
