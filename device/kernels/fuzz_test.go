@@ -8,16 +8,16 @@ import (
 )
 
 // fuzzInputs derives a small product from fuzz bytes: the first three bytes
-// pick n (1..6), in (0..71) and out (1..20), which covers the 4-row blocks, the
-// 16- and 8-wide vector loops and the scalar tails; the rest, cycled, give the
-// values. Weights are kept finite and below 2 in magnitude (one exponent bit
+// pick n (1..6), in (0..71) and out (1..40), which covers the 3x4, 4x1, 4x16
+// and 32-column-panel blocks, the 16- and 8-wide vector loops and the scalar
+// tails; the rest, cycled, give the values. Weights are kept finite and below 2 in magnitude (one exponent bit
 // cleared) so that a different summation order can only round differently,
 // never overflow differently; subnormals, zeros and signs all still occur.
 func fuzzInputs(data []byte, k wkind) (x, wf []float32, wh []uint16, n, in, out int, ok bool) {
 	if len(data) < 4 {
 		return nil, nil, nil, 0, 0, 0, false
 	}
-	n, in, out = 1+int(data[0])%6, int(data[1])%72, 1+int(data[2])%20
+	n, in, out = 1+int(data[0])%6, int(data[1])%72, 1+int(data[2])%40
 	vals := data[3:]
 	at := func(i int) byte { return vals[i%len(vals)] }
 	x = make([]float32, n*in)
@@ -64,7 +64,8 @@ func fuzzSeeds(f *testing.F) {
 	f.Add([]byte{0, 0, 0, 1})
 	f.Add([]byte{3, 17, 5, 0x80, 0x7f, 1, 2, 3, 0xff, 0x00, 0x3c})
 	f.Add([]byte{5, 71, 19, 0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0, 0x01})
-	f.Add([]byte{4, 16, 8, 0x00, 0x01, 0x00, 0x80, 0x03, 0x00}) // subnormal weights
+	f.Add([]byte{4, 16, 8, 0x00, 0x01, 0x00, 0x80, 0x03, 0x00})  // subnormal weights
+	f.Add([]byte{3, 70, 35, 0x11, 0x93, 0x4c, 0x3f, 0xc0, 0x27}) // n=4, out=36: panels
 }
 
 func FuzzMatMulF32(f *testing.F) {

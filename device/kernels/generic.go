@@ -164,44 +164,15 @@ func readOrGeneric(p []uint64) uint64 {
 	return a | b | c | d
 }
 
-// The tileT kernels are the register block of a batched MatMulT: for the four
-// rows r < 4, dst[r*dstride : r*dstride+16] += Σ_{i<ni} x[r*xstride+i] *
+// tileTF32Generic is the register block of a batched MatMulT (on a packed
+// float32 panel, see packT): for the four rows r < 4,
+// dst[r*dstride : r*dstride+16] += Σ_{i<ni} x[r*xstride+i] *
 // w[i*wstride : i*wstride+16]. Plain Go keeps the 4x16 block in an array.
 
 func tileTF32Generic(dst []float32, dstride int, x []float32, xstride int, w []float32, wstride, ni int) {
 	var acc [4][16]float32
 	for i := range ni {
 		ws := w[i*wstride : i*wstride+16]
-		for r := range 4 {
-			a := x[r*xstride+i]
-			for j, v := range ws {
-				acc[r][j] += a * v
-			}
-		}
-	}
-	tileTStore(dst, dstride, &acc)
-}
-
-func tileTBF16Generic(dst []float32, dstride int, x []float32, xstride int, w []uint16, wstride, ni int) {
-	var acc [4][16]float32
-	var ws [16]float32
-	for i := range ni {
-		bf16ToF32Generic(ws[:], w[i*wstride:i*wstride+16])
-		for r := range 4 {
-			a := x[r*xstride+i]
-			for j, v := range ws {
-				acc[r][j] += a * v
-			}
-		}
-	}
-	tileTStore(dst, dstride, &acc)
-}
-
-func tileTF16Generic(dst []float32, dstride int, x []float32, xstride int, w []uint16, wstride, ni int) {
-	var acc [4][16]float32
-	var ws [16]float32
-	for i := range ni {
-		f16ToF32Generic(ws[:], w[i*wstride:i*wstride+16])
 		for r := range 4 {
 			a := x[r*xstride+i]
 			for j, v := range ws {

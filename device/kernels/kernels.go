@@ -183,79 +183,49 @@ func matMulT(k wkind, y, x, wf []float32, wh []uint16, n, in, out int) {
 const tBlockBytes = 48 << 10
 
 // tRowBlock is how many weight rows a batched MatMulT tile sweeps before
-// moving to the next columns: the 16-column strip of that many rows (and the
-// matching x values) stays in L1 while every group of four x rows reuses it.
+// moving to the next columns: the packed 32-column panel of that many rows
+// (16 KiB) and the matching x values stay in L1 while every group of four x
+// rows reuses them.
 const tRowBlock = 128
 
 // matMulTCols sets columns [c0,c1) of every row of y (n >= 4). The bulk is
 // done by 4-row x 16-column register tiles (tileT) over 32-column strips of
 // tRowBlock weight rows, first packed into a contiguous float32 panel (see
-// packT: a strip of power-of-two-strided rows would thrash one cache set).
-// Each weight vector load feeds four FMAs and the sums stay in registers
-// across the strip. Rows and columns that do not fill a tile go through
-// axpyRows.
+// packT: a strip of power-of-two-strided rows would thrash one cache set;
+// packing measured 20-25% faster than tiling the weights in place). Each
+// weight vector load feeds four FMAs and the sums stay in registers across
+// the strip. Rows and columns that do not fill a tile go through axpyRows.
 func matMulTCols(k wkind, y, x, wf []float32, wh []uint16, n, in, out, c0, c1 int) {
-	if tPacked {
-		r4, c32 := n&^3, c0+(c1-c0)&^31
-		for r := range r4 {
-			clear(y[r*out+c0 : r*out+c32])
-		}
-		var panel [tRowBlock * 32]float32
-		for is := 0; is < in; is += tRowBlock {
-			ni := min(tRowBlock, in-is)
-			for c := c0; c < c32; c += 32 {
-				switch k {
-				case kindF32:
-					packTF32(panel[:], wf[is*out+c:], out, ni)
-				case kindBF16:
-					packTBF16(panel[:], wh[is*out+c:], out, ni)
-				case kindF16:
-					packTF16(panel[:], wh[is*out+c:], out, ni)
-				}
-				for r := 0; r < r4; r += 4 {
-					xs := x[r*in+is:]
-					tileTF32(y[r*out+c:], out, xs, in, panel[:], 32, ni)
-					tileTF32(y[r*out+c+16:], out, xs, in, panel[16:], 32, ni)
-				}
-			}
-		}
-		if c32 < c1 {
-			axpyRows(k, y, x, wf, wh, 0, r4, in, out, c32, c1, 0, in)
-		}
-		if r4 < n {
-			axpyRows(k, y, x, wf, wh, r4, n, in, out, c0, c1, 0, in)
-		}
-		return
-	}
-	r4, c16 := n&^3, c0+(c1-c0)&^15
+	r4, c32 := n&^3, c0+(c1-c0)&^31
 	for r := range r4 {
-		clear(y[r*out+c0 : r*out+c16])
+		clear(y[r*out+c0 : r*out+c32])
 	}
+	var panel [tRowBlock * 32]float32
 	for is := 0; is < in; is += tRowBlock {
 		ni := min(tRowBlock, in-is)
-		for c := c0; c < c16; c += 16 {
+		for c := c0; c < c32; c += 32 {
+			switch k {
+			case kindF32:
+				packTF32(panel[:], wf[is*out+c:], out, ni)
+			case kindBF16:
+				packTBF16(panel[:], wh[is*out+c:], out, ni)
+			case kindF16:
+				packTF16(panel[:], wh[is*out+c:], out, ni)
+			}
 			for r := 0; r < r4; r += 4 {
-				d, xs := y[r*out+c:], x[r*in+is:]
-				switch k {
-				case kindF32:
-					tileTF32(d, out, xs, in, wf[is*out+c:], out, ni)
-				case kindBF16:
-					tileTBF16(d, out, xs, in, wh[is*out+c:], out, ni)
-				case kindF16:
-					tileTF16(d, out, xs, in, wh[is*out+c:], out, ni)
-				}
+				xs := x[r*in+is:]
+				tileTF32(y[r*out+c:], out, xs, in, panel[:], 32, ni)
+				tileTF32(y[r*out+c+16:], out, xs, in, panel[16:], 32, ni)
 			}
 		}
 	}
-	if c16 < c1 {
-		axpyRows(k, y, x, wf, wh, 0, r4, in, out, c16, c1, 0, in)
+	if c32 < c1 {
+		axpyRows(k, y, x, wf, wh, 0, r4, in, out, c32, c1, 0, in)
 	}
 	if r4 < n {
 		axpyRows(k, y, x, wf, wh, r4, n, in, out, c0, c1, 0, in)
 	}
 }
-
-var tPacked = true
 
 // axpyRows sets dst rows [r0,r1), columns [c0,c1) to Σ_{i0<=i<i1} x[r][i] *
 // w[i][c] by row updates (y += a*w[i,:]). Columns are taken in slices that

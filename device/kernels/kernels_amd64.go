@@ -301,12 +301,6 @@ func readOr(p []uint64) uint64 {
 //go:noescape
 func tileTF32AVX2(dst *float32, dstride int, x *float32, xstride int, w *float32, wstride, ni int)
 
-//go:noescape
-func tileTBF16AVX2(dst *float32, dstride int, x *float32, xstride int, w *uint16, wstride, ni int)
-
-//go:noescape
-func tileTF16AVX2(dst *float32, dstride int, x *float32, xstride int, w *uint16, wstride, ni int)
-
 // tileTBounds reslices the tile operands to exactly what the kernel touches,
 // so a bad shape panics here rather than reading out of bounds in assembly.
 func tileTBounds(dst []float32, dstride int, x []float32, xstride, ni int) ([]float32, []float32) {
@@ -321,26 +315,6 @@ func tileTF32(dst []float32, dstride int, x []float32, xstride int, w []float32,
 	dst, x = tileTBounds(dst, dstride, x, xstride, ni)
 	w = w[:(ni-1)*wstride+16]
 	tileTF32AVX2(&dst[0], dstride, &x[0], xstride, &w[0], wstride, ni)
-}
-
-func tileTBF16(dst []float32, dstride int, x []float32, xstride int, w []uint16, wstride, ni int) {
-	if !useAsm || ni < 1 {
-		tileTBF16Generic(dst, dstride, x, xstride, w, wstride, ni)
-		return
-	}
-	dst, x = tileTBounds(dst, dstride, x, xstride, ni)
-	w = w[:(ni-1)*wstride+16]
-	tileTBF16AVX2(&dst[0], dstride, &x[0], xstride, &w[0], wstride, ni)
-}
-
-func tileTF16(dst []float32, dstride int, x []float32, xstride int, w []uint16, wstride, ni int) {
-	if !useAsm || !hasF16C || ni < 1 {
-		tileTF16Generic(dst, dstride, x, xstride, w, wstride, ni)
-		return
-	}
-	dst, x = tileTBounds(dst, dstride, x, xstride, ni)
-	w = w[:(ni-1)*wstride+16]
-	tileTF16AVX2(&dst[0], dstride, &x[0], xstride, &w[0], wstride, ni)
 }
 
 //go:noescape

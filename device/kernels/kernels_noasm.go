@@ -49,14 +49,6 @@ func tileTF32(dst []float32, dstride int, x []float32, xstride int, w []float32,
 	tileTF32Generic(dst, dstride, x, xstride, w, wstride, ni)
 }
 
-func tileTBF16(dst []float32, dstride int, x []float32, xstride int, w []uint16, wstride, ni int) {
-	tileTBF16Generic(dst, dstride, x, xstride, w, wstride, ni)
-}
-
-func tileTF16(dst []float32, dstride int, x []float32, xstride int, w []uint16, wstride, ni int) {
-	tileTF16Generic(dst, dstride, x, xstride, w, wstride, ni)
-}
-
 func dot4x1F32(acc *[4]float32, w []float32, wstride int, x []float32, kl int) {
 	dot4x1F32Generic(acc, w, wstride, x, kl)
 }
