@@ -69,8 +69,11 @@ func TestDenseStreamingBytes(t *testing.T) {
 	for _, ph := range p.Phases {
 		sum += ph.Bytes()
 	}
-	if sum+p.SetupBytes != p.CopiedBytes() {
-		t.Fatalf("report totals %d + setup %d != recorded copies %d", sum, p.SetupBytes, p.CopiedBytes())
+	if sum+p.SetupBytes+p.WastedBytes != p.CopiedBytes() {
+		t.Fatalf("report totals %d + setup %d + wasted prefetch %d != recorded copies %d", sum, p.SetupBytes, p.WastedBytes, p.CopiedBytes())
+	}
+	if p.WastedBytes == 0 {
+		t.Fatal("the last pass should have prefetched a first layer nobody used")
 	}
 	dec := p.Phases[PhaseDecode]
 	if dec.Passes != r.Stats.Generated-1 {

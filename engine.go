@@ -163,6 +163,12 @@ type Engine struct {
 	selK    int
 	sel32   []byte
 	topk    sparsity.Selector
+	// expect is the kind of the next pass, prefetch its first unit if
+	// already copied; seqGen changes whenever streamed contents may
+	// (a new sequence, a new Griffin set), invalidating a prefetch.
+	expect   *FFNMode
+	prefetch *prefetched
+	seqGen   int
 	// hostPacked[l] is layer l's Griffin rows packed in host memory.
 	hostPacked [][]byte
 
@@ -454,6 +460,8 @@ var ErrContextFull = errors.New("context full")
 // Reset starts a new sequence: caches are emptied and the Griffin set is
 // forgotten (the next full prefill collects new statistics).
 func (e *Engine) Reset() {
+	e.seqGen++
+	e.dropPrefetch() // a new sequence: drop (and count) any prefetch
 	for b := range e.kvLen {
 		e.kvLen[b] = 0
 	}

@@ -18,7 +18,23 @@ import (
 type engineModel struct {
 	e          *Engine
 	dense      bool
+	mode       corrector.Mode
+	window     int
+	drafts     int // drafts since the last check
 	prefillDur time.Duration
+}
+
+// expectNext tells the engine what the corrector will run next, so that the
+// engine can copy that pass's first layer during the end of this one.
+func (m *engineModel) expectNext() {
+	switch {
+	case m.mode == corrector.Dense:
+		m.e.Expect(FFNFull)
+	case m.mode == corrector.Sparse || m.drafts < m.window-1:
+		m.e.Expect(FFNSparse)
+	default:
+		m.e.Expect(FFNFull)
+	}
 }
 
 func (m *engineModel) Prefill(prompt []int) ([]float32, error) {
@@ -31,8 +47,14 @@ func (m *engineModel) Prefill(prompt []int) ([]float32, error) {
 	}
 	chunk := e.act.rows
 	var last []float32
+	m.drafts = 0
 	for p := 0; p < len(prompt); p += chunk {
 		end := min(p+chunk, len(prompt))
+		if end == len(prompt) {
+			m.expectNext()
+		} else {
+			e.Expect(FFNFull)
+		}
 		out, err := e.Forward([]Seq{{Toks: prompt[p:end], Pos: p, Logits: end == len(prompt), LastOnly: true}}, PhasePrefill, FFNFull)
 		if err != nil {
 			return nil, err
@@ -49,6 +71,8 @@ func (m *engineModel) Draft(toks []int, pos int) ([][]float32, error) {
 	for b, t := range toks {
 		seqs[b] = Seq{Branch: b, Toks: []int{t}, Pos: pos, Logits: true}
 	}
+	m.drafts++
+	m.expectNext()
 	out, err := m.e.Forward(seqs, PhaseDraft, FFNSparse)
 	if err != nil {
 		return nil, err
@@ -69,6 +93,8 @@ func (m *engineModel) Verify(toks [][]int, pos int) ([][][]float32, error) {
 	if m.dense {
 		phase = PhaseDecode
 	}
+	m.drafts = 0
+	m.expectNext()
 	return m.e.Forward(seqs, phase, FFNFull)
 }
 
@@ -95,7 +121,7 @@ func (e *Engine) Generate(prompt []int, cfg corrector.Config, emit func(tok int)
 			return nil, fmt.Errorf("%w: the prompt has %d tokens, the context holds %d (raise --ctx)", ErrContextFull, len(prompt), e.opt.Context)
 		}
 	}
-	m := &engineModel{e: e, dense: cfg.Mode == corrector.Dense}
+	m := &engineModel{e: e, dense: cfg.Mode == corrector.Dense, mode: cfg.Mode, window: cfg.Window}
 	r := &Result{}
 	start := time.Now()
 	st, err := corrector.Generate(m, prompt, cfg, func(tok int) error {
@@ -105,6 +131,7 @@ func (e *Engine) Generate(prompt []int, cfg corrector.Config, emit func(tok int)
 		}
 		return nil
 	})
+	e.dropPrefetch()
 	r.Stats = st
 	r.Prefill = m.prefillDur
 	r.Decode = time.Since(start) - m.prefillDur
@@ -129,7 +156,7 @@ func (e *Engine) Report(r *Result, modelName string) *Report {
 		PromptTokens: r.Stats.PromptTokens, GeneratedTokens: r.Stats.Generated,
 		PrefillSeconds: r.Prefill.Seconds(), DecodeSeconds: r.Decode.Seconds(),
 		PeakRSS: PeakRSS(), PeakDevice: e.dev.Peak(), DeviceBudget: e.Prof.Plan.Budget,
-		ResidentBytes: e.Prof.Plan.Resident, SetupBytes: e.Prof.SetupBytes, Phases: e.Prof.PhaseReports(),
+		ResidentBytes: e.Prof.Plan.Resident, SetupBytes: e.Prof.SetupBytes, WastedBytes: e.Prof.WastedBytes, Phases: e.Prof.PhaseReports(),
 	}
 	rep.PrefillTokPerS = safeDiv(float64(rep.PromptTokens), rep.PrefillSeconds)
 	rep.DecodeTokPerS = safeDiv(float64(rep.GeneratedTokens), rep.DecodeSeconds)
@@ -199,6 +226,7 @@ func (e *Engine) Score(prompt, gen []int) (float64, error) {
 		return 0, fmt.Errorf("%w: scoring %d tokens, the context holds %d", ErrContextFull, len(seq), e.opt.Context)
 	}
 	e.Reset()
+	defer e.dropPrefetch()
 	chunk := e.act.rows
 	var nll float64
 	for p := 0; p < len(seq)-1; p += chunk {

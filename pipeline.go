@@ -148,13 +148,24 @@ func (e *Engine) layersForward(seqs []Seq, rows int, phase Phase, ffn FFNMode, p
 		return e.copyUnit(u, un, pass)
 	}
 	if ahead == 1 {
-		if err := get(0); err != nil {
+		if pf := e.takePrefetch(ffn); pf != nil {
+			// Layer 0's weights were sent while the previous pass was
+			// still computing: the copy belongs to this pass.
+			units[0] = pf.un
+			pass.copies = append(pass.copies, pf.rec.copies...)
+		} else if err := get(0); err != nil {
 			return err
 		}
 	}
 	for u := 0; u < n; u++ {
 		if u+ahead < n {
 			if err := get(u + ahead); err != nil {
+				return err
+			}
+		} else if u+ahead == n && ahead == 1 {
+			// The link would idle through the last layer and the head:
+			// start the next pass's first layer now.
+			if err := e.startPrefetch(); err != nil {
 				return err
 			}
 		}
@@ -347,4 +358,64 @@ func putI32s(dst []byte, v []int32) {
 	for i, x := range v {
 		binary.LittleEndian.PutUint32(dst[4*i:], uint32(x))
 	}
+}
+
+// prefetched is the next pass's first unit, copied ahead across passes.
+type prefetched struct {
+	un  *unit
+	ffn FFNMode
+	gen int
+	rec *passRec
+}
+
+// Expect tells the engine which kind of pass comes next, so the copy of its
+// first layer can overlap the end of the current pass (the Sirius adapter
+// knows: drafts until the window is full, then a check).
+func (e *Engine) Expect(ffn FFNMode) {
+	e.expect = &ffn
+}
+
+// startPrefetch copies the expected next pass's first unit into its slot.
+func (e *Engine) startPrefetch() error {
+	if e.expect == nil || e.prefetch != nil || len(e.slots) < 2 {
+		return nil
+	}
+	ffn := *e.expect
+	if ffn == FFNSparse && e.opt.Policy == sparsity.PolicyGriffin && e.sel == nil {
+		return nil
+	}
+	un, err := e.prepare(0, PhaseDecode, ffn)
+	if err != nil || un.slotLo == nil {
+		return err
+	}
+	rec := &passRec{}
+	if err := e.copyUnit(0, un, rec); err != nil {
+		return err
+	}
+	e.prefetch = &prefetched{un: un, ffn: ffn, gen: e.seqGen, rec: rec}
+	return nil
+}
+
+// takePrefetch returns the prefetched first unit if it is what this pass
+// needs; a mismatch is dropped and its bytes are counted as wasted.
+func (e *Engine) takePrefetch(ffn FFNMode) *prefetched {
+	pf := e.prefetch
+	e.prefetch = nil
+	if pf == nil {
+		return nil
+	}
+	if pf.ffn == ffn && pf.gen == e.seqGen {
+		return pf
+	}
+	e.Prof.wasted(pf.rec)
+	return nil
+}
+
+// dropPrefetch counts a pending prefetch as wasted and forgets it.
+func (e *Engine) dropPrefetch() {
+	if e.prefetch != nil {
+		e.Prof.wasted(e.prefetch.rec)
+		e.prefetch = nil
+	}
+	e.expect = nil
 }

@@ -21,6 +21,9 @@ type Profiler struct {
 	Phases [numPhases]PhaseStats
 	// SetupBytes were sent once: resident weights, packed Griffin rows.
 	SetupBytes int64
+	// WastedBytes were prefetched for a pass that did not come (the end of
+	// a generation, a mispredicted pass kind).
+	WastedBytes int64
 	Plan       *Plan
 	trace      bool
 	Spans      []Span
@@ -96,6 +99,15 @@ func newProfiler(layers int, trace bool) *Profiler {
 		p.LayerBytes[i] = make([]int64, layers+1)
 	}
 	return p
+}
+
+// wasted records a prefetch that no pass used: its bytes crossed the link
+// all the same.
+func (p *Profiler) wasted(r *passRec) {
+	for _, c := range r.copies {
+		p.WastedBytes += c.bytes
+		p.Copies = append(p.Copies, c.bytes)
+	}
 }
 
 func (p *Profiler) addSetup(n int64) {
@@ -210,6 +222,7 @@ type Report struct {
 	DeviceBudget    int64          `json:"device_budget_bytes"`
 	ResidentBytes   int64          `json:"resident_bytes"`
 	SetupBytes      int64          `json:"setup_bytes"`
+	WastedBytes     int64          `json:"wasted_prefetch_bytes"`
 	BytesPerToken   float64        `json:"bytes_per_token"`
 	LinkCeiling     float64        `json:"link_ceiling_bytes_per_s,omitempty"`
 	Phases          []PhaseReport  `json:"phases"`
@@ -273,6 +286,9 @@ func (r *Report) String() string {
 	fmt.Fprintf(&b, "tokens     prompt %d, generated %d\n", r.PromptTokens, r.GeneratedTokens)
 	fmt.Fprintf(&b, "speed      prefill %.1f tok/s, decode %.2f tok/s (%.3f s/token)\n", r.PrefillTokPerS, r.DecodeTokPerS, safeDiv(r.DecodeSeconds, float64(r.GeneratedTokens)))
 	fmt.Fprintf(&b, "transfers  %s per generated token; %s once at setup", hb(int64(r.BytesPerToken)), hb(r.SetupBytes))
+	if r.WastedBytes > 0 {
+		fmt.Fprintf(&b, "; %s prefetched unused", hb(r.WastedBytes))
+	}
 	if r.LinkCeiling > 0 {
 		fmt.Fprintf(&b, "; link ceiling %.2f GB/s", r.LinkCeiling/1e9)
 	}

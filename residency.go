@@ -244,6 +244,7 @@ func (e *Engine) packGriffin() error {
 		return fmt.Errorf("no prefill statistics for the Griffin neuron set")
 	}
 	cfg := e.cfg
+	e.seqGen++
 	e.sel = make([][]int32, cfg.Layers)
 	for l := range e.sel {
 		e.sel[l] = e.griffin[l].Select(e.opt.Keep)
