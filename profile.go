@@ -24,9 +24,9 @@ type Profiler struct {
 	// WastedBytes were prefetched for a pass that did not come (the end of
 	// a generation, a mispredicted pass kind).
 	WastedBytes int64
-	Plan       *Plan
-	trace      bool
-	Spans      []Span
+	Plan        *Plan
+	trace       bool
+	Spans       []Span
 	// Copies is every host->device transfer the engine issued, in order
 	// (bytes only), so tests can check totals against it.
 	Copies []int64
