@@ -99,7 +99,10 @@ func BenchmarkMatMulTBF16Batch16(b *testing.B) {
 // BenchmarkMemRead is the ceiling: the same number of goroutines as the
 // kernels use, each reading its share of a buffer the size of the weights
 // with a vector OR (no arithmetic to speak of). The buffer is the f32 weights
-// viewed as words: same memory, no extra allocation.
+// viewed as words: same memory, no extra allocation. Reading the same buffer
+// back to back lets a large last-level cache keep part of it, which can
+// flatter this figure; BenchmarkMatVecVsMemRead, which interleaves the two,
+// gives the fairer ratio.
 func BenchmarkMemRead(b *testing.B) {
 	benchData()
 	for _, bc := range []struct {
