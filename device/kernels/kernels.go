@@ -296,13 +296,6 @@ func addF32(y, x []float32) { axpyF32(y, 1, x) }
 // rows: small enough to stay in L2 next to the streaming weights.
 const xBlockBytes = 128 << 10
 
-// xPad pads the stride of the packed x block by one cache line: with
-// power-of-two widths the rows of x would otherwise sit 4 KiB multiples
-// apart and compete for one L1 set.
-const xPad = 16
-
-var xPacked = true
-
 // matMulRows computes output rows [lo,hi) of every batch row.
 //
 // For n < 4 (decode) four weight rows at a time are dotted with each x row
@@ -322,26 +315,8 @@ func matMulRows(k wkind, y, x, wf []float32, wh []uint16, n, in, out, lo, hi int
 	}
 	var acc12 [12]float32
 	var acc4 [4]float32
-	// xb holds the current block of x: rows xstride apart, row r at
-	// xb[r*xstride:]. For batches it is a copy with a padded stride (see
-	// xPad); otherwise x itself.
-	xb, xstride := x, in
-	var sp *[]float32
-	if n >= 4 && xPacked {
-		xstride = kc + xPad
-		sp = getScratch(n * xstride)
-		defer putScratch(sp)
-	}
 	for k0 := 0; k0 < in; k0 += kc {
 		kl := min(kc, in-k0)
-		if sp != nil {
-			xb = *sp
-			for r := range n {
-				copy(xb[r*xstride:r*xstride+kl], x[r*in+k0:r*in+k0+kl])
-			}
-		} else {
-			xb = x[k0:]
-		}
 		add := k0 > 0
 		put := func(r, o int, v float32) {
 			if add {
@@ -355,14 +330,14 @@ func matMulRows(k wkind, y, x, wf []float32, wh []uint16, n, in, out, lo, hi int
 			for ; o+3 <= hi; o += 3 {
 				r := 0
 				for ; r+4 <= n; r += 4 {
-					wo, xo := o*in+k0, r*xstride
+					wo, xo := o*in+k0, r*in+k0
 					switch k {
 					case kindF32:
-						dot3x4F32(&acc12, wf[wo:], in, xb[xo:], xstride, kl)
+						dot3x4F32(&acc12, wf[wo:], in, x[xo:], in, kl)
 					case kindBF16:
-						dot3x4BF16(&acc12, wh[wo:], in, xb[xo:], xstride, kl)
+						dot3x4BF16(&acc12, wh[wo:], in, x[xo:], in, kl)
 					case kindF16:
-						dot3x4F16(&acc12, wh[wo:], in, xb[xo:], xstride, kl)
+						dot3x4F16(&acc12, wh[wo:], in, x[xo:], in, kl)
 					}
 					for j := range 3 {
 						for rr := range 4 {
@@ -372,7 +347,7 @@ func matMulRows(k wkind, y, x, wf []float32, wh []uint16, n, in, out, lo, hi int
 				}
 				for ; r < n; r++ {
 					for j := range 3 {
-						put(r, o+j, dotW(k, wf, wh, (o+j)*in+k0, xb[r*xstride:], kl))
+						put(r, o+j, dotW(k, wf, wh, (o+j)*in+k0, x[r*in+k0:], kl))
 					}
 				}
 			}
@@ -380,7 +355,7 @@ func matMulRows(k wkind, y, x, wf []float32, wh []uint16, n, in, out, lo, hi int
 		if n < 4 {
 			for ; o+4 <= hi; o += 4 {
 				for r := range n {
-					wo, xs := o*in+k0, xb[r*xstride:]
+					wo, xs := o*in+k0, x[r*in+k0:]
 					switch k {
 					case kindF32:
 						dot4x1F32(&acc4, wf[wo:], in, xs, kl)
@@ -398,21 +373,21 @@ func matMulRows(k wkind, y, x, wf []float32, wh []uint16, n, in, out, lo, hi int
 		for ; o < hi; o++ {
 			r := 0
 			for ; r+4 <= n; r += 4 {
-				wo, xo := o*in+k0, r*xstride
+				wo, xo := o*in+k0, r*in+k0
 				switch k {
 				case kindF32:
-					dotF32x4(&acc4, wf[wo:wo+kl], xb[xo:], xstride, kl)
+					dotF32x4(&acc4, wf[wo:wo+kl], x[xo:], in, kl)
 				case kindBF16:
-					dotBF16x4(&acc4, wh[wo:wo+kl], xb[xo:], xstride, kl)
+					dotBF16x4(&acc4, wh[wo:wo+kl], x[xo:], in, kl)
 				case kindF16:
-					dotF16x4(&acc4, wh[wo:wo+kl], xb[xo:], xstride, kl)
+					dotF16x4(&acc4, wh[wo:wo+kl], x[xo:], in, kl)
 				}
 				for j := range 4 {
 					put(r+j, o, acc4[j])
 				}
 			}
 			for ; r < n; r++ {
-				put(r, o, dotW(k, wf, wh, o*in+k0, xb[r*xstride:], kl))
+				put(r, o, dotW(k, wf, wh, o*in+k0, x[r*in+k0:], kl))
 			}
 		}
 	}
