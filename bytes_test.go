@@ -154,7 +154,7 @@ func TestSiriusBytesMeasuredAAL(t *testing.T) {
 	bs := float64(p.Phases[PhaseDraft].WeightBytes) / float64(p.Phases[PhaseDraft].Passes)
 	bf := float64(p.Phases[PhaseCheck].WeightBytes) / float64(p.Phases[PhaseCheck].Passes)
 	want := (float64(K-1)*bs + bf) / r.Stats.AAL
-	got := float64(p.Phases[PhaseDraft].WeightBytes+p.Phases[PhaseCheck].WeightBytes) / float64(r.Stats.Generated)
+	got := float64(p.Phases[PhaseDraft].WeightBytes+p.Phases[PhaseCheck].WeightBytes) / float64(r.Decoded())
 	if math.Abs(got-want)/want > 0.02 {
 		t.Fatalf("bytes/token %.0f, ((K-1)Bs+Bf)/AAL = %.0f (AAL %.2f)", got, want, r.Stats.AAL)
 	}

@@ -109,6 +109,10 @@ type Result struct {
 	Decode  time.Duration
 }
 
+// Decoded is the number of tokens made by decode passes: all but the first,
+// which the prefill produces.
+func (r *Result) Decoded() int { return max(0, r.Stats.Generated-1) }
+
 // Generate decodes from prompt with the corrector's loop over this engine
 // (dense, sparse or Sirius per cfg.Mode), calling emit for each final token.
 func (e *Engine) Generate(prompt []int, cfg corrector.Config, emit func(tok int) error) (*Result, error) {
@@ -159,8 +163,10 @@ func (e *Engine) Report(r *Result, modelName string) *Report {
 		ResidentBytes: e.Prof.Plan.Resident, SetupBytes: e.Prof.SetupBytes, WastedBytes: e.Prof.WastedBytes, Phases: e.Prof.PhaseReports(),
 	}
 	rep.PrefillTokPerS = safeDiv(float64(rep.PromptTokens), rep.PrefillSeconds)
-	rep.DecodeTokPerS = safeDiv(float64(rep.GeneratedTokens), rep.DecodeSeconds)
-	rep.BytesPerToken = safeDiv(float64(e.Prof.DecodeBytes()), float64(rep.GeneratedTokens))
+	// The first token comes out of the prefill; decoding speed and bytes are
+	// per token made by decode passes.
+	rep.DecodeTokPerS = safeDiv(float64(r.Decoded()), rep.DecodeSeconds)
+	rep.BytesPerToken = safeDiv(float64(e.Prof.DecodeBytes()), float64(r.Decoded()))
 	if r.Stats.Mode == corrector.Sirius {
 		ds := e.SparseDensity()
 		rep.Sirius = &SiriusReport{Window: r.Stats.Window, Checks: r.Stats.Checks, AAL: r.Stats.AAL,

@@ -284,8 +284,8 @@ func (r *Report) String() string {
 	fmt.Fprintf(&b, "device     %s (budget %s, peak %s, resident weights %s)\n", r.Device, hb(r.DeviceBudget), hb(r.PeakDevice), hb(r.ResidentBytes))
 	fmt.Fprintf(&b, "mode       %s\n", r.Mode)
 	fmt.Fprintf(&b, "tokens     prompt %d, generated %d\n", r.PromptTokens, r.GeneratedTokens)
-	fmt.Fprintf(&b, "speed      prefill %.1f tok/s, decode %.2f tok/s (%.3f s/token)\n", r.PrefillTokPerS, r.DecodeTokPerS, safeDiv(r.DecodeSeconds, float64(r.GeneratedTokens)))
-	fmt.Fprintf(&b, "transfers  %s per generated token; %s once at setup", hb(int64(r.BytesPerToken)), hb(r.SetupBytes))
+	fmt.Fprintf(&b, "speed      prefill %.1f tok/s, decode %.2f tok/s (%.3f s/token)\n", r.PrefillTokPerS, r.DecodeTokPerS, safeDiv(1, r.DecodeTokPerS))
+	fmt.Fprintf(&b, "transfers  %s per decoded token; %s once at setup", hb(int64(r.BytesPerToken)), hb(r.SetupBytes))
 	if r.WastedBytes > 0 {
 		fmt.Fprintf(&b, "; %s prefetched unused", hb(r.WastedBytes))
 	}
