@@ -6,6 +6,7 @@ import (
 	"unsafe"
 
 	"offload/device"
+	"offload/device/kernels"
 	"offload/model"
 	"offload/pager"
 )
@@ -141,9 +142,9 @@ func ffnLayout(lo *layout, buf device.Buffer, L *model.Layer, dim, hidden int, i
 			parallel(k, workers, func(i0, i1 int) {
 				for i := i0; i < i1; i++ {
 					b := L.Bundle.Row(row(i))
-					copy(dst[int64(i)*rowB:], b[:rowB])
-					copy(dst[pa+int64(i)*rowB:], b[rowB:2*rowB])
-					copy(dst[2*pa+int64(i)*rowB:], b[2*rowB:3*rowB])
+					kernels.CopyStream(dst[int64(i)*rowB:], b[:rowB])
+					kernels.CopyStream(dst[pa+int64(i)*rowB:], b[rowB:2*rowB])
+					kernels.CopyStream(dst[2*pa+int64(i)*rowB:], b[2*rowB:3*rowB])
 				}
 			})
 		})
@@ -153,8 +154,8 @@ func ffnLayout(lo *layout, buf device.Buffer, L *model.Layer, dim, hidden int, i
 		parallel(k, workers, func(i0, i1 int) {
 			for i := i0; i < i1; i++ {
 				j := row(i)
-				copy(dst[int64(i)*rowB:], L.Gate.Row(j))
-				copy(dst[pa+int64(i)*rowB:], L.Up.Row(j))
+				kernels.CopyStream(dst[int64(i)*rowB:], L.Gate.Row(j))
+				kernels.CopyStream(dst[pa+int64(i)*rowB:], L.Up.Row(j))
 			}
 			// Down is [dim, hidden]: column j is strided; write it as row i.
 			gatherColsT(dst[2*pa:], L.Down.Data, dim, hidden, int(es), i0, i1, row)
@@ -175,7 +176,7 @@ func gateLayout(lo *layout, buf device.Buffer, L *model.Layer, dim, hidden, work
 	lo.gathered(int64(hidden)*rowB, func(dst []byte) {
 		parallel(hidden, workers, func(i0, i1 int) {
 			for i := i0; i < i1; i++ {
-				copy(dst[int64(i)*rowB:], L.Bundle.Row(i)[:rowB])
+				kernels.CopyStream(dst[int64(i)*rowB:], L.Bundle.Row(i)[:rowB])
 			}
 		})
 	})
@@ -202,11 +203,11 @@ func upDownLayout(lo *layout, buf device.Buffer, L *model.Layer, dim, hidden int
 				j := int64(idx[i])
 				if L.Bundle != nil {
 					b := L.Bundle.Row(int(j))
-					copy(dst[int64(i)*rowB:], b[rowB:2*rowB])
-					copy(dst[pa+int64(i)*rowB:], b[2*rowB:3*rowB])
+					kernels.CopyStream(dst[int64(i)*rowB:], b[rowB:2*rowB])
+					kernels.CopyStream(dst[pa+int64(i)*rowB:], b[2*rowB:3*rowB])
 					continue
 				}
-				copy(dst[int64(i)*rowB:], L.Up.Row(int(j)))
+				kernels.CopyStream(dst[int64(i)*rowB:], L.Up.Row(int(j)))
 			}
 			if L.Bundle == nil {
 				gatherColsT(dst[pa:], L.Down.Data, dim, hidden, int(es), i0, i1, func(i int) int { return int(idx[i]) })

@@ -1,0 +1,29 @@
+//go:build amd64 && !purego
+
+package kernels
+
+import "unsafe"
+
+//go:noescape
+func copyNTAVX2(dst, src *byte, n int)
+
+// CopyStream copies src into dst (len(dst) >= len(src)) for data that will
+// not be read again soon by this CPU, such as rows gathered into a staging
+// buffer that the copy engine reads next: non-temporal stores skip reading
+// dst's cache lines first, which a plain copy of many small rows pays for.
+func CopyStream(dst, src []byte) {
+	n := len(src)
+	if !useAsm || n < 4096 {
+		copy(dst, src)
+		return
+	}
+	dst = dst[:n]
+	// Align the destination to 32 bytes with a plain copy of the head.
+	head := int((32 - uintptr(unsafe.Pointer(&dst[0]))%32) % 32)
+	copy(dst[:head], src[:head])
+	body := (n - head) &^ 127
+	if body > 0 {
+		copyNTAVX2(&dst[head], &src[head], body)
+	}
+	copy(dst[head+body:], src[head+body:])
+}
