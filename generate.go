@@ -167,6 +167,10 @@ func (e *Engine) Report(r *Result, modelName string) *Report {
 	// per token made by decode passes.
 	rep.DecodeTokPerS = safeDiv(float64(r.Decoded()), rep.DecodeSeconds)
 	rep.BytesPerToken = safeDiv(float64(e.Prof.DecodeBytes()), float64(r.Decoded()))
+	if r.Stats.Mode != corrector.Dense && !e.M.Bundled && e.opt.Policy != sparsity.PolicyDense && e.Prof.Plan.SlotBytes > 0 && e.hostPacked == nil {
+		rep.Notes = append(rep.Notes, "this model's FFN is not bundled, so every sparse step gathers strided down-projection columns on the CPU; "+
+			"run `offload convert` once to store each neuron contiguously")
+	}
 	if r.Stats.Mode == corrector.Sirius {
 		ds := e.SparseDensity()
 		rep.Sirius = &SiriusReport{Window: r.Stats.Window, Checks: r.Stats.Checks, AAL: r.Stats.AAL,

@@ -323,12 +323,26 @@ func (e *Engine) packGriffin() error {
 // contiguous block per layer instead of gathering rows again. It is skipped
 // when the packed rows would take more host memory than Options.HostPack.
 func (e *Engine) packHost() error {
-	for _, b := range e.hostPacked {
-		if b != nil {
-			e.dev.HostFree(b)
-		}
-	}
+	// Buffers from the previous sequence are reused (the set has the same
+	// size): allocating and faulting in gigabytes of pinned memory per
+	// sequence would cost more than the gather itself.
+	old := e.hostPacked
 	e.hostPacked = nil
+	reuse := func(l int, n int64) []byte {
+		if l < len(old) && old[l] != nil && int64(len(old[l])) == n {
+			b := old[l]
+			old[l] = nil
+			return b
+		}
+		return nil
+	}
+	defer func() {
+		for _, b := range old {
+			if b != nil {
+				e.dev.HostFree(b)
+			}
+		}
+	}()
 	cfg := e.cfg
 	var need int64
 	var los []*layout
@@ -350,9 +364,12 @@ func (e *Engine) packHost() error {
 		if lo == nil {
 			continue
 		}
-		b, err := e.dev.HostAlloc(lo.items[0].bytes)
-		if err != nil {
-			return fmt.Errorf("packing griffin rows on the host: %w", err)
+		b := reuse(l, lo.items[0].bytes)
+		if b == nil {
+			var err error
+			if b, err = e.dev.HostAlloc(lo.items[0].bytes); err != nil {
+				return fmt.Errorf("packing griffin rows on the host: %w", err)
+			}
 		}
 		lo.items[0].gather(b)
 		e.hostPacked[l] = b

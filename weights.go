@@ -270,11 +270,14 @@ func enqueue(dev device.Device, s device.Stream, buf device.Buffer, lo *layout, 
 }
 
 // gatherColsT writes columns row(i) of src ([dim, hidden], es-byte
-// elements) as rows i0..i1-1 of dst ([k, dim]). It walks src in blocks of
-// rows so each source cache line is used for every selected column it
-// holds, instead of one cache miss per element.
+// elements) as rows i0..i1-1 of dst ([k, dim]). It works in tiles of 64
+// selected columns: for each source row it reads the few cache lines that
+// hold the tile's columns and writes one element into each of 64 destination
+// rows, whose lines stay in L1 across consecutive source rows. (Walking all
+// selected columns per row block instead touches a new destination page on
+// every write and ran ~10x slower.)
 func gatherColsT(dst, src []byte, dim, hidden, es, i0, i1 int, row func(i int) int) {
-	const blk = 32
+	const tile = 64
 	cols := make([]int, i1-i0)
 	for i := range cols {
 		cols[i] = row(i0 + i)
@@ -283,24 +286,30 @@ func gatherColsT(dst, src []byte, dim, hidden, es, i0, i1 int, row func(i int) i
 	case 2:
 		d := unsafe.Slice((*uint16)(unsafe.Pointer(unsafe.SliceData(dst))), len(dst)/2)
 		sv := unsafe.Slice((*uint16)(unsafe.Pointer(unsafe.SliceData(src))), len(src)/2)
-		for r0 := 0; r0 < dim; r0 += blk {
-			r1 := min(r0+blk, dim)
-			for ii, j := range cols {
-				o := (i0 + ii) * dim
-				for r := r0; r < r1; r++ {
-					d[o+r] = sv[r*hidden+j]
+		for c0 := 0; c0 < len(cols); c0 += tile {
+			tc := cols[c0:min(c0+tile, len(cols))]
+			base := (i0 + c0) * dim
+			for r := 0; r < dim; r++ {
+				srow := sv[r*hidden : (r+1)*hidden]
+				o := base + r
+				for _, j := range tc {
+					d[o] = srow[j]
+					o += dim
 				}
 			}
 		}
 	case 4:
 		d := unsafe.Slice((*uint32)(unsafe.Pointer(unsafe.SliceData(dst))), len(dst)/4)
 		sv := unsafe.Slice((*uint32)(unsafe.Pointer(unsafe.SliceData(src))), len(src)/4)
-		for r0 := 0; r0 < dim; r0 += blk {
-			r1 := min(r0+blk, dim)
-			for ii, j := range cols {
-				o := (i0 + ii) * dim
-				for r := r0; r < r1; r++ {
-					d[o+r] = sv[r*hidden+j]
+		for c0 := 0; c0 < len(cols); c0 += tile {
+			tc := cols[c0:min(c0+tile, len(cols))]
+			base := (i0 + c0) * dim
+			for r := 0; r < dim; r++ {
+				srow := sv[r*hidden : (r+1)*hidden]
+				o := base + r
+				for _, j := range tc {
+					d[o] = srow[j]
+					o += dim
 				}
 			}
 		}
