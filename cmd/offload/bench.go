@@ -99,10 +99,7 @@ func benchAction(c *cli.Context) error {
 		if name == "resident" {
 			modeName = "dense"
 		}
-		if err := c.Set("mode", modeName); err != nil {
-			return err
-		}
-		mode, cfg, pol, err := decodeConfig(c, n)
+		mode, cfg, pol, err := decodeConfig(c, n, modeName)
 		if err != nil {
 			return fmt.Errorf("mode %s: %w", name, err)
 		}

@@ -122,8 +122,8 @@ func openModel(path string) (*model.Model, error) {
 }
 
 // decodeConfig reads the decoding flags.
-func decodeConfig(c *cli.Context, maxTokens int) (offload.Mode, corrector.Config, sparsity.Policy, error) {
-	mode, err := offload.ParseMode(c.String("mode"))
+func decodeConfig(c *cli.Context, maxTokens int, modeName string) (offload.Mode, corrector.Config, sparsity.Policy, error) {
+	mode, err := offload.ParseMode(modeName)
 	if err != nil {
 		return 0, corrector.Config{}, "", fmt.Errorf("--mode: %w", err)
 	}

@@ -107,56 +107,64 @@ func evalAction(c *cli.Context) error {
 		enc[i] = tok.Encode(p, true)
 		maxPrompt = max(maxPrompt, len(enc[i]))
 	}
-	engines := map[string]*offload.Engine{}
-	cfgs := map[string]corrector.Config{}
-	for _, name := range []string{"dense", "sparse", "sirius"} {
-		if err := c.Set("mode", name); err != nil {
-			return err
-		}
-		mode, cfg, pol, err := decodeConfig(c, n)
+	// One engine at a time, so a --device-mem budget applies to each mode
+	// as it would to a real run.
+	newEngine := func(name string) (*offload.Engine, corrector.Config, error) {
+		mode, cfg, pol, err := decodeConfig(c, n, name)
 		if err != nil {
-			return err
+			return nil, cfg, err
 		}
 		cfg.EOS = stopIDs(tok)
 		opt := engineOptions(c, m, mode, cfg, pol, maxPrompt)
 		opt.Context = min(m.Config.MaxSeq, maxPrompt+n+cfg.Window+1)
 		e, err := offload.New(m, dev, opt)
 		if err != nil {
-			return fmt.Errorf("%s engine: %w", name, err)
+			return nil, cfg, fmt.Errorf("%s engine: %w", name, err)
 		}
-		defer e.Close()
-		engines[name], cfgs[name] = e, cfg
+		return e, cfg, nil
 	}
-	var rows []EvalRow
-	for i, p := range prompts {
-		outs := map[string][]int{}
-		bytesPer := map[string]float64{}
-		var sir *offload.Result
-		for _, name := range []string{"dense", "sparse", "sirius"} {
-			e := engines[name]
+	modes := []string{"dense", "sparse", "sirius"}
+	outs := map[string][][]int{}
+	bytesPer := map[string][]float64{}
+	sir := make([]*offload.Result, len(prompts))
+	for _, name := range modes {
+		e, cfg, err := newEngine(name)
+		if err != nil {
+			return err
+		}
+		for i := range prompts {
 			before := e.Prof.DecodeBytes()
-			r, err := e.Generate(enc[i], cfgs[name], nil)
+			r, err := e.Generate(enc[i], cfg, nil)
 			if err != nil {
+				e.Close()
 				return fmt.Errorf("prompt %d, %s: %w", i+1, name, err)
 			}
-			outs[name] = r.Tokens
-			bytesPer[name] = float64(e.Prof.DecodeBytes()-before) / float64(max(1, len(r.Tokens)))
+			outs[name] = append(outs[name], r.Tokens)
+			bytesPer[name] = append(bytesPer[name], float64(e.Prof.DecodeBytes()-before)/float64(max(1, r.Decoded())))
 			if name == "sirius" {
-				sir = r
+				sir[i] = r
 			}
 		}
-		row := EvalRow{Prompt: p, DenseTokens: len(outs["dense"]), AAL: sir.Stats.AAL, CorrectionsPer100: sir.Stats.CorrectionsPer100(),
-			DenseBytesPerTok: bytesPer["dense"], SparseBytesPerTok: bytesPer["sparse"], SiriusBytesPerTok: bytesPer["sirius"]}
-		row.SparseAgree, row.SparseDiverge = agreement(outs["dense"], outs["sparse"])
-		row.SiriusAgree, row.SiriusDiverge = agreement(outs["dense"], outs["sirius"])
-		scorer := engines["dense"]
+		e.Close()
+		fmt.Fprintf(os.Stderr, "eval: %s done\n", name)
+	}
+	scorer, _, err := newEngine("dense")
+	if err != nil {
+		return err
+	}
+	defer scorer.Close()
+	var rows []EvalRow
+	for i, p := range prompts {
+		row := EvalRow{Prompt: p, DenseTokens: len(outs["dense"][i]), AAL: sir[i].Stats.AAL, CorrectionsPer100: sir[i].Stats.CorrectionsPer100(),
+			DenseBytesPerTok: bytesPer["dense"][i], SparseBytesPerTok: bytesPer["sparse"][i], SiriusBytesPerTok: bytesPer["sirius"][i]}
+		row.SparseAgree, row.SparseDiverge = agreement(outs["dense"][i], outs["sparse"][i])
+		row.SiriusAgree, row.SiriusDiverge = agreement(outs["dense"][i], outs["sirius"][i])
 		for name, dst := range map[string]*float64{"dense": &row.DenseNLL, "sparse": &row.SparseNLL, "sirius": &row.SiriusNLL} {
-			if *dst, err = scorer.Score(enc[i], outs[name]); err != nil {
+			if *dst, err = scorer.Score(enc[i], outs[name][i]); err != nil {
 				return fmt.Errorf("prompt %d: scoring %s: %w", i+1, name, err)
 			}
 		}
 		rows = append(rows, row)
-		fmt.Fprintf(os.Stderr, "eval: prompt %d/%d done\n", i+1, len(prompts))
 	}
 	var sum EvalRow
 	for _, r := range rows {
@@ -183,7 +191,7 @@ func evalAction(c *cli.Context) error {
 		modelName(path), len(rows), n, c.String("sparsity"), c.Float64("keep"), c.Int("window"), c.Float64("threshold"))
 	fmt.Printf("%-28s %13s %13s %23s %6s %8s %26s\n", "prompt", "sparse=dense", "sirius=dense", "NLL dense/sparse/sirius", "AAL", "corr/100", "bytes/token d/sp/sir")
 	for _, r := range append(rows, sum) {
-		fmt.Printf("%-28s %6.0f%% %5s %6.0f%% %5s %7.3f/%7.3f/%7.3f %6.2f %8.1f %8s/%8s/%8s\n", clip(r.Prompt, 28),
+		fmt.Printf("%-28s %6.0f%% %5s %6.0f%% %5s %7.3f/%7.3f/%7.3f %6.2f %8.1f %7s/%7s/%7s\n", clip(r.Prompt, 28),
 			100*r.SparseAgree, divAt(r.SparseDiverge), 100*r.SiriusAgree, divAt(r.SiriusDiverge),
 			r.DenseNLL, r.SparseNLL, r.SiriusNLL, r.AAL, r.CorrectionsPer100,
 			kib(r.DenseBytesPerTok), kib(r.SparseBytesPerTok), kib(r.SiriusBytesPerTok))

@@ -64,7 +64,7 @@ func runAction(c *cli.Context) error {
 	if n < 1 {
 		return fmt.Errorf("-n must be at least 1")
 	}
-	mode, cfg, pol, err := decodeConfig(c, n)
+	mode, cfg, pol, err := decodeConfig(c, n, c.String("mode"))
 	if err != nil {
 		return err
 	}
