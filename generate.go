@@ -63,6 +63,13 @@ func (m *engineModel) Prefill(prompt []int) ([]float32, error) {
 			last = out[0][0]
 		}
 	}
+	// Freezing and packing the Griffin set is per-sequence work, like the
+	// prefill: do it now so that decoding is timed alone.
+	if m.mode != corrector.Dense && e.opt.Policy == sparsity.PolicyGriffin {
+		if err := e.packGriffin(); err != nil {
+			return nil, err
+		}
+	}
 	return last, nil
 }
 
