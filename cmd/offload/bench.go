@@ -107,6 +107,7 @@ func benchAction(c *cli.Context) error {
 		opt := engineOptions(c, m, mode, cfg, pol, len(prompt))
 		opt.ResidentAll = name == "resident"
 		opt.StreamAll = name != "resident" && c.String("device-mem") == ""
+		opt.Trace = opt.Trace || c.String("plot") != ""
 		fmt.Fprintf(os.Stderr, "bench: %s ...\n", name)
 		e, err := offload.New(m, dev, opt)
 		if err != nil {
@@ -308,7 +309,13 @@ func plotBench(results []BenchResult, prof *offload.Profiler, path string) error
 	}
 	var spans []plan.Span
 	if prof != nil {
-		for _, s := range prof.Spans {
+		// The timeline shows the last few passes: enough to see the
+		// pipeline, few enough to read.
+		spans0 := prof.Spans
+		if keep := 6 * (prof.Layers + 1); len(spans0) > keep {
+			spans0 = spans0[len(spans0)-keep:]
+		}
+		for _, s := range spans0 {
 			spans = append(spans, plan.Span{Track: s.Track, Name: s.Name, Start: s.Start, End: s.End})
 		}
 	}
