@@ -277,44 +277,38 @@ func enqueue(dev device.Device, s device.Stream, buf device.Buffer, lo *layout, 
 // selected columns per row block instead touches a new destination page on
 // every write and ran ~10x slower.)
 func gatherColsT(dst, src []byte, dim, hidden, es, i0, i1 int, row func(i int) int) {
-	const tile = 64
 	cols := make([]int, i1-i0)
 	for i := range cols {
 		cols[i] = row(i0 + i)
 	}
 	switch es {
 	case 2:
-		d := unsafe.Slice((*uint16)(unsafe.Pointer(unsafe.SliceData(dst))), len(dst)/2)
-		sv := unsafe.Slice((*uint16)(unsafe.Pointer(unsafe.SliceData(src))), len(src)/2)
-		for c0 := 0; c0 < len(cols); c0 += tile {
-			tc := cols[c0:min(c0+tile, len(cols))]
-			base := (i0 + c0) * dim
-			for r := 0; r < dim; r++ {
-				srow := sv[r*hidden : (r+1)*hidden]
-				o := base + r
-				for _, j := range tc {
-					d[o] = srow[j]
-					o += dim
-				}
-			}
-		}
+		gatherColsTTiles(asElems[uint16](dst), asElems[uint16](src), cols, dim, hidden, i0)
 	case 4:
-		d := unsafe.Slice((*uint32)(unsafe.Pointer(unsafe.SliceData(dst))), len(dst)/4)
-		sv := unsafe.Slice((*uint32)(unsafe.Pointer(unsafe.SliceData(src))), len(src)/4)
-		for c0 := 0; c0 < len(cols); c0 += tile {
-			tc := cols[c0:min(c0+tile, len(cols))]
-			base := (i0 + c0) * dim
-			for r := 0; r < dim; r++ {
-				srow := sv[r*hidden : (r+1)*hidden]
-				o := base + r
-				for _, j := range tc {
-					d[o] = srow[j]
-					o += dim
-				}
-			}
-		}
+		gatherColsTTiles(asElems[uint32](dst), asElems[uint32](src), cols, dim, hidden, i0)
 	default:
 		panic(fmt.Sprintf("gatherColsT: element size %d", es))
+	}
+}
+
+func asElems[T uint16 | uint32](b []byte) []T {
+	var z T
+	return unsafe.Slice((*T)(unsafe.Pointer(unsafe.SliceData(b))), len(b)/int(unsafe.Sizeof(z)))
+}
+
+func gatherColsTTiles[T uint16 | uint32](d, sv []T, cols []int, dim, hidden, i0 int) {
+	const tile = 64
+	for c0 := 0; c0 < len(cols); c0 += tile {
+		tc := cols[c0:min(c0+tile, len(cols))]
+		base := (i0 + c0) * dim
+		for r := 0; r < dim; r++ {
+			srow := sv[r*hidden : (r+1)*hidden]
+			o := base + r
+			for _, j := range tc {
+				d[o] = srow[j]
+				o += dim
+			}
+		}
 	}
 }
 

@@ -220,20 +220,25 @@ extern "C" __global__ void rmsnorm_bf16(float* y, const float* x, const u16* w, 
 // theta^(-2i/headDim); half = 0 pairs (2i, 2i+1), half = 1 pairs (i, i+d/2).
 // Angles are computed in double so long positions keep their precision.
 
-extern "C" __global__ void rope(float* x, int n, int cols, int pos0, int headDim, float theta, int half) {
-    i64 p = blockIdx.x * (i64)blockDim.x + threadIdx.x;
-    int pairsPerRow = cols / 2, hp = headDim / 2;
-    if (p >= (i64)n * pairsPerRow) return;
-    int r = (int)(p / pairsPerRow), q = (int)(p % pairsPerRow);
-    int h = q / hp, i = q % hp;
-    double freq = pow((double)theta, -2.0 * (double)i / (double)headDim);
-    double ang = (double)(pos0 + r) * freq;
+// rope_at turns pair i of head h of row r by ang.
+__device__ __forceinline__ void rope_at(float* x, int r, int cols, int h, int i, int headDim, int half, double ang) {
+    int hp = headDim / 2;
     float c = (float)cos(ang), s = (float)sin(ang);
     float* row = x + (i64)r * cols + (i64)h * headDim;
     int a = half ? i : 2 * i, b = half ? i + hp : 2 * i + 1;
     float v0 = row[a], v1 = row[b];
     row[a] = v0 * c - v1 * s;
     row[b] = v0 * s + v1 * c;
+}
+
+extern "C" __global__ void rope(float* x, int n, int cols, int pos0, int headDim, float theta, int half) {
+    i64 p = blockIdx.x * (i64)blockDim.x + threadIdx.x;
+    int pairsPerRow = cols / 2, hp = headDim / 2;
+    if (p >= (i64)n * pairsPerRow) return;
+    int r = (int)(p / pairsPerRow), q = (int)(p % pairsPerRow);
+    int i = q % hp;
+    double freq = pow((double)theta, -2.0 * (double)i / (double)headDim);
+    rope_at(x, r, cols, q / hp, i, headDim, half, (double)(pos0 + r) * freq);
 }
 
 // RoPE with explicit inverse frequencies (scaled RoPE, Llama 3.1): pair i of
@@ -243,14 +248,8 @@ extern "C" __global__ void rope_freqs(float* x, int n, int cols, int pos0, int h
     int pairsPerRow = cols / 2, hp = headDim / 2;
     if (p >= (i64)n * pairsPerRow) return;
     int r = (int)(p / pairsPerRow), q = (int)(p % pairsPerRow);
-    int h = q / hp, i = q % hp;
-    double ang = (double)(pos0 + r) * (double)freqs[i];
-    float c = (float)cos(ang), s = (float)sin(ang);
-    float* row = x + (i64)r * cols + (i64)h * headDim;
-    int a = half ? i : 2 * i, b = half ? i + hp : 2 * i + 1;
-    float v0 = row[a], v1 = row[b];
-    row[a] = v0 * c - v1 * s;
-    row[b] = v0 * s + v1 * c;
+    int i = q % hp;
+    rope_at(x, r, cols, q / hp, i, headDim, half, (double)(pos0 + r) * (double)freqs[i]);
 }
 
 // ---------------------------------------------------------------------------

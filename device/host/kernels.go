@@ -300,21 +300,7 @@ func (d *Device) RoPE(s device.Stream, x device.Tensor, pos0, headDim int, theta
 						cs[i], sn[i] = float32(c), float32(s)
 					}
 				}
-				for h := 0; h < c; h += headDim {
-					v := xv[r*c+h : r*c+h+headDim]
-					if style == device.RopeInterleaved {
-						for i := range half {
-							a, b := v[2*i], v[2*i+1]
-							v[2*i], v[2*i+1] = a*cs[i]-b*sn[i], a*sn[i]+b*cs[i]
-						}
-					} else {
-						lo, hi := v[:half], v[half:]
-						for i := range half {
-							a, b := lo[i], hi[i]
-							lo[i], hi[i] = a*cs[i]-b*sn[i], a*sn[i]+b*cs[i]
-						}
-					}
-				}
+				rotateHeads(xv[r*c:(r+1)*c], headDim, cs, sn, style)
 			}
 		})
 		return nil
@@ -641,23 +627,30 @@ func (d *Device) RoPEFreqs(s device.Stream, x device.Tensor, pos0, headDim int, 
 					s, c := math.Sincos(p * float64(fv[i]))
 					cs[i], sn[i] = float32(c), float32(s)
 				}
-				for h := 0; h < c; h += headDim {
-					v := xv[r*c+h : r*c+h+headDim]
-					if style == device.RopeInterleaved {
-						for i := range half {
-							a, b := v[2*i], v[2*i+1]
-							v[2*i], v[2*i+1] = a*cs[i]-b*sn[i], a*sn[i]+b*cs[i]
-						}
-					} else {
-						lo, hi := v[:half], v[half:]
-						for i := range half {
-							a, b := lo[i], hi[i]
-							lo[i], hi[i] = a*cs[i]-b*sn[i], a*sn[i]+b*cs[i]
-						}
-					}
-				}
+				rotateHeads(xv[r*c:(r+1)*c], headDim, cs, sn, style)
 			}
 		})
 		return nil
 	})
+}
+
+// rotateHeads turns every head of one row by the angles whose cosines and
+// sines are cs and sn (one per pair), pairing elements as style says.
+func rotateHeads(row []float32, headDim int, cs, sn []float32, style device.RopeStyle) {
+	half := headDim / 2
+	for h := 0; h < len(row); h += headDim {
+		v := row[h : h+headDim]
+		if style == device.RopeInterleaved {
+			for i := range half {
+				a, b := v[2*i], v[2*i+1]
+				v[2*i], v[2*i+1] = a*cs[i]-b*sn[i], a*sn[i]+b*cs[i]
+			}
+			continue
+		}
+		lo, hi := v[:half], v[half:]
+		for i := range half {
+			a, b := lo[i], hi[i]
+			lo[i], hi[i] = a*cs[i]-b*sn[i], a*sn[i]+b*cs[i]
+		}
+	}
 }
