@@ -76,6 +76,10 @@ type Options struct {
 	// streamed layers once per sequence (0: a quarter of physical memory;
 	// negative: never pack, gather the rows every step).
 	HostPack int64
+	// StageAll copies even contiguous weights through the pinned staging
+	// buffers (set automatically for a device that prefers staging, i.e.
+	// CUDA with pinned memory).
+	StageAll bool
 	// StreamAll keeps only the LM head resident and streams every layer
 	// (the paper's offloading setting), whatever the budget.
 	StreamAll bool
@@ -214,6 +218,9 @@ func New(m *model.Model, dev device.Device, opt Options) (*Engine, error) {
 	}
 	if opt.HostPack == 0 {
 		opt.HostPack = physicalMemory() / 4
+	}
+	if st, ok := dev.(interface{ PrefersStaging() bool }); ok && st.PrefersStaging() {
+		opt.StageAll = true
 	}
 	budget := dev.Capacity()
 	if opt.DeviceMem > 0 && opt.DeviceMem < budget {
@@ -411,12 +418,12 @@ func (e *Engine) loadResident(p *Plan) error {
 		e.resBufs = append(e.resBufs, buf)
 		lo = layout{}
 		build(&lo, buf)
-		staging, err := e.dev.HostAlloc(max(lo.staged, 1))
+		staging, err := e.dev.HostAlloc(max(lo.stagingNeed(e.opt.StageAll), 1))
 		if err != nil {
 			return err
 		}
 		defer e.dev.HostFree(staging)
-		n, err := enqueue(e.dev, e.copy, buf, &lo, staging)
+		n, err := enqueue(e.dev, e.copy, buf, &lo, staging, e.opt.StageAll, e.opt.Workers)
 		if err != nil {
 			return err
 		}

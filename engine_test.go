@@ -96,6 +96,7 @@ func TestOracleLogits(t *testing.T) {
 		{"llama2c-resident", "stories260K.bin", 0, Options{}},
 		{"gguf-streamed", "stories260K.gguf", 1 << 20, Options{Mode: ModeDense}},
 		{"gguf-streamed-noprefetch", "stories260K.gguf", 1 << 20, Options{Mode: ModeDense, NoPrefetch: true}},
+		{"gguf-streamed-staged", "stories260K.gguf", 1 << 20, Options{Mode: ModeDense, StageAll: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newTestEngine(t, filepath.Join(dir, tc.file), tc.mem, tc.opt)
@@ -167,9 +168,10 @@ func TestGenerateModes(t *testing.T) {
 		{"dense-streamed", 1 << 20, corrector.Dense, corrector.AcceptThreshold},
 		{"sirius-strict", 0, corrector.Sirius, corrector.AcceptStrict},
 		{"sirius-strict-streamed", 1 << 20, corrector.Sirius, corrector.AcceptStrict},
+		{"sirius-strict-streamed-staged", 1 << 20, corrector.Sirius, corrector.AcceptStrict},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newTestEngine(t, path, tc.mem, Options{Mode: ModeSirius, Window: 4})
+			e := newTestEngine(t, path, tc.mem, Options{Mode: ModeSirius, Window: 4, StageAll: strings.HasSuffix(tc.name, "staged"), HostPack: -1})
 			cfg := corrector.DefaultConfig()
 			cfg.Mode, cfg.Accept, cfg.Window, cfg.MaxTokens = tc.mode, tc.acc, 4, 60
 			r, err := e.Generate(prompt, cfg, nil)

@@ -103,7 +103,7 @@ func (e *Engine) copyUnit(u int, un *unit, pass *passRec) error {
 	}
 	i := un.slot
 	var staging []byte
-	if un.slotLo.staged > 0 {
+	if un.slotLo.stagingNeed(e.opt.StageAll) > 0 {
 		si := i % len(e.staging)
 		if ev := e.stageFree[si]; ev != nil {
 			if err := e.dev.EventSynchronize(ev); err != nil {
@@ -116,7 +116,7 @@ func (e *Engine) copyUnit(u int, un *unit, pass *passRec) error {
 		e.dev.Wait(e.copy, ev)
 	}
 	start := e.dev.Record(e.copy)
-	n, err := enqueue(e.dev, e.copy, e.slots[i], un.slotLo, staging)
+	n, err := enqueue(e.dev, e.copy, e.slots[i], un.slotLo, staging, e.opt.StageAll, e.opt.Workers)
 	if err != nil {
 		return fmt.Errorf("unit %d: %w", u, err)
 	}

@@ -218,6 +218,9 @@ func (e *Engine) planResidency(budget int64) (*Plan, error) {
 			humanize.IBytes(uint64(budget)), nslots, humanize.IBytes(uint64(slot)), humanize.IBytes(uint64(p.Fixed)),
 			humanize.IBytes(uint64(p.Fixed+nslots*slot)))
 	}
+	if opt.StageAll {
+		stage = slot // every streamed byte goes through staging
+	}
 	p.SlotBytes, p.Slots, p.StagingBytes = slot, int(nslots), stage
 	avail -= nslots * slot
 	for _, c := range cands {
@@ -300,11 +303,11 @@ func (e *Engine) packGriffin() error {
 		}
 		lo = layout{}
 		f := ffnLayout(&lo, buf, &e.M.Layers[l], cfg.Dim, cfg.Hidden, e.sel[l], e.opt.Workers)
-		staging, err := e.dev.HostAlloc(max(lo.staged, 1))
+		staging, err := e.dev.HostAlloc(max(lo.stagingNeed(e.opt.StageAll), 1))
 		if err != nil {
 			return err
 		}
-		n, err := enqueue(e.dev, e.copy, buf, &lo, staging)
+		n, err := enqueue(e.dev, e.copy, buf, &lo, staging, e.opt.StageAll, e.opt.Workers)
 		if err == nil {
 			err = e.dev.Synchronize(e.copy)
 		}

@@ -83,6 +83,15 @@ func (lo *layout) direct(buf device.Buffer, t *pager.Tensor) device.Tensor {
 	return tensorAt(buf, off, dt, r, c)
 }
 
+// stagingNeed is the staging the layout's transfers use: the gathers, plus
+// every contiguous piece when all copies are staged.
+func (lo *layout) stagingNeed(stageAll bool) int64 {
+	if stageAll {
+		return lo.off
+	}
+	return lo.staged
+}
+
 func (lo *layout) gathered(bytes int64, fill func(dst []byte)) {
 	lo.items = append(lo.items, xfer{bytes: bytes, gather: fill})
 	lo.staged += alignUp(bytes)
@@ -246,13 +255,26 @@ func parallel(n, workers int, f func(i0, i1 int)) {
 
 // enqueue issues lo's transfers into buf on stream s, gathering into staging
 // first where needed. It returns the bytes sent.
-func enqueue(dev device.Device, s device.Stream, buf device.Buffer, lo *layout, staging []byte) (int64, error) {
+func enqueue(dev device.Device, s device.Stream, buf device.Buffer, lo *layout, staging []byte, stageAll bool, workers int) (int64, error) {
 	var off, soff, total int64
 	for _, it := range lo.items {
 		var src []byte
-		if it.direct != nil {
+		switch {
+		case it.direct != nil && stageAll:
+			// Pinned staging: the copy engine reads only page-locked memory.
+			if soff+it.bytes > int64(len(staging)) {
+				return total, fmt.Errorf("staging buffer of %d bytes is too small for %d", len(staging), soff+it.bytes)
+			}
+			src = staging[soff : soff+it.bytes]
+			d := it.direct
+			parallel(int((it.bytes+(1<<20)-1)>>20), workers, func(c0, c1 int) {
+				lo, hi := int64(c0)<<20, min(int64(c1)<<20, it.bytes)
+				kernels.CopyStream(src[lo:hi], d[lo:hi])
+			})
+			soff += alignUp(it.bytes)
+		case it.direct != nil:
 			src = it.direct
-		} else {
+		default:
 			if soff+it.bytes > int64(len(staging)) {
 				return total, fmt.Errorf("staging buffer of %d bytes is too small for %d", len(staging), soff+it.bytes)
 			}

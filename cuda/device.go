@@ -754,6 +754,12 @@ func (d *Device) HostFree(b []byte) {
 	_ = d.drv.memFreeHost(hp)
 }
 
+// PrefersStaging reports that copies should come from HostAlloc memory: with
+// Pinned set, copies from pageable memory (such as a memory-mapped model)
+// would go through the driver's bounce buffer at about half the link's
+// speed, so the engine stages even contiguous weights.
+func (d *Device) PrefersStaging() bool { return d.opts.Pinned }
+
 // IsPinned reports whether b lies in memory from HostAlloc with Pinned set.
 func (d *Device) IsPinned(b []byte) bool {
 	if len(b) == 0 {
