@@ -281,7 +281,11 @@ func (r *Report) String() string {
 	var b strings.Builder
 	hb := func(n int64) string { return humanize.IBytes(uint64(max(n, 0))) }
 	fmt.Fprintf(&b, "model      %s\n", r.Model)
-	fmt.Fprintf(&b, "device     %s (budget %s, peak %s, resident weights %s)\n", r.Device, hb(r.DeviceBudget), hb(r.PeakDevice), hb(r.ResidentBytes))
+	budget := hb(r.DeviceBudget)
+	if r.DeviceBudget >= 1<<60 {
+		budget = "unbounded" // the host backend without --device-mem
+	}
+	fmt.Fprintf(&b, "device     %s (budget %s, peak %s, resident weights %s)\n", r.Device, budget, hb(r.PeakDevice), hb(r.ResidentBytes))
 	fmt.Fprintf(&b, "mode       %s\n", r.Mode)
 	fmt.Fprintf(&b, "tokens     prompt %d, generated %d\n", r.PromptTokens, r.GeneratedTokens)
 	fmt.Fprintf(&b, "speed      prefill %.1f tok/s, decode %.2f tok/s (%.3f s/token)\n", r.PrefillTokPerS, r.DecodeTokPerS, safeDiv(1, r.DecodeTokPerS))
