@@ -65,7 +65,13 @@ type Options struct {
 	// Context is the number of positions the KV caches hold (0: the model's).
 	Context int
 	// MaxBatch bounds the rows of one pass (prefill is chunked to it).
+	// Streamed weights cross the link once per chunk, so long prompts want
+	// it large.
 	MaxBatch int
+	// LogitRows bounds the rows of one pass that return logits (a window
+	// check needs Window x Branches; a prefill only its last row). The
+	// logits buffer is vocab wide, so it is sized separately.
+	LogitRows int
 	// Workers gather rows into staging (0: GOMAXPROCS).
 	Workers int
 	// Trace keeps every span for --trace.
@@ -210,6 +216,10 @@ func New(m *model.Model, dev device.Device, opt Options) (*Engine, error) {
 		opt.MaxBatch = 64
 	}
 	opt.MaxBatch = max(opt.MaxBatch, opt.Window*opt.Branches)
+	if opt.LogitRows <= 0 {
+		opt.LogitRows = min(opt.MaxBatch, 64)
+	}
+	opt.LogitRows = min(max(opt.LogitRows, opt.Window*opt.Branches), opt.MaxBatch)
 	if opt.Workers <= 0 {
 		opt.Workers = runtime.GOMAXPROCS(0)
 	}
@@ -310,7 +320,7 @@ func (e *Engine) allocate(p *Plan) error {
 	at := lo.place(device.F32, N, cfg.Heads*cfg.HeadDim)
 	hb := lo.place(device.F32, N, cfg.Hidden)
 	hb2 := lo.place(device.F32, N, cfg.Hidden)
-	lg := lo.place(device.F32, N, cfg.Vocab)
+	lg := lo.place(device.F32, e.opt.LogitRows, cfg.Vocab)
 	ix := lo.place(device.I32, 1, cfg.Hidden)
 	var selOff, rfOff int64
 	if cfg.RopeFreqs != nil {
@@ -328,7 +338,7 @@ func (e *Engine) allocate(p *Plan) error {
 		xb2: tensorAt(buf, xb2, device.F32, N, cfg.Dim), q: tensorAt(buf, q, device.F32, N, cfg.Heads*cfg.HeadDim),
 		k: tensorAt(buf, k, device.F32, N, cfg.KVDim()), v: tensorAt(buf, v, device.F32, N, cfg.KVDim()),
 		at: tensorAt(buf, at, device.F32, N, cfg.Heads*cfg.HeadDim), hb: tensorAt(buf, hb, device.F32, N, cfg.Hidden),
-		hb2: tensorAt(buf, hb2, device.F32, N, cfg.Hidden), logits: tensorAt(buf, lg, device.F32, N, cfg.Vocab),
+		hb2: tensorAt(buf, hb2, device.F32, N, cfg.Hidden), logits: tensorAt(buf, lg, device.F32, e.opt.LogitRows, cfg.Vocab),
 		idx: tensorAt(buf, ix, device.I32, 1, cfg.Hidden)}
 	if cfg.RopeFreqs != nil {
 		e.act.ropeFreqs = tensorAt(buf, rfOff, device.F32, 1, len(cfg.RopeFreqs))
@@ -353,7 +363,7 @@ func (e *Engine) allocate(p *Plan) error {
 	if e.inHost, err = dev.HostAlloc(int64(N * cfg.Dim * 4)); err != nil {
 		return err
 	}
-	e.outHost = make([]byte, N*cfg.Vocab*4)
+	e.outHost = make([]byte, e.opt.LogitRows*cfg.Vocab*4)
 	// KV caches.
 	kvBytes := int64(e.opt.Context) * int64(cfg.KVDim()) * 4
 	e.kv = make([][]kvPair, e.opt.Branches)
@@ -540,6 +550,9 @@ func (e *Engine) Forward(seqs []Seq, phase Phase, ffn FFNMode) ([][][]float32, e
 	if rows > e.act.rows {
 		return nil, fmt.Errorf("pass of %d rows exceeds the batch of %d", rows, e.act.rows)
 	}
+	if lr := logitRows(seqs); lr > e.opt.LogitRows {
+		return nil, fmt.Errorf("pass wants logits for %d rows, the engine holds %d", lr, e.opt.LogitRows)
+	}
 	if ffn == FFNSparse && e.opt.Policy == sparsity.PolicyGriffin && e.sel == nil {
 		if e.griffin == nil {
 			return nil, errors.New("sparse pass before any full prefill: no Griffin neuron set yet")
@@ -548,7 +561,9 @@ func (e *Engine) Forward(seqs []Seq, phase Phase, ffn FFNMode) ([][][]float32, e
 			return nil, err
 		}
 	}
-	if phase == PhasePrefill && e.opt.Policy == sparsity.PolicyGriffin && e.sel == nil {
+	if phase == PhasePrefill && e.opt.Policy == sparsity.PolicyGriffin && e.opt.Mode != ModeDense && e.sel == nil && e.griffin == nil {
+		// A new sequence (Reset cleared the statistics): later prefill
+		// chunks add to these.
 		e.griffin = make([]*sparsity.Griffin, e.cfg.Layers)
 		for l := range e.griffin {
 			e.griffin[l] = sparsity.NewGriffin(e.cfg.Hidden)
@@ -648,4 +663,19 @@ func physicalMemory() int64 {
 		}
 	}
 	return 8 << 30
+}
+
+// logitRows counts the rows of a pass that return logits.
+func logitRows(seqs []Seq) int {
+	n := 0
+	for _, sq := range seqs {
+		switch {
+		case !sq.Logits:
+		case sq.LastOnly:
+			n++
+		default:
+			n += len(sq.Toks)
+		}
+	}
+	return n
 }

@@ -191,3 +191,30 @@ func TestGenerateModes(t *testing.T) {
 		})
 	}
 }
+
+// TestChunkedPrefill: a prompt longer than the batch is prefilled in
+// chunks (each streaming the layers again) and still ends at the oracle's
+// logits; Griffin statistics accumulate over every chunk.
+func TestChunkedPrefill(t *testing.T) {
+	want := oracleLogits(t)
+	seq := oracleTokens(t)
+	for _, mem := range []int64{0, 1 << 20} {
+		e := newTestEngine(t, filepath.Join(fixtures.Stories(t), "stories260K.gguf"), mem, Options{MaxBatch: 8, Window: 4})
+		m := &engineModel{e: e, mode: corrector.Sirius, window: 4}
+		last, err := m.Prefill(seq[:21])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := e.Prof.Phases[PhasePrefill].Passes; got != 3 {
+			t.Fatalf("21 tokens in batches of 8: %d prefill passes, want 3", got)
+		}
+		for j, v := range last {
+			if d := math.Abs(float64(v - want[20][j])); d > 2e-3 {
+				t.Fatalf("mem %d: logit %d after chunked prefill: %g, oracle %g", mem, j, v, want[20][j])
+			}
+		}
+		if n := e.griffin[0].Tokens(); n != 21 {
+			t.Fatalf("griffin saw %d prompt tokens, want 21", n)
+		}
+	}
+}

@@ -244,7 +244,7 @@ func (e *Engine) Score(prompt, gen []int) (float64, error) {
 	}
 	e.Reset()
 	defer e.dropPrefetch()
-	chunk := e.act.rows
+	chunk := e.opt.LogitRows
 	var nll float64
 	for p := 0; p < len(seq)-1; p += chunk {
 		end := min(p+chunk, len(seq)-1)

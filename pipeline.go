@@ -297,16 +297,7 @@ func (e *Engine) headForward(seqs []Seq, rows int, un *unit) error {
 // logits brings the computed logits back and splits them per sequence.
 func (e *Engine) logits(seqs []Seq, rows int, pass *passRec) ([][][]float32, error) {
 	V := e.cfg.Vocab
-	total := 0
-	for _, sq := range seqs {
-		if sq.Logits {
-			if sq.LastOnly {
-				total++
-			} else {
-				total += len(sq.Toks)
-			}
-		}
-	}
+	total := logitRows(seqs)
 	out := make([][][]float32, len(seqs))
 	if total > 0 {
 		host := e.outHost[:total*V*4]

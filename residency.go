@@ -118,7 +118,8 @@ func (e *Engine) fixedBytes() int64 {
 	cfg := e.cfg
 	N := int64(e.opt.MaxBatch)
 	a := func(cols int) int64 { return alignUp(N * int64(cols) * 4) }
-	act := 3*a(cfg.Dim) + 2*a(cfg.Heads*cfg.HeadDim) + 2*a(cfg.KVDim()) + 2*a(cfg.Hidden) + a(cfg.Vocab) + alignUp(int64(cfg.Hidden)*4)
+	act := 3*a(cfg.Dim) + 2*a(cfg.Heads*cfg.HeadDim) + 2*a(cfg.KVDim()) + 2*a(cfg.Hidden) +
+		alignUp(int64(e.opt.LogitRows)*int64(cfg.Vocab)*4) + alignUp(int64(cfg.Hidden)*4)
 	if e.opt.Policy == sparsity.PolicyTopK {
 		act += alignUp(int64(2*e.selK) * int64(cfg.Dim) * 4)
 	}

@@ -171,6 +171,9 @@ func engineOptions(c *cli.Context, m *model.Model, mode offload.Mode, cfg correc
 	return offload.Options{
 		DeviceMem: mem, NoPrefetch: c.Bool("no-prefetch"), Policy: pol, Keep: c.Float64("keep"),
 		Mode: mode, Window: cfg.Window, Branches: max(1, cfg.Width), Context: ctx, Trace: c.String("trace") != "",
+		// Prefill in as few passes as possible: each pass streams every
+		// layer that is not resident.
+		MaxBatch: min(max(promptLen, 64), 512),
 	}
 }
 
