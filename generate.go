@@ -110,10 +110,13 @@ func (m *engineModel) Fork(dst, src int) error { return m.e.Fork(dst, src) }
 
 // Result is one generation's tokens, statistics and timings.
 type Result struct {
-	Tokens  []int
-	Stats   corrector.Stats
-	Prefill time.Duration
-	Decode  time.Duration
+	// CappedFrom is the requested token count when the context could not
+	// hold it (0 otherwise); Tokens then stops at what fits.
+	CappedFrom int
+	Tokens     []int
+	Stats      corrector.Stats
+	Prefill    time.Duration
+	Decode     time.Duration
 }
 
 // Decoded is the number of tokens made by decode passes: all but the first,
@@ -126,14 +129,15 @@ func (e *Engine) Generate(prompt []int, cfg corrector.Config, emit func(tok int)
 	if cfg.Mode == corrector.Sirius && cfg.Width > len(e.kv) {
 		return nil, fmt.Errorf("width %d needs %d KV caches; the engine was built with %d", cfg.Width, cfg.Width, len(e.kv))
 	}
+	r := &Result{}
 	if need := len(prompt) + cfg.MaxTokens + cfg.Window; need > e.opt.Context {
-		cfg.MaxTokens = max(1, e.opt.Context-len(prompt)-cfg.Window)
-		if len(prompt)+1 > e.opt.Context {
+		if len(prompt)+cfg.Window+1 > e.opt.Context {
 			return nil, fmt.Errorf("%w: the prompt has %d tokens, the context holds %d (raise --ctx)", ErrContextFull, len(prompt), e.opt.Context)
 		}
+		r.CappedFrom = cfg.MaxTokens
+		cfg.MaxTokens = e.opt.Context - len(prompt) - cfg.Window
 	}
 	m := &engineModel{e: e, dense: cfg.Mode == corrector.Dense, mode: cfg.Mode, window: cfg.Window}
-	r := &Result{}
 	start := time.Now()
 	st, err := corrector.Generate(m, prompt, cfg, func(tok int) error {
 		r.Tokens = append(r.Tokens, tok)
@@ -177,6 +181,10 @@ func (e *Engine) Report(r *Result, modelName string) *Report {
 	if r.Stats.Mode != corrector.Dense && !e.M.Bundled && e.opt.Policy != sparsity.PolicyDense && e.Prof.Plan.SlotBytes > 0 && e.hostPacked == nil {
 		rep.Notes = append(rep.Notes, "this model's FFN is not bundled, so every sparse step gathers strided down-projection columns on the CPU; "+
 			"run `offload convert` once to store each neuron contiguously")
+	}
+	if r.CappedFrom > 0 {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("%d tokens were asked for, but the KV cache holds %d positions: generation stopped at %d (raise --ctx)",
+			r.CappedFrom, e.opt.Context, r.Stats.Generated))
 	}
 	if r.Stats.Mode == corrector.Sirius {
 		ds := e.SparseDensity()
