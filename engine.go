@@ -13,7 +13,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"time"
 
 	"offload/device"
 	"offload/model"
@@ -644,9 +643,6 @@ func f16ToF32(h uint16) float32 {
 	}
 	return math.Float32frombits(sign | (exp+112)<<23 | mant<<13)
 }
-
-// since is a small helper for host-side timings.
-func since(t time.Time) time.Duration { return time.Since(t) }
 
 // physicalMemory is the machine's RAM in bytes (Linux), or 8 GiB.
 func physicalMemory() int64 {

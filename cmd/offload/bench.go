@@ -11,11 +11,9 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"offload"
-	"offload/corrector"
 	"offload/device"
 	"offload/model"
 	"offload/plan"
-	"offload/sparsity"
 )
 
 func benchCommand() *cli.Command {
@@ -321,8 +319,3 @@ func plotBench(results []BenchResult, prof *offload.Profiler, path string) error
 	}
 	return plan.PlotFigure(bars, spans, "offload bench: s/token per mode", path)
 }
-
-var (
-	_ = corrector.Dense
-	_ = sparsity.PolicyGriffin
-)

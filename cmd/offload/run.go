@@ -10,7 +10,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"offload"
-	"offload/corrector"
 	"offload/tokenizer"
 )
 
@@ -200,5 +199,3 @@ func writeFileAtomic(path string, write func(f *os.File) error) error {
 	}
 	return os.Rename(tmp, path)
 }
-
-var _ = corrector.Dense
