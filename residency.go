@@ -8,6 +8,7 @@ import (
 	"github.com/dustin/go-humanize"
 
 	"offload/device"
+	"offload/plan"
 	"offload/sparsity"
 )
 
@@ -160,24 +161,26 @@ func (e *Engine) planResidency(budget int64) (*Plan, error) {
 	}
 	p := &Plan{Budget: budget, Fixed: e.fixedBytes(), Attn: make([]bool, L), FFN: make([]bool, L), Packed: make([]bool, L)}
 	type cand struct {
-		name  string
-		bytes int64
-		uses  float64
-		set   func()
+		name, kind string
+		layer      int
+		bytes      int64
+		uses       float64
+		set        func()
 	}
 	var cands []cand
-	cands = append(cands, cand{"head", headB, 1, func() { p.Head = true }})
+	cands = append(cands, cand{"head", "head", -1, headB, 1, func() { p.Head = true }})
 	for l := 0; l < L; l++ {
-		cands = append(cands, cand{fmt.Sprintf("L%d.attention", l), attnB[l], 1, func() { p.Attn[l] = true }})
+		cands = append(cands, cand{fmt.Sprintf("L%d.attention", l), "attn", l, attnB[l], 1, func() { p.Attn[l] = true }})
 	}
 	if uPack > 0 {
 		for l := 0; l < L; l++ {
-			cands = append(cands, cand{fmt.Sprintf("L%d.ffn-griffin", l), packB[l], uPack, func() { p.Packed[l] = true }})
+			cands = append(cands, cand{fmt.Sprintf("L%d.ffn-griffin", l), "ffn.griffin", l, packB[l], uPack, func() { p.Packed[l] = true }})
 		}
 	}
 	for l := 0; l < L; l++ {
-		cands = append(cands, cand{fmt.Sprintf("L%d.ffn", l), ffnB[l], uFFN, func() { p.FFN[l] = true }})
+		cands = append(cands, cand{fmt.Sprintf("L%d.ffn", l), "ffn.rest", l, ffnB[l], uFFN, func() { p.FFN[l] = true }})
 	}
+	// Listed most used first, as plan.Residency ranks them.
 	sort.SliceStable(cands, func(i, j int) bool { return cands[i].uses > cands[j].uses })
 	var all int64
 	for _, c := range cands {
@@ -215,7 +218,7 @@ func (e *Engine) planResidency(budget int64) (*Plan, error) {
 		return p, nil
 	}
 	if avail < nslots*slot {
-		return nil, fmt.Errorf("device budget %s is too small: %d layer slots of %s plus %s of KV cache and activations need %s",
+		return nil, fmt.Errorf("device budget %s is too small: %d layer slots of %s plus %s of KV cache and activations need %s (raise --device-mem or lower --ctx)",
 			humanize.IBytes(uint64(budget)), nslots, humanize.IBytes(uint64(slot)), humanize.IBytes(uint64(p.Fixed)),
 			humanize.IBytes(uint64(p.Fixed+nslots*slot)))
 	}
@@ -223,15 +226,25 @@ func (e *Engine) planResidency(budget int64) (*Plan, error) {
 		stage = slot // every streamed byte goes through staging
 	}
 	p.SlotBytes, p.Slots, p.StagingBytes = slot, int(nslots), stage
-	avail -= nslots * slot
-	for _, c := range cands {
-		fits := c.uses > 0 && c.bytes <= avail && (!opt.StreamAll || c.name == "head")
-		if fits {
+	// The ranking itself is plan.Residency's, shared with `offload plan`.
+	blocks := make([]plan.Block, len(cands))
+	for i, c := range cands {
+		uses := c.uses
+		if opt.StreamAll && c.kind != "head" {
+			uses = 0 // never resident
+		}
+		blocks[i] = plan.Block{Name: c.name, Layer: c.layer, Kind: c.kind, Bytes: c.bytes, UsesPerToken: uses}
+	}
+	res, err := plan.Residency(blocks, budget-p.Fixed, nslots*slot)
+	if err != nil {
+		return nil, err
+	}
+	for i, c := range cands {
+		if res[i] {
 			c.set()
-			avail -= c.bytes
 			p.Resident += c.bytes
 		}
-		p.Blocks = append(p.Blocks, PlanBlock{c.name, c.bytes, c.uses, fits})
+		p.Blocks = append(p.Blocks, PlanBlock{c.name, c.bytes, c.uses, res[i]})
 	}
 	return p, nil
 }
