@@ -75,6 +75,10 @@ type Options struct {
 	Workers int
 	// Trace keeps every span for --trace.
 	Trace bool
+	// PrefillProgress, if set, is told after each prefill chunk how many
+	// prompt tokens are done (a long prompt on a streamed 70B model takes
+	// one full pass over the weights per chunk).
+	PrefillProgress func(done, total int)
 	// ResidentAll forces everything resident (fails if it does not fit).
 	ResidentAll bool
 	// HostPack bounds the host memory used to pack the Griffin rows of the

@@ -62,6 +62,9 @@ func (m *engineModel) Prefill(prompt []int) ([]float32, error) {
 		if end == len(prompt) {
 			last = out[0][0]
 		}
+		if e.opt.PrefillProgress != nil {
+			e.opt.PrefillProgress(end, len(prompt))
+		}
 	}
 	// Freezing and packing the Griffin set is per-sequence work, like the
 	// prefill: do it now so that decoding is timed alone.

@@ -7,7 +7,9 @@ import (
 	"os"
 	"strings"
 
+	"github.com/schollz/progressbar/v3"
 	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
 
 	"offload"
 	"offload/tokenizer"
@@ -98,7 +100,13 @@ func runAction(c *cli.Context) error {
 		return err
 	}
 	defer dev.Close()
-	e, err := offload.New(m, dev, engineOptions(c, m, mode, cfg, pol, len(prompt)))
+	opt := engineOptions(c, m, mode, cfg, pol, len(prompt))
+	if len(prompt) > opt.MaxBatch && term.IsTerminal(int(os.Stderr.Fd())) {
+		bar := progressbar.NewOptions(len(prompt), progressbar.OptionSetWriter(os.Stderr),
+			progressbar.OptionSetDescription("prefill"), progressbar.OptionClearOnFinish())
+		opt.PrefillProgress = func(done, _ int) { bar.Set(done) }
+	}
+	e, err := offload.New(m, dev, opt)
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
