@@ -25,7 +25,7 @@ type unit struct {
 
 // prepare decides where unit u's weights come from in this pass and lays
 // out what must stream into slot.
-func (e *Engine) prepare(u int, phase Phase, ffn FFNMode) (*unit, error) {
+func (e *Engine) prepare(u int, ffn FFNMode) (*unit, error) {
 	cfg := e.cfg
 	un := &unit{}
 	lo := &layout{}
@@ -140,7 +140,7 @@ func (e *Engine) layersForward(seqs []Seq, rows int, phase Phase, ffn FFNMode, p
 	}
 	units := make([]*unit, n)
 	get := func(u int) error {
-		un, err := e.prepare(u, phase, ffn)
+		un, err := e.prepare(u, ffn)
 		if err != nil {
 			return err
 		}
@@ -375,7 +375,7 @@ func (e *Engine) startPrefetch() error {
 	if ffn == FFNSparse && e.opt.Policy == sparsity.PolicyGriffin && e.sel == nil {
 		return nil
 	}
-	un, err := e.prepare(0, PhaseDecode, ffn)
+	un, err := e.prepare(0, ffn)
 	if err != nil || un.slotLo == nil {
 		return err
 	}
