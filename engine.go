@@ -15,7 +15,9 @@ import (
 	"strings"
 
 	"offload/device"
+	"offload/device/kernels"
 	"offload/model"
+	"offload/pager"
 	"offload/sparsity"
 )
 
@@ -601,7 +603,7 @@ func (e *Engine) embed(seqs []Seq, rows int, pass *passRec) error {
 			if t < 0 || t >= e.cfg.Vocab {
 				return fmt.Errorf("token id %d out of range [0,%d)", t, e.cfg.Vocab)
 			}
-			rowToF32(dst[r*D*4:(r+1)*D*4], e.M.Embed.Row(t), e.M.Embed.DType.String())
+			rowToF32(dst[r*D*4:(r+1)*D*4], e.M.Embed.Row(t), e.M.Embed.DType)
 			r++
 		}
 	}
@@ -612,40 +614,17 @@ func (e *Engine) embed(seqs []Seq, rows int, pass *passRec) error {
 	return nil
 }
 
-// rowToF32 converts one embedding row to little-endian float32 bytes.
-func rowToF32(dst, src []byte, dtype string) {
-	switch dtype {
-	case "F32":
+// rowToF32 converts one embedding row to float32 (as bytes) with the
+// conversion kernels.
+func rowToF32(dst, src []byte, dt pager.DType) {
+	switch dt {
+	case pager.F32:
 		copy(dst, src)
-	case "BF16":
-		for i := 0; i < len(src)/2; i++ {
-			binary.LittleEndian.PutUint32(dst[4*i:], uint32(binary.LittleEndian.Uint16(src[2*i:]))<<16)
-		}
-	case "F16":
-		for i := 0; i < len(src)/2; i++ {
-			binary.LittleEndian.PutUint32(dst[4*i:], math.Float32bits(f16ToF32(binary.LittleEndian.Uint16(src[2*i:]))))
-		}
+	case pager.BF16:
+		kernels.BF16ToF32(f32s(dst), asElems[uint16](src))
+	case pager.F16:
+		kernels.F16ToF32(f32s(dst), asElems[uint16](src))
 	}
-}
-
-func f16ToF32(h uint16) float32 {
-	sign := uint32(h>>15) << 31
-	exp := uint32(h>>10) & 0x1f
-	mant := uint32(h) & 0x3ff
-	switch {
-	case exp == 0:
-		if mant == 0 {
-			return math.Float32frombits(sign)
-		}
-		f := float32(mant) / 1024 / 16384
-		if sign != 0 {
-			return -f
-		}
-		return f
-	case exp == 31:
-		return math.Float32frombits(sign | 0x7f800000 | mant<<13)
-	}
-	return math.Float32frombits(sign | (exp+112)<<23 | mant<<13)
 }
 
 // physicalMemory is the machine's RAM in bytes (Linux), or 8 GiB.

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"offload/device/kernels"
 	"offload/model"
 	"offload/pager"
 )
@@ -106,9 +107,9 @@ func Write(dir string, o Options) error {
 				}
 				switch dt {
 				case pager.BF16:
-					binary.LittleEndian.PutUint16(buf[2*j:], f32ToBF16(v))
+					binary.LittleEndian.PutUint16(buf[2*j:], kernels.F32ToBF16Scalar(v))
 				case pager.F16:
-					binary.LittleEndian.PutUint16(buf[2*j:], f32ToF16(v))
+					binary.LittleEndian.PutUint16(buf[2*j:], kernels.F32ToF16Scalar(v))
 				default:
 					binary.LittleEndian.PutUint32(buf[4*j:], math.Float32bits(v))
 				}
@@ -167,28 +168,4 @@ func (x *xorshift) next() uint64 {
 	v ^= v << 17
 	*x = xorshift(v)
 	return v
-}
-
-func f32ToBF16(f float32) uint16 {
-	b := math.Float32bits(f)
-	b += 0x7fff + (b>>16)&1 // round to nearest even
-	return uint16(b >> 16)
-}
-
-func f32ToF16(f float32) uint16 {
-	b := math.Float32bits(f)
-	sign := uint16(b>>16) & 0x8000
-	exp := int((b>>23)&0xff) - 127 + 15
-	mant := b & 0x7fffff
-	switch {
-	case exp <= 0:
-		return sign // flush tiny values to zero (weights here are never that small)
-	case exp >= 31:
-		return sign | 0x7c00
-	}
-	h := sign | uint16(exp)<<10 | uint16(mant>>13)
-	if mant&0x1fff > 0x1000 || (mant&0x1fff == 0x1000 && h&1 == 1) {
-		h++
-	}
-	return h
 }
