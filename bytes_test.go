@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"offload/corrector"
-	"offload/device/host"
 	"offload/internal/fixtures"
 	"offload/model"
 	"offload/synth"
@@ -28,26 +27,6 @@ func smallSynth(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return dir
-}
-
-func newEngineOn(t *testing.T, path string, opt Options, link float64) *Engine {
-	t.Helper()
-	m, err := model.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
-	dev, err := host.New(host.Options{Capacity: 1 << 32, Link: link})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dev.Close() })
-	e, err := New(m, dev, opt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Close)
-	return e
 }
 
 func weightBytes(p *Profiler, ph Phase) int64 { return p.Phases[ph].WeightBytes }
@@ -98,7 +77,7 @@ func TestSiriusBytesAcceptAll(t *testing.T) {
 	per := map[corrector.Mode]float64{}
 	var bs, bf float64
 	for _, mode := range []corrector.Mode{corrector.Dense, corrector.Sirius} {
-		e := newEngineOn(t, path, Options{Mode: ModeSirius, Window: K, StreamAll: true, Context: 128}, 0)
+		e := newTestEngine(t, path, 0, Options{Mode: ModeSirius, Window: K, StreamAll: true, Context: 128})
 		cfg := corrector.DefaultConfig()
 		cfg.Mode, cfg.Accept, cfg.Window, cfg.MaxTokens = mode, corrector.AcceptAll, K, n
 		r, err := e.Generate(prompt, cfg, nil)
