@@ -421,22 +421,32 @@ func checkIndex(op string, idx device.Tensor) error {
 	return nil
 }
 
+// gatherOperands checks what both gathers require: a 1 x k I32 index,
+// dst of src's dtype with k rows of dstCols elements.
+func (d *Device) gatherOperands(s device.Stream, op string, dst, src, idx device.Tensor, dstCols int) (*stream, []devPtr, error) {
+	cs, ps, err := d.operands(s, op, dst, src, idx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := checkIndex(op, idx); err != nil {
+		return nil, nil, err
+	}
+	if dst.DType != src.DType {
+		return nil, nil, fmt.Errorf("cuda: %s: dst is %s, src %s", op, dst.DType, src.DType)
+	}
+	if dst.Rows != idx.Cols || dst.Cols != dstCols {
+		return nil, nil, fmt.Errorf("cuda: %s: dst is %d x %d, want %d x %d", op, dst.Rows, dst.Cols, idx.Cols, dstCols)
+	}
+	return cs, ps, nil
+}
+
 // GatherRows sets dst[i] = src[idx[i]]. An index out of range is reported
 // by the next Synchronize (the kernel sees it, not the enqueuing call).
 func (d *Device) GatherRows(s device.Stream, dst, src, idx device.Tensor) error {
 	const op = "GatherRows"
-	cs, ps, err := d.operands(s, op, dst, src, idx)
+	cs, ps, err := d.gatherOperands(s, op, dst, src, idx, src.Cols)
 	if err != nil {
 		return err
-	}
-	if err := checkIndex(op, idx); err != nil {
-		return err
-	}
-	if dst.DType != src.DType {
-		return fmt.Errorf("cuda: %s: dst is %s, src %s", op, dst.DType, src.DType)
-	}
-	if dst.Rows != idx.Cols || dst.Cols != src.Cols {
-		return fmt.Errorf("cuda: %s: dst is %d x %d, want %d x %d", op, dst.Rows, dst.Cols, idx.Cols, src.Cols)
 	}
 	rowBytes := dst.RowBytes()
 	if dst.Rows == 0 || rowBytes == 0 {
@@ -464,18 +474,9 @@ func (d *Device) GatherRows(s device.Stream, dst, src, idx device.Tensor) error 
 // GatherColsT sets dst[i][r] = src[r][idx[i]].
 func (d *Device) GatherColsT(s device.Stream, dst, src, idx device.Tensor) error {
 	const op = "GatherColsT"
-	cs, ps, err := d.operands(s, op, dst, src, idx)
+	cs, ps, err := d.gatherOperands(s, op, dst, src, idx, src.Rows)
 	if err != nil {
 		return err
-	}
-	if err := checkIndex(op, idx); err != nil {
-		return err
-	}
-	if dst.DType != src.DType {
-		return fmt.Errorf("cuda: %s: dst is %s, src %s", op, dst.DType, src.DType)
-	}
-	if dst.Rows != idx.Cols || dst.Cols != src.Rows {
-		return fmt.Errorf("cuda: %s: dst is %d x %d, want %d x %d", op, dst.Rows, dst.Cols, idx.Cols, src.Rows)
 	}
 	if dst.Rows == 0 || dst.Cols == 0 {
 		return nil
