@@ -184,6 +184,9 @@ type Engine struct {
 	expect   *FFNMode
 	prefetch *prefetched
 	seqGen   int
+	// scratch holds host buffers reused by every layer's top-k selection and
+	// Griffin statistics (hot paths: no allocation per layer).
+	scratch struct{ gate, mag, sel, idx, stats []byte }
 	// hostPacked[l] is layer l's Griffin rows packed in host memory.
 	hostPacked [][]byte
 

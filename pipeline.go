@@ -250,7 +250,7 @@ func (e *Engine) layerForward(l int, seqs []Seq, rows int, phase Phase, un *unit
 		return pass.err
 	}
 	if phase == PhasePrefill && e.griffin != nil && e.sel == nil && f.K == cfg.Hidden {
-		host := make([]byte, hb.Bytes())
+		host := grow(&e.scratch.stats, int(hb.Bytes()))
 		chk(d.CopyToHost(s, host, hb.Buf, hb.Off))
 		if err := d.Synchronize(s); err != nil {
 			return err

@@ -20,7 +20,7 @@ func (e *Engine) topkFFN(l int, un *unit, rows int, pass *passRec) (devFFN, erro
 	if err := d.MatMul(s, g, e.act.xb.Slice(0, rows), un.ffn.Gate); err != nil {
 		return devFFN{}, err
 	}
-	host := make([]byte, g.Bytes())
+	host := grow(&e.scratch.gate, int(g.Bytes()))
 	if err := d.CopyToHost(s, host, g.Buf, g.Off); err != nil {
 		return devFFN{}, err
 	}
@@ -29,13 +29,15 @@ func (e *Engine) topkFFN(l int, un *unit, rows int, pass *passRec) (devFFN, erro
 	}
 	pass.outputBytes += int64(len(host))
 	gv := f32s(host)
-	mag := make([]float32, len(gv))
+	mag := f32s(grow(&e.scratch.mag, 4*len(gv)))
 	for i, x := range gv {
 		mag[i] = float32(math.Abs(float64(x / (1 + float32(math.Exp(float64(-x)))))))
 	}
 	idx := e.topk.TopKAbsSum(nil, mag, rows, k)
 	// The selected gate pre-activations become hb's [rows, k].
-	sel := make([]byte, rows*k*4)
+	// The next layer reuses these buffers only after synchronizing the
+	// compute stream, so the copies below have finished reading them.
+	sel := grow(&e.scratch.sel, rows*k*4)
 	sv := f32s(sel)
 	for r := 0; r < rows; r++ {
 		for i, j := range idx {
@@ -49,7 +51,7 @@ func (e *Engine) topkFFN(l int, un *unit, rows int, pass *passRec) (devFFN, erro
 	f := devFFN{K: k, DownT: true}
 	res := &e.layers[l]
 	if res.ffn != nil {
-		ib := make([]byte, 4*k)
+		ib := grow(&e.scratch.idx, 4*k)
 		putI32s(ib, idx)
 		if err := d.CopyToDevice(s, e.act.idx.Buf, e.act.idx.Off, ib); err != nil {
 			return devFFN{}, err
@@ -105,4 +107,13 @@ func (e *Engine) topkFFN(l int, un *unit, rows int, pass *passRec) (devFFN, erro
 		return devFFN{}, err
 	}
 	return f, nil
+}
+
+// grow returns (*b)[:n], reallocating only when the buffer is too small:
+// per-token top-k runs for every layer of every token.
+func grow(b *[]byte, n int) []byte {
+	if cap(*b) < n {
+		*b = make([]byte, n)
+	}
+	return (*b)[:n]
 }
