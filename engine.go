@@ -237,7 +237,7 @@ func New(m *model.Model, dev device.Device, opt Options) (*Engine, error) {
 	if opt.HostPack == 0 {
 		opt.HostPack = physicalMemory() / 4
 	}
-	if st, ok := dev.(interface{ PrefersStaging() bool }); ok && st.PrefersStaging() {
+	if dev.Caps().PrefersStaging {
 		opt.StageAll = true
 	}
 	budget := dev.Capacity()

@@ -285,7 +285,7 @@ func (e *Engine) packGriffin() error {
 			// Gather on the device from the resident FFN.
 			k := len(e.sel[l])
 			dt := res.ffn.Gate.DType
-			rowB := alignUp(int64(k) * int64(cfg.Dim) * int64(dt.Size()))
+			rowB := alignUp(int64(k) * dt.RowBytes(cfg.Dim))
 			f := devFFN{Gate: tensorAt(buf, 0, dt, k, cfg.Dim), Up: tensorAt(buf, rowB, dt, k, cfg.Dim), Down: tensorAt(buf, 2*rowB, dt, k, cfg.Dim), DownT: true, K: k}
 			ib := make([]byte, 4*k)
 			putI32s(ib, e.sel[l])

@@ -50,7 +50,7 @@ type layout struct {
 
 func (lo *layout) place(dt device.DType, rows, cols int) (off int64) {
 	off = lo.off
-	lo.off = alignUp(off + int64(rows)*int64(cols)*int64(dt.Size()))
+	lo.off = alignUp(off + int64(rows)*dt.RowBytes(cols))
 	return off
 }
 
@@ -127,7 +127,7 @@ func ffnLayout(lo *layout, buf device.Buffer, L *model.Layer, dim, hidden int, i
 		src = L.Gate
 	}
 	dt := mustDType(src)
-	es := int64(dt.Size())
+	es := int64(dt.BlockBytes())
 	k := hidden
 	if idx != nil {
 		k = len(idx)
@@ -180,7 +180,7 @@ func gateLayout(lo *layout, buf device.Buffer, L *model.Layer, dim, hidden, work
 		return lo.direct(buf, L.Gate)
 	}
 	dt := mustDType(L.Bundle)
-	rowB := int64(dim) * int64(dt.Size())
+	rowB := dt.RowBytes(dim)
 	off := lo.place(dt, hidden, dim)
 	lo.gathered(int64(hidden)*rowB, func(dst []byte) {
 		parallel(hidden, workers, func(i0, i1 int) {
@@ -199,7 +199,7 @@ func upDownLayout(lo *layout, buf device.Buffer, L *model.Layer, dim, hidden int
 		src = L.Bundle
 	}
 	dt := mustDType(src)
-	es := int64(dt.Size())
+	es := int64(dt.BlockBytes())
 	k := len(idx)
 	rowB := int64(dim) * es
 	part := int64(k) * rowB

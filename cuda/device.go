@@ -19,7 +19,6 @@ package cuda
 import (
 	"errors"
 	"fmt"
-	"math"
 	"runtime"
 	"sort"
 	"strings"
@@ -137,6 +136,14 @@ type Device struct {
 }
 
 var _ device.Device = (*Device)(nil)
+
+// The CUDA backend registers as "cuda": the first GPU, page-locked staging
+// unless the caller asks for pageable copies.
+func init() {
+	device.Register("cuda", func(c device.Config) (device.Device, error) {
+		return Open(Options{Capacity: c.Capacity, Pinned: !c.Pageable})
+	})
+}
 
 // hostRegion is one cuMemHostAlloc'd block.
 type hostRegion struct {
@@ -447,21 +454,8 @@ func (d *Device) span(b device.Buffer, off, n int64, what string) (uint64, error
 
 // tensor checks a view and returns its device address.
 func (d *Device) tensor(t device.Tensor, what string) (devPtr, error) {
-	es := int64(t.DType.Size())
-	if es == 0 {
-		return 0, fmt.Errorf("cuda: %s: unknown dtype %s", what, t.DType)
-	}
-	if t.Rows < 0 || t.Cols < 0 {
-		return 0, fmt.Errorf("cuda: %s: negative shape %d x %d", what, t.Rows, t.Cols)
-	}
-	if t.Off%es != 0 {
-		return 0, fmt.Errorf("cuda: %s: offset %d is not aligned to %s", what, t.Off, t.DType)
-	}
-	if t.Cols > 0 && int64(t.Rows) > math.MaxInt64/es/int64(t.Cols) {
-		return 0, fmt.Errorf("cuda: %s: shape %d x %d overflows", what, t.Rows, t.Cols)
-	}
-	if t.Buf == nil {
-		return 0, fmt.Errorf("cuda: %s: nil buffer", what)
+	if err := device.CheckTensor(what, "tensor", t); err != nil {
+		return 0, fmt.Errorf("cuda: %w", err)
 	}
 	p, err := d.span(t.Buf, t.Off, t.Bytes(), what)
 	return devPtr(p), err
@@ -754,11 +748,14 @@ func (d *Device) HostFree(b []byte) {
 	_ = d.drv.memFreeHost(hp)
 }
 
-// PrefersStaging reports that copies should come from HostAlloc memory: with
+// Caps reports the weight types the kernels compute with and, with pinned
+// memory, that copies should come from HostAlloc memory: with
 // Pinned set, copies from pageable memory (such as a memory-mapped model)
 // would go through the driver's bounce buffer at about half the link's
 // speed, so the engine stages even contiguous weights.
-func (d *Device) PrefersStaging() bool { return d.opts.Pinned }
+func (d *Device) Caps() device.Capabilities {
+	return device.Capabilities{WeightTypes: weightTypes, PrefersStaging: d.opts.Pinned}
+}
 
 // IsPinned reports whether b lies in memory from HostAlloc with Pinned set.
 func (d *Device) IsPinned(b []byte) bool {

@@ -74,7 +74,7 @@ func newGPUFixture(t *testing.T, opts Options) *gpuFixture {
 
 func (g *gpuFixture) tensor(dt device.DType, rows, cols int) device.Tensor {
 	g.t.Helper()
-	b, err := g.d.Alloc(int64(rows)*int64(cols)*int64(dt.Size()), "t")
+	b, err := g.d.Alloc(int64(rows)*int64(cols)*dt.RowBytes(1), "t")
 	if err != nil {
 		g.t.Fatal(err)
 	}

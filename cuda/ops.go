@@ -44,9 +44,14 @@ func (d *Device) launch(s *stream, name string, grid, block [3]uint32, args ...a
 	return nil
 }
 
-// operands checks the stream and every tensor of a call; it returns their
-// device addresses in order.
-func (d *Device) operands(s device.Stream, op string, ts ...device.Tensor) (*stream, []devPtr, error) {
+// operands takes the result of the device package's argument check for a
+// call (dtypes, shapes, bounds: the contract every backend shares), checks the
+// stream and that every buffer is a live one of this device, and returns the
+// tensors' device addresses in order.
+func (d *Device) operands(s device.Stream, op string, check error, ts ...device.Tensor) (*stream, []devPtr, error) {
+	if check != nil {
+		return nil, nil, fmt.Errorf("cuda: %w", check)
+	}
 	cs, err := d.streamOf(s)
 	if err != nil {
 		return nil, nil, fmt.Errorf("cuda: %s: %w", op, err)
@@ -60,6 +65,13 @@ func (d *Device) operands(s device.Stream, op string, ts ...device.Tensor) (*str
 	return cs, ps, nil
 }
 
+func sameShape(op string, a, b device.Tensor, an, bn string) error {
+	if a.Rows != b.Rows || a.Cols != b.Cols {
+		return fmt.Errorf("cuda: %s: %s is %d x %d but %s is %d x %d", op, an, a.Rows, a.Cols, bn, b.Rows, b.Cols)
+	}
+	return nil
+}
+
 func wantDType(op, what string, t device.Tensor, dts ...device.DType) error {
 	for _, dt := range dts {
 		if t.DType == dt {
@@ -69,12 +81,8 @@ func wantDType(op, what string, t device.Tensor, dts ...device.DType) error {
 	return fmt.Errorf("cuda: %s: %s is %s, want %v", op, what, t.DType, dts)
 }
 
-func sameShape(op string, a, b device.Tensor, an, bn string) error {
-	if a.Rows != b.Rows || a.Cols != b.Cols {
-		return fmt.Errorf("cuda: %s: %s is %d x %d but %s is %d x %d", op, an, a.Rows, a.Cols, bn, b.Rows, b.Cols)
-	}
-	return nil
-}
+// weightTypes are the weight dtypes the CUDA kernels compute with.
+var weightTypes = []device.DType{device.F32, device.F16, device.BF16}
 
 var weightSuffix = map[device.DType]string{device.F32: "f32", device.F16: "f16", device.BF16: "bf16"}
 
@@ -100,25 +108,9 @@ func (d *Device) matmul(s device.Stream, y, x, w device.Tensor, trans bool) erro
 	if trans {
 		op, in, out = "MatMulT", w.Rows, w.Cols
 	}
-	cs, ps, err := d.operands(s, op, y, x, w)
+	cs, ps, err := d.operands(s, op, device.CheckMatMul(y, x, w, trans, weightTypes), y, x, w)
 	if err != nil {
 		return err
-	}
-	if err := wantDType(op, "x", x, device.F32); err != nil {
-		return err
-	}
-	if err := wantDType(op, "y", y, device.F32); err != nil {
-		return err
-	}
-	if err := wantDType(op, "w", w, device.F32, device.F16, device.BF16); err != nil {
-		return err
-	}
-	if x.Cols != in || y.Cols != out || y.Rows != x.Rows {
-		wl := "[out, in]"
-		if trans {
-			wl = "[in, out]"
-		}
-		return fmt.Errorf("cuda: %s: x %d x %d, w %d x %d %s, y %d x %d do not match", op, x.Rows, x.Cols, w.Rows, w.Cols, wl, y.Rows, y.Cols)
 	}
 	n := x.Rows
 	if n == 0 || out == 0 {
@@ -213,24 +205,9 @@ func (d *Device) gemm(cs *stream, y, x, w devPtr, wt device.DType, n, in, out in
 // RMSNorm computes y[r] = x[r] / sqrt(mean(x[r]²) + eps) * w.
 func (d *Device) RMSNorm(s device.Stream, y, x, w device.Tensor, eps float32) error {
 	const op = "RMSNorm"
-	cs, ps, err := d.operands(s, op, y, x, w)
+	cs, ps, err := d.operands(s, op, device.CheckRMSNorm(y, x, w, eps, weightTypes), y, x, w)
 	if err != nil {
 		return err
-	}
-	if err := wantDType(op, "x", x, device.F32); err != nil {
-		return err
-	}
-	if err := wantDType(op, "y", y, device.F32); err != nil {
-		return err
-	}
-	if err := wantDType(op, "w", w, device.F32, device.F16, device.BF16); err != nil {
-		return err
-	}
-	if err := sameShape(op, y, x, "y", "x"); err != nil {
-		return err
-	}
-	if w.Rows != 1 || w.Cols != x.Cols {
-		return fmt.Errorf("cuda: %s: w is %d x %d, want 1 x %d", op, w.Rows, w.Cols, x.Cols)
 	}
 	if x.Rows == 0 || x.Cols == 0 {
 		return nil
@@ -245,24 +222,9 @@ func (d *Device) RMSNorm(s device.Stream, y, x, w device.Tensor, eps float32) er
 // RoPE rotates x in place; row r is at position pos0+r.
 func (d *Device) RoPE(s device.Stream, x device.Tensor, pos0, headDim int, theta float32, style device.RopeStyle) error {
 	const op = "RoPE"
-	cs, ps, err := d.operands(s, op, x)
+	cs, ps, err := d.operands(s, op, device.CheckRoPE(x, pos0, headDim, theta, style), x)
 	if err != nil {
 		return err
-	}
-	if err := wantDType(op, "x", x, device.F32); err != nil {
-		return err
-	}
-	switch {
-	case headDim <= 0 || headDim%2 != 0:
-		return fmt.Errorf("cuda: %s: head dim %d must be positive and even", op, headDim)
-	case x.Cols%headDim != 0:
-		return fmt.Errorf("cuda: %s: %d columns are not a whole number of %d-wide heads", op, x.Cols, headDim)
-	case pos0 < 0 || pos0 > math.MaxInt32-x.Rows:
-		return fmt.Errorf("cuda: %s: position %d out of range", op, pos0)
-	case style != device.RopeInterleaved && style != device.RopeHalf:
-		return fmt.Errorf("cuda: %s: unknown style %d", op, style)
-	case !(theta > 0):
-		return fmt.Errorf("cuda: %s: theta %g must be positive", op, theta)
 	}
 	pairs := int64(x.Rows) * int64(x.Cols) / 2
 	if pairs == 0 {
@@ -283,27 +245,9 @@ func (d *Device) RoPE(s device.Stream, x device.Tensor, pos0, headDim int, theta
 // RoPEFreqs rotates x in place by explicit inverse frequencies.
 func (d *Device) RoPEFreqs(s device.Stream, x device.Tensor, pos0, headDim int, freqs device.Tensor, style device.RopeStyle) error {
 	const op = "RoPEFreqs"
-	cs, ps, err := d.operands(s, op, x, freqs)
+	cs, ps, err := d.operands(s, op, device.CheckRoPEFreqs(x, pos0, headDim, freqs, style), x, freqs)
 	if err != nil {
 		return err
-	}
-	if err := wantDType(op, "x", x, device.F32); err != nil {
-		return err
-	}
-	if err := wantDType(op, "freqs", freqs, device.F32); err != nil {
-		return err
-	}
-	switch {
-	case headDim <= 0 || headDim%2 != 0:
-		return fmt.Errorf("cuda: %s: head dim %d must be positive and even", op, headDim)
-	case x.Cols%headDim != 0:
-		return fmt.Errorf("cuda: %s: %d columns are not a whole number of %d-wide heads", op, x.Cols, headDim)
-	case freqs.Rows != 1 || freqs.Cols != headDim/2:
-		return fmt.Errorf("cuda: %s: freqs is %d x %d, want 1 x %d", op, freqs.Rows, freqs.Cols, headDim/2)
-	case pos0 < 0 || pos0 > math.MaxInt32-x.Rows:
-		return fmt.Errorf("cuda: %s: position %d out of range", op, pos0)
-	case style != device.RopeInterleaved && style != device.RopeHalf:
-		return fmt.Errorf("cuda: %s: unknown style %d", op, style)
 	}
 	pairs := int64(x.Rows) * int64(x.Cols) / 2
 	if pairs == 0 {
@@ -324,35 +268,15 @@ func (d *Device) RoPEFreqs(s device.Stream, x device.Tensor, pos0, headDim int, 
 // Attention computes causal GQA attention of q's rows over the caches.
 func (d *Device) Attention(s device.Stream, out, q, k, v device.Tensor, pos0, nHeads, nKVHeads, headDim int) error {
 	const op = "Attention"
-	cs, ps, err := d.operands(s, op, out, q, k, v)
+	cs, ps, err := d.operands(s, op, device.CheckAttention(out, q, k, v, pos0, nHeads, nKVHeads, headDim), out, q, k, v)
 	if err != nil {
 		return err
 	}
-	for i, t := range []device.Tensor{out, q, k, v} {
-		if err := wantDType(op, [...]string{"out", "q", "k", "v"}[i], t, device.F32); err != nil {
-			return err
-		}
-	}
 	switch {
-	case nHeads <= 0 || nKVHeads <= 0 || headDim <= 0:
-		return fmt.Errorf("cuda: %s: heads %d, kv heads %d, head dim %d must be positive", op, nHeads, nKVHeads, headDim)
-	case nHeads%nKVHeads != 0:
-		return fmt.Errorf("cuda: %s: %d heads are not a multiple of %d kv heads", op, nHeads, nKVHeads)
 	case headDim > attnMaxDim:
 		return fmt.Errorf("cuda: %s: head dim %d exceeds %d", op, headDim, attnMaxDim)
-	case q.Cols != nHeads*headDim:
-		return fmt.Errorf("cuda: %s: q has %d columns, want %d heads x %d", op, q.Cols, nHeads, headDim)
-	case k.Cols != nKVHeads*headDim || v.Cols != k.Cols:
-		return fmt.Errorf("cuda: %s: k/v have %d/%d columns, want %d kv heads x %d", op, k.Cols, v.Cols, nKVHeads, headDim)
-	case k.Rows != v.Rows:
-		return fmt.Errorf("cuda: %s: k has %d rows, v %d", op, k.Rows, v.Rows)
-	case pos0 < 0 || pos0+q.Rows > k.Rows:
-		return fmt.Errorf("cuda: %s: positions %d..%d do not fit a %d-position cache", op, pos0, pos0+q.Rows-1, k.Rows)
 	case q.Rows > maxGridY:
 		return fmt.Errorf("cuda: %s: %d query rows exceed %d", op, q.Rows, maxGridY)
-	}
-	if err := sameShape(op, out, q, "out", "q"); err != nil {
-		return err
 	}
 	if q.Rows == 0 {
 		return nil
@@ -365,19 +289,8 @@ func (d *Device) Attention(s device.Stream, out, q, k, v device.Tensor, pos0, nH
 // SiLUMul computes out = silu(gate) * up.
 func (d *Device) SiLUMul(s device.Stream, out, gate, up device.Tensor) error {
 	const op = "SiLUMul"
-	cs, ps, err := d.operands(s, op, out, gate, up)
+	cs, ps, err := d.operands(s, op, device.CheckSiLUMul(out, gate, up), out, gate, up)
 	if err != nil {
-		return err
-	}
-	for i, t := range []device.Tensor{out, gate, up} {
-		if err := wantDType(op, [...]string{"out", "gate", "up"}[i], t, device.F32); err != nil {
-			return err
-		}
-	}
-	if err := sameShape(op, gate, up, "gate", "up"); err != nil {
-		return err
-	}
-	if err := sameShape(op, out, gate, "out", "gate"); err != nil {
 		return err
 	}
 	n := int64(out.Rows) * int64(out.Cols)
@@ -390,17 +303,8 @@ func (d *Device) SiLUMul(s device.Stream, out, gate, up device.Tensor) error {
 // Add computes y += x.
 func (d *Device) Add(s device.Stream, y, x device.Tensor) error {
 	const op = "Add"
-	cs, ps, err := d.operands(s, op, y, x)
+	cs, ps, err := d.operands(s, op, device.CheckAdd(y, x), y, x)
 	if err != nil {
-		return err
-	}
-	if err := wantDType(op, "y", y, device.F32); err != nil {
-		return err
-	}
-	if err := wantDType(op, "x", x, device.F32); err != nil {
-		return err
-	}
-	if err := sameShape(op, y, x, "y", "x"); err != nil {
 		return err
 	}
 	n := int64(y.Rows) * int64(y.Cols)
@@ -410,41 +314,11 @@ func (d *Device) Add(s device.Stream, y, x device.Tensor) error {
 	return d.launch(cs, "add_f32", [3]uint32{blocks(n, threads), 1, 1}, [3]uint32{threads, 1, 1}, ps[0], ps[1], n)
 }
 
-// checkIndex validates an index tensor: [1, k] I32.
-func checkIndex(op string, idx device.Tensor) error {
-	if err := wantDType(op, "idx", idx, device.I32); err != nil {
-		return err
-	}
-	if idx.Rows != 1 {
-		return fmt.Errorf("cuda: %s: idx is %d x %d, want 1 x k", op, idx.Rows, idx.Cols)
-	}
-	return nil
-}
-
-// gatherOperands checks what both gathers require: a 1 x k I32 index,
-// dst of src's dtype with k rows of dstCols elements.
-func (d *Device) gatherOperands(s device.Stream, op string, dst, src, idx device.Tensor, dstCols int) (*stream, []devPtr, error) {
-	cs, ps, err := d.operands(s, op, dst, src, idx)
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := checkIndex(op, idx); err != nil {
-		return nil, nil, err
-	}
-	if dst.DType != src.DType {
-		return nil, nil, fmt.Errorf("cuda: %s: dst is %s, src %s", op, dst.DType, src.DType)
-	}
-	if dst.Rows != idx.Cols || dst.Cols != dstCols {
-		return nil, nil, fmt.Errorf("cuda: %s: dst is %d x %d, want %d x %d", op, dst.Rows, dst.Cols, idx.Cols, dstCols)
-	}
-	return cs, ps, nil
-}
-
 // GatherRows sets dst[i] = src[idx[i]]. An index out of range is reported
 // by the next Synchronize (the kernel sees it, not the enqueuing call).
 func (d *Device) GatherRows(s device.Stream, dst, src, idx device.Tensor) error {
 	const op = "GatherRows"
-	cs, ps, err := d.gatherOperands(s, op, dst, src, idx, src.Cols)
+	cs, ps, err := d.operands(s, op, device.CheckGatherRows(dst, src, idx), dst, src, idx)
 	if err != nil {
 		return err
 	}
@@ -474,7 +348,7 @@ func (d *Device) GatherRows(s device.Stream, dst, src, idx device.Tensor) error 
 // GatherColsT sets dst[i][r] = src[r][idx[i]].
 func (d *Device) GatherColsT(s device.Stream, dst, src, idx device.Tensor) error {
 	const op = "GatherColsT"
-	cs, ps, err := d.gatherOperands(s, op, dst, src, idx, src.Rows)
+	cs, ps, err := d.operands(s, op, device.CheckGatherColsT(dst, src, idx), dst, src, idx)
 	if err != nil {
 		return err
 	}
@@ -485,7 +359,7 @@ func (d *Device) GatherColsT(s device.Stream, dst, src, idx device.Tensor) error
 		return fmt.Errorf("cuda: %s: src %d x %d is too large", op, src.Rows, src.Cols)
 	}
 	name := "gather_cols_t_u16"
-	if src.DType.Size() == 4 {
+	if src.DType.BlockBytes() == 4 {
 		name = "gather_cols_t_u32"
 	}
 	for i0 := 0; i0 < dst.Rows; i0 += maxGridY {
@@ -504,7 +378,7 @@ func (d *Device) GatherColsT(s device.Stream, dst, src, idx device.Tensor) error
 // when the types agree. Shapes must match.
 func (d *Device) Convert(s device.Stream, dst, src device.Tensor) error {
 	const op = "Convert"
-	cs, ps, err := d.operands(s, op, dst, src)
+	cs, ps, err := d.operands(s, op, nil, dst, src)
 	if err != nil {
 		return err
 	}
@@ -535,7 +409,7 @@ func (d *Device) Convert(s device.Stream, dst, src device.Tensor) error {
 
 // rowsOp checks a per-row reduction over x [n, cols] F32 writing out [1, n].
 func (d *Device) rowsOp(s device.Stream, op string, out, x device.Tensor, outType device.DType) (*stream, []devPtr, error) {
-	cs, ps, err := d.operands(s, op, out, x)
+	cs, ps, err := d.operands(s, op, nil, out, x)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -571,7 +445,7 @@ func (d *Device) Argmax(s device.Stream, out, x device.Tensor) error {
 // Softmax sets y[r] = softmax(x[r] / temperature); y may be x.
 func (d *Device) Softmax(s device.Stream, y, x device.Tensor, temperature float32) error {
 	const op = "Softmax"
-	cs, ps, err := d.operands(s, op, y, x)
+	cs, ps, err := d.operands(s, op, nil, y, x)
 	if err != nil {
 		return err
 	}
@@ -607,10 +481,10 @@ func (d *Device) LogLikelihood(s device.Stream, out, logits, tokens device.Tenso
 	if err != nil {
 		return err
 	}
-	if err := checkIndex(op, tokens); err != nil {
+	if err := wantDType(op, "tokens", tokens, device.I32); err != nil {
 		return err
 	}
-	if tokens.Cols != logits.Rows {
+	if tokens.Rows != 1 || tokens.Cols != logits.Rows {
 		return fmt.Errorf("cuda: %s: %d tokens for %d rows of logits", op, tokens.Cols, logits.Rows)
 	}
 	if !(temperature > 0) {

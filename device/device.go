@@ -4,7 +4,11 @@
 //
 // Two backends implement it: the host backend (package device/host), which
 // keeps a bounded arena in RAM so that CPU runs obey the same rules as a GPU,
-// and the CUDA backend (package cuda). Both must pass device/devicetest.
+// and the CUDA backend (package cuda). Both must pass device/devicetest. They
+// register themselves by name (Register) and programs open them with Open,
+// so nothing above this package names a backend's types. The argument checks
+// of the kernel contract are written once, here (check.go), and every backend
+// calls them. DType knows block-quantized types' sizes (dtype.go).
 //
 // Rules every backend keeps (see DESIGN.md, invariants 1-3):
 //   - Kernels read only device buffers. Weights reach them through an explicit
@@ -26,42 +30,6 @@ import (
 // ErrOutOfMemory is wrapped by Alloc when the capacity would be exceeded.
 var ErrOutOfMemory = errors.New("device memory exhausted")
 
-// DType is the element type of a tensor in device memory. Activations are
-// always F32; weights may be F32, F16 or BF16; index lists are I32.
-type DType uint8
-
-const (
-	F32 DType = iota
-	F16
-	BF16
-	I32
-)
-
-// Size is the number of bytes of one element.
-func (d DType) Size() int {
-	switch d {
-	case F32, I32:
-		return 4
-	case F16, BF16:
-		return 2
-	}
-	return 0
-}
-
-func (d DType) String() string {
-	switch d {
-	case F32:
-		return "f32"
-	case F16:
-		return "f16"
-	case BF16:
-		return "bf16"
-	case I32:
-		return "i32"
-	}
-	return fmt.Sprintf("dtype(%d)", uint8(d))
-}
-
 // Buffer is a region of device memory returned by Alloc. Its concrete type is
 // private to the backend that made it.
 type Buffer interface {
@@ -79,10 +47,11 @@ type Tensor struct {
 }
 
 // Bytes is the size of the view in bytes.
-func (t Tensor) Bytes() int64 { return int64(t.Rows) * int64(t.Cols) * int64(t.DType.Size()) }
+func (t Tensor) Bytes() int64 { return int64(t.Rows) * t.RowBytes() }
 
-// RowBytes is the size of one row in bytes.
-func (t Tensor) RowBytes() int64 { return int64(t.Cols) * int64(t.DType.Size()) }
+// RowBytes is the size of one row in bytes (for a block-quantized type, Cols
+// must be a whole number of blocks; CheckTensor enforces it).
+func (t Tensor) RowBytes() int64 { return t.DType.RowBytes(t.Cols) }
 
 // Slice returns rows [from, to) of t as a new view.
 func (t Tensor) Slice(from, to int) Tensor {
@@ -170,17 +139,42 @@ type Device interface {
 	// CopyDevice enqueues a device-to-device copy of n bytes.
 	CopyDevice(s Stream, dst Buffer, dstOff int64, src Buffer, srcOff int64, n int64) error
 
+	// Caps says what this backend can do, so that callers choose a path by
+	// capability rather than by probing for a concrete type.
+	Caps() Capabilities
+
 	Kernels
 
 	// Close frees everything. The device is unusable afterwards.
 	Close() error
 }
 
+// Capabilities describe what a backend can do beyond the common contract.
+type Capabilities struct {
+	// WeightTypes are the dtypes MatMul (and RMSNorm's weight) accept.
+	WeightTypes []DType
+	// PrefersStaging says host->device copies should come from HostAlloc
+	// buffers (page-locked on a GPU): copies straight from other host memory,
+	// such as a memory-mapped file, take a slower path.
+	PrefersStaging bool
+}
+
+// SupportsWeights says whether dt is one of c.WeightTypes.
+func (c Capabilities) SupportsWeights(dt DType) bool {
+	for _, t := range c.WeightTypes {
+		if t == dt {
+			return true
+		}
+	}
+	return false
+}
+
 // Kernels are the compute operations of the Llama forward pass. All are
 // enqueued on a stream and run asynchronously. Activations (x, y, q, caches,
-// out) are F32; weight tensors (w) may be F32, F16 or BF16; idx tensors are
-// I32. Shapes are checked at enqueue time and a mismatch is returned as an
-// error without enqueuing anything.
+// out) are F32; weight tensors (w) may be any of the backend's
+// Capabilities.WeightTypes; idx tensors are I32. Shapes are checked at
+// enqueue time (the Check functions) and a mismatch is returned as an error
+// without enqueuing anything.
 type Kernels interface {
 	// MatMul computes y[r] = W x[r] for every row r: w is [out, in],
 	// x is [n, in], y is [n, out]. This is the layout of every Llama weight.

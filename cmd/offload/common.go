@@ -10,11 +10,11 @@ import (
 
 	"offload"
 	"offload/corrector"
-	"offload/cuda"
+	_ "offload/cuda" // registers the "cuda" backend
 	"offload/device"
-	"offload/device/host"
+	_ "offload/device/host" // registers the "host" backend
+	"offload/internal/units"
 	"offload/model"
-	"offload/plan"
 	"offload/sparsity"
 )
 
@@ -58,27 +58,24 @@ func decodeFlags() []cli.Flag {
 // openDevice opens the device the flags ask for; note says what happened
 // (e.g. the fallback from auto to host).
 func openDevice(c *cli.Context, wantBytes int64) (dev device.Device, note string, err error) {
-	var mem int64
+	var cfg device.Config
 	if s := c.String("device-mem"); s != "" {
-		if mem, err = plan.ParseSize(s); err != nil {
+		if cfg.Capacity, err = units.ParseSize(s); err != nil {
 			return nil, "", fmt.Errorf("--device-mem: %w", err)
 		}
-		if mem <= 0 {
-			return nil, "", fmt.Errorf("--device-mem must be positive")
-		}
 	}
-	var link float64
 	if s := c.String("link"); s != "" {
-		if link, err = host.ParseLink(s); err != nil {
+		if cfg.Link, err = units.ParseLink(s); err != nil {
 			return nil, "", fmt.Errorf("--link: %w", err)
 		}
 	}
+	cfg.Pageable = !c.Bool("pinned")
 	kind := c.String("device")
 	switch kind {
 	case "auto", "cuda":
-		d, cerr := cuda.Open(cuda.Options{Capacity: mem, Pinned: c.Bool("pinned")})
+		d, cerr := device.Open("cuda", cfg)
 		if cerr == nil {
-			if link > 0 {
+			if cfg.Link > 0 {
 				note = "--link is ignored on a GPU: the real link is measured"
 			}
 			return d, note, nil
@@ -91,11 +88,10 @@ func openDevice(c *cli.Context, wantBytes int64) (dev device.Device, note string
 	default:
 		return nil, "", fmt.Errorf("--device %q: use auto, cuda or host", kind)
 	}
-	capacity := mem
-	if capacity == 0 {
-		capacity = math.MaxInt64 / 4
+	if cfg.Capacity == 0 {
+		cfg.Capacity = math.MaxInt64 / 4
 	}
-	d, err := host.New(host.Options{Capacity: capacity, Link: link})
+	d, err := device.Open("host", cfg)
 	if err != nil {
 		return nil, "", err
 	}
@@ -166,7 +162,7 @@ func engineOptions(c *cli.Context, m *model.Model, mode offload.Mode, cfg correc
 	ctx = min(ctx, m.Config.MaxSeq)
 	var mem int64
 	if s := c.String("device-mem"); s != "" {
-		mem, _ = plan.ParseSize(s)
+		mem, _ = units.ParseSize(s)
 	}
 	return offload.Options{
 		DeviceMem: mem, NoPrefetch: c.Bool("no-prefetch"), Policy: pol, Keep: c.Float64("keep"),

@@ -205,7 +205,7 @@ const sentinel = 0xA5
 // a buffer whose every byte is the sentinel.
 func (f *fixture) tensor(dt device.DType, rows, cols int) device.Tensor {
 	f.t.Helper()
-	es := int64(dt.Size())
+	es := int64(dt.BlockBytes())
 	size := (int64(rows)*int64(cols) + 2*pad) * es
 	b := f.alloc(size, fmt.Sprintf("%s[%d,%d]", dt, rows, cols))
 	f.upload(b, 0, bytes.Repeat([]byte{sentinel}, int(size)))
@@ -219,7 +219,7 @@ func (f *fixture) tensor(dt device.DType, rows, cols int) device.Tensor {
 // encode converts vals to dt's bytes and returns the values the bytes hold
 // (rounded to dt), which is what references must use.
 func encode(dt device.DType, vals []float64) ([]byte, []float64) {
-	out := make([]byte, len(vals)*dt.Size())
+	out := make([]byte, len(vals)*dt.BlockBytes())
 	held := make([]float64, len(vals))
 	for i, v := range vals {
 		switch dt {
@@ -245,7 +245,7 @@ func encode(dt device.DType, vals []float64) ([]byte, []float64) {
 }
 
 func decode(dt device.DType, b []byte) []float64 {
-	n := len(b) / dt.Size()
+	n := len(b) / dt.BlockBytes()
 	out := make([]float64, n)
 	for i := range out {
 		switch dt {

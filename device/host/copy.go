@@ -2,8 +2,6 @@ package host
 
 import (
 	"fmt"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -156,50 +154,4 @@ func (d *Device) memcpy(dst, src []byte) {
 	}
 	copy(dst[:chunk], src[:chunk])
 	wg.Wait()
-}
-
-// Link presets, host to device, one direction, x16, the "pinned, measured"
-// column of REFERENCE.md §4 (the theoretical figures are 15.75, 31.5 and
-// 63 GB/s; pageable copies reach about half of these).
-var linkPresets = map[string]float64{
-	"pcie3": 12.5e9, // ~12-13 GB/s measured pinned
-	"pcie4": 25e9,   // 24-26 GB/s (RTX 4090, A100); the Sirius offload runs' figure
-	"pcie5": 56e9,   // ~56 GB/s (RTX 5090)
-}
-
-// ParseLink parses a link speed for Options.Link: a number with a unit
-// ("25GB/s", "12.5 GB/s", "800MB/s", "1.5GiB/s", "3e9B/s", a bare "3e9" is
-// bytes/s; k, M, G, T are powers of 1000, Ki, Mi, Gi, Ti of 1024), a preset
-// ("pcie3" = 12.5 GB/s, "pcie4" = 25 GB/s, "pcie5" = 56 GB/s: the pinned,
-// measured figures of REFERENCE.md §4), or "0"/"off"/"none" for no pacing.
-func ParseLink(s string) (float64, error) {
-	t := strings.ToLower(strings.TrimSpace(s))
-	if v, ok := linkPresets[t]; ok {
-		return v, nil
-	}
-	switch t {
-	case "", "0", "off", "none", "unpaced":
-		return 0, nil
-	}
-	t = strings.TrimSuffix(t, "/s")
-	t = strings.TrimSuffix(t, "ps")
-	t = strings.TrimSuffix(t, "b")
-	mult := 1.0
-	for _, u := range []struct {
-		suffix string
-		mult   float64
-	}{
-		{"ki", 1 << 10}, {"mi", 1 << 20}, {"gi", 1 << 30}, {"ti", 1 << 40},
-		{"k", 1e3}, {"m", 1e6}, {"g", 1e9}, {"t", 1e12},
-	} {
-		if strings.HasSuffix(t, u.suffix) {
-			t, mult = strings.TrimSuffix(t, u.suffix), u.mult
-			break
-		}
-	}
-	v, err := strconv.ParseFloat(strings.TrimSpace(t), 64)
-	if err != nil || v < 0 || v != v || v*mult > 1e15 {
-		return 0, fmt.Errorf("host: link speed %q: want e.g. 25GB/s, 800MB/s, pcie3, pcie4, pcie5 or 0", s)
-	}
-	return v * mult, nil
 }

@@ -24,6 +24,7 @@ import (
 
 	"offload/device"
 	"offload/device/kernels"
+	"offload/internal/sysmem"
 )
 
 // Options configures a host device.
@@ -31,7 +32,8 @@ type Options struct {
 	// Capacity is the device memory in bytes; required (> 0).
 	Capacity int64
 	// Link is the speed in bytes/s that host<->device copies are paced to
-	// (see ParseLink); 0 leaves them unpaced (memcpy speed).
+	// (internal/units.ParseLink reads it from a flag); 0 leaves them unpaced
+	// (memcpy speed).
 	Link float64
 	// Threads is the number of compute threads; 0 means GOMAXPROCS. It also
 	// sets kernels.SetThreads, which is process-wide: the last device
@@ -69,6 +71,19 @@ type Device struct {
 }
 
 var _ device.Device = (*Device)(nil)
+
+// The host backend registers as "host". Without a capacity it may use the
+// machine's physical memory: a budget no run can exceed without swapping,
+// rather than an unbounded one that lets a bad flag exhaust the machine.
+func init() {
+	device.Register("host", func(c device.Config) (device.Device, error) {
+		capacity := c.Capacity
+		if capacity == 0 {
+			capacity = sysmem.Physical()
+		}
+		return New(Options{Capacity: capacity, Link: c.Link, Threads: c.Threads})
+	})
+}
 
 // New makes a host device.
 func New(opts Options) (*Device, error) {

@@ -10,33 +10,23 @@ import (
 	"offload/device/kernels"
 )
 
-// tensorBytes checks t against its buffer (ours, live, element-aligned,
-// in bounds) and returns its bytes. Slices are taken at enqueue time, so a
-// later Free cannot pull memory from under queued work.
-func (d *Device) tensorBytes(op, name string, t device.Tensor, types ...device.DType) ([]byte, error) {
-	ok := false
-	for _, dt := range types {
-		ok = ok || t.DType == dt
+// bytes returns the bytes of tensors already checked by the device package's
+// Check functions: this backend adds only that each buffer is one of its own
+// and still live. Slices are taken at enqueue time, so a later Free cannot
+// pull memory from under queued work.
+func (d *Device) bytes(op string, check error, ts ...device.Tensor) ([][]byte, error) {
+	if check != nil {
+		return nil, fmt.Errorf("host: %w", check)
 	}
-	if !ok {
-		return nil, fmt.Errorf("host: %s: %s is %s, want one of %v", op, name, t.DType, types)
+	out := make([][]byte, len(ts))
+	for i, t := range ts {
+		_, data, err := d.bytesOf(t.Buf, "host: "+op)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = data[t.Off : t.Off+t.Bytes()]
 	}
-	b, data, err := d.bytesOf(t.Buf, fmt.Sprintf("host: %s: %s", op, name))
-	if err != nil {
-		return nil, err
-	}
-	es := int64(t.DType.Size())
-	switch {
-	case t.Rows < 0 || t.Cols < 0:
-		return nil, fmt.Errorf("host: %s: %s has negative shape %d x %d", op, name, t.Rows, t.Cols)
-	case t.Off < 0 || t.Off%es != 0:
-		return nil, fmt.Errorf("host: %s: %s offset %d is not a multiple of its %d-byte %s elements", op, name, t.Off, es, t.DType)
-	case t.Cols > 0 && int64(t.Rows) > b.size/es/int64(t.Cols):
-		return nil, fmt.Errorf("host: %s: %s of %d x %d %s does not fit buffer %q of %d bytes", op, name, t.Rows, t.Cols, t.DType, b.label, b.size)
-	case t.Off > b.size-t.Bytes():
-		return nil, fmt.Errorf("host: %s: %s of %d x %d %s at offset %d does not fit buffer %q of %d bytes", op, name, t.Rows, t.Cols, t.DType, t.Off, b.label, b.size)
-	}
-	return data[t.Off : t.Off+t.Bytes()], nil
+	return out, nil
 }
 
 func f32s(b []byte) []float32 {
@@ -67,49 +57,11 @@ func i32s(b []byte) []int32 {
 	return unsafe.Slice((*int32)(unsafe.Pointer(&b[0])), len(b)/4)
 }
 
-// overlaps reports whether two tensors share bytes of one buffer.
-func overlaps(a, b device.Tensor) bool {
-	return a.Buf == b.Buf && a.Off < b.Off+b.Bytes() && b.Off < a.Off+a.Bytes() && a.Bytes() > 0 && b.Bytes() > 0
-}
+// caps are the host backend's capabilities.
+var caps = device.Capabilities{WeightTypes: []device.DType{device.F32, device.F16, device.BF16}}
 
-var weightTypes = []device.DType{device.F32, device.F16, device.BF16}
-
-// operands resolves the tensors of one call; each entry names a tensor and
-// the dtypes it may have.
-type operand struct {
-	name  string
-	t     device.Tensor
-	types []device.DType
-}
-
-func (d *Device) operands(op string, ops ...operand) ([][]byte, error) {
-	out := make([][]byte, len(ops))
-	for i, o := range ops {
-		b, err := d.tensorBytes(op, o.name, o.t, o.types...)
-		if err != nil {
-			return nil, err
-		}
-		out[i] = b
-	}
-	return out, nil
-}
-
-func f32op(name string, t device.Tensor) operand {
-	return operand{name, t, []device.DType{device.F32}}
-}
-
-func shapeErr(op, format string, args ...any) error {
-	return fmt.Errorf("host: %s: "+format, append([]any{op}, args...)...)
-}
-
-func noAlias(op string, out device.Tensor, ins ...device.Tensor) error {
-	for _, in := range ins {
-		if overlaps(out, in) {
-			return shapeErr(op, "output overlaps an input")
-		}
-	}
-	return nil
-}
+// Caps says which weight types the CPU kernels compute with.
+func (d *Device) Caps() device.Capabilities { return caps }
 
 // MatMul computes y[r] = W x[r] with w [out, in] (package kernels).
 func (d *Device) MatMul(s device.Stream, y, x, w device.Tensor) error {
@@ -126,19 +78,13 @@ func (d *Device) matmul(op string, s device.Stream, y, x, w device.Tensor, trans
 	if err != nil {
 		return err
 	}
-	b, err := d.operands(op, f32op("y", y), f32op("x", x), operand{"w", w, weightTypes})
+	b, err := d.bytes(op, device.CheckMatMul(y, x, w, transposed, caps.WeightTypes), y, x, w)
 	if err != nil {
 		return err
 	}
 	in, out := w.Cols, w.Rows
 	if transposed {
 		in, out = w.Rows, w.Cols
-	}
-	if x.Cols != in || y.Cols != out || y.Rows != x.Rows {
-		return shapeErr(op, "y %dx%d = x %dx%d times w %dx%d: want x cols %d, y %dx%d", y.Rows, y.Cols, x.Rows, x.Cols, w.Rows, w.Cols, in, x.Rows, out)
-	}
-	if err := noAlias(op, y, x, w); err != nil {
-		return err
 	}
 	yv, xv, n := f32s(b[0]), f32s(b[1]), x.Rows
 	var fn func()
@@ -182,12 +128,9 @@ func (d *Device) RMSNorm(s device.Stream, y, x, w device.Tensor, eps float32) er
 	if err != nil {
 		return err
 	}
-	b, err := d.operands(op, f32op("y", y), f32op("x", x), operand{"w", w, weightTypes})
+	b, err := d.bytes(op, device.CheckRMSNorm(y, x, w, eps, caps.WeightTypes), y, x, w)
 	if err != nil {
 		return err
-	}
-	if y.Rows != x.Rows || y.Cols != x.Cols || w.Rows != 1 || w.Cols != x.Cols {
-		return shapeErr(op, "y %dx%d, x %dx%d, w %dx%d: want y shaped like x and w 1x%d", y.Rows, y.Cols, x.Rows, x.Cols, w.Rows, w.Cols, x.Cols)
 	}
 	yv, xv, n, c := f32s(b[0]), f32s(b[1]), x.Rows, x.Cols
 	return st.work(op, func(*item) error {
@@ -264,21 +207,9 @@ func (d *Device) RoPE(s device.Stream, x device.Tensor, pos0, headDim int, theta
 	if err != nil {
 		return err
 	}
-	b, err := d.operands(op, f32op("x", x))
+	b, err := d.bytes(op, device.CheckRoPE(x, pos0, headDim, theta, style), x)
 	if err != nil {
 		return err
-	}
-	switch {
-	case headDim <= 0 || headDim%2 != 0:
-		return shapeErr(op, "head dim %d must be positive and even", headDim)
-	case x.Cols%headDim != 0:
-		return shapeErr(op, "x has %d columns, not a multiple of head dim %d", x.Cols, headDim)
-	case pos0 < 0 || pos0 > math.MaxInt32-x.Rows:
-		return shapeErr(op, "positions %d..%d out of range", pos0, pos0+x.Rows-1)
-	case style != device.RopeInterleaved && style != device.RopeHalf:
-		return shapeErr(op, "unknown style %d", style)
-	case !(theta > 0) || math.IsInf(float64(theta), 0):
-		return shapeErr(op, "theta %g must be positive", theta)
 	}
 	xv, n, c, half := f32s(b[0]), x.Rows, x.Cols, headDim/2
 	return st.work(op, func(*item) error {
@@ -315,25 +246,8 @@ func (d *Device) Attention(s device.Stream, out, q, k, v device.Tensor, pos0, nH
 	if err != nil {
 		return err
 	}
-	b, err := d.operands(op, f32op("out", out), f32op("q", q), f32op("k", k), f32op("v", v))
+	b, err := d.bytes(op, device.CheckAttention(out, q, k, v, pos0, nHeads, nKVHeads, headDim), out, q, k, v)
 	if err != nil {
-		return err
-	}
-	switch {
-	case nHeads <= 0 || nKVHeads <= 0 || headDim <= 0:
-		return shapeErr(op, "heads %d, kv heads %d, head dim %d must be positive", nHeads, nKVHeads, headDim)
-	case nHeads%nKVHeads != 0:
-		return shapeErr(op, "%d heads is not a multiple of %d kv heads", nHeads, nKVHeads)
-	case q.Cols != nHeads*headDim:
-		return shapeErr(op, "q has %d columns, want %d heads x %d", q.Cols, nHeads, headDim)
-	case out.Rows != q.Rows || out.Cols != q.Cols:
-		return shapeErr(op, "out %dx%d is not shaped like q %dx%d", out.Rows, out.Cols, q.Rows, q.Cols)
-	case k.Cols != nKVHeads*headDim || v.Rows != k.Rows || v.Cols != k.Cols:
-		return shapeErr(op, "k %dx%d, v %dx%d: want both [maxSeq, %d kv heads x %d]", k.Rows, k.Cols, v.Rows, v.Cols, nKVHeads, headDim)
-	case pos0 < 0 || pos0+q.Rows > k.Rows:
-		return shapeErr(op, "positions %d..%d do not fit a %d-position cache", pos0, pos0+q.Rows-1, k.Rows)
-	}
-	if err := noAlias(op, out, q, k, v); err != nil {
 		return err
 	}
 	ov, qv, kv, vv := f32s(b[0]), f32s(b[1]), f32s(b[2]), f32s(b[3])
@@ -419,15 +333,6 @@ func axpy4(y []float32, a0, a1, a2, a3 float32, x0, x1, x2, x3 []float32) {
 	}
 }
 
-func sameShape(op string, names []string, ts ...device.Tensor) error {
-	for i := 1; i < len(ts); i++ {
-		if ts[i].Rows != ts[0].Rows || ts[i].Cols != ts[0].Cols {
-			return shapeErr(op, "%s is %dx%d but %s is %dx%d", names[i], ts[i].Rows, ts[i].Cols, names[0], ts[0].Rows, ts[0].Cols)
-		}
-	}
-	return nil
-}
-
 // SiLUMul computes out = silu(gate) * up; out may be gate or up.
 func (d *Device) SiLUMul(s device.Stream, out, gate, up device.Tensor) error {
 	const op = "SiLUMul"
@@ -435,11 +340,8 @@ func (d *Device) SiLUMul(s device.Stream, out, gate, up device.Tensor) error {
 	if err != nil {
 		return err
 	}
-	b, err := d.operands(op, f32op("out", out), f32op("gate", gate), f32op("up", up))
+	b, err := d.bytes(op, device.CheckSiLUMul(out, gate, up), out, gate, up)
 	if err != nil {
-		return err
-	}
-	if err := sameShape(op, []string{"out", "gate", "up"}, out, gate, up); err != nil {
 		return err
 	}
 	ov, gv, uv := f32s(b[0]), f32s(b[1]), f32s(b[2])
@@ -461,11 +363,8 @@ func (d *Device) Add(s device.Stream, y, x device.Tensor) error {
 	if err != nil {
 		return err
 	}
-	b, err := d.operands(op, f32op("y", y), f32op("x", x))
+	b, err := d.bytes(op, device.CheckAdd(y, x), y, x)
 	if err != nil {
-		return err
-	}
-	if err := sameShape(op, []string{"y", "x"}, y, x); err != nil {
 		return err
 	}
 	yv, xv := f32s(b[0]), f32s(b[1])
@@ -479,8 +378,6 @@ func (d *Device) Add(s device.Stream, y, x device.Tensor) error {
 		return nil
 	})
 }
-
-var anyType = []device.DType{device.F32, device.F16, device.BF16, device.I32}
 
 // checkIndex validates idx (a [1, k] I32 tensor) against a limit at run
 // time: the indices live in device memory, so only the kernel sees them.
@@ -501,19 +398,8 @@ func (d *Device) GatherRows(s device.Stream, dst, src, idx device.Tensor) error 
 	if err != nil {
 		return err
 	}
-	b, err := d.operands(op, operand{"dst", dst, anyType}, operand{"src", src, anyType}, operand{"idx", idx, []device.DType{device.I32}})
+	b, err := d.bytes(op, device.CheckGatherRows(dst, src, idx), dst, src, idx)
 	if err != nil {
-		return err
-	}
-	switch {
-	case idx.Rows != 1:
-		return shapeErr(op, "idx is %dx%d, want 1 x k", idx.Rows, idx.Cols)
-	case dst.DType != src.DType:
-		return shapeErr(op, "dst is %s but src is %s", dst.DType, src.DType)
-	case dst.Rows != idx.Cols || dst.Cols != src.Cols:
-		return shapeErr(op, "dst is %dx%d, want %d indices x %d src columns", dst.Rows, dst.Cols, idx.Cols, src.Cols)
-	}
-	if err := noAlias(op, dst, src, idx); err != nil {
 		return err
 	}
 	dv, sv, iv, rb, rows := b[0], b[1], i32s(b[2]), int(src.RowBytes()), src.Rows
@@ -539,19 +425,8 @@ func (d *Device) GatherColsT(s device.Stream, dst, src, idx device.Tensor) error
 	if err != nil {
 		return err
 	}
-	b, err := d.operands(op, operand{"dst", dst, anyType}, operand{"src", src, anyType}, operand{"idx", idx, []device.DType{device.I32}})
+	b, err := d.bytes(op, device.CheckGatherColsT(dst, src, idx), dst, src, idx)
 	if err != nil {
-		return err
-	}
-	switch {
-	case idx.Rows != 1:
-		return shapeErr(op, "idx is %dx%d, want 1 x k", idx.Rows, idx.Cols)
-	case dst.DType != src.DType:
-		return shapeErr(op, "dst is %s but src is %s", dst.DType, src.DType)
-	case dst.Rows != idx.Cols || dst.Cols != src.Rows:
-		return shapeErr(op, "dst is %dx%d, want %d indices x %d src rows", dst.Rows, dst.Cols, idx.Cols, src.Rows)
-	}
-	if err := noAlias(op, dst, src, idx); err != nil {
 		return err
 	}
 	iv, rows, cols := i32s(b[2]), src.Rows, src.Cols
@@ -562,7 +437,7 @@ func (d *Device) GatherColsT(s device.Stream, dst, src, idx device.Tensor) error
 			return err
 		}
 		work := len(iv) * rows
-		if src.DType.Size() == 2 {
+		if src.DType.BlockBytes() == 2 {
 			dv, sv := u16s(b[0]), u16s(b[1])
 			d.parallel(nblocks, work, func(lo, hi int) { gatherColsT(dv, sv, iv, rows, cols, lo*block, min(hi*block, rows)) })
 		} else {
@@ -601,21 +476,9 @@ func (d *Device) RoPEFreqs(s device.Stream, x device.Tensor, pos0, headDim int, 
 	if err != nil {
 		return err
 	}
-	b, err := d.operands(op, f32op("x", x), f32op("freqs", freqs))
+	b, err := d.bytes(op, device.CheckRoPEFreqs(x, pos0, headDim, freqs, style), x, freqs)
 	if err != nil {
 		return err
-	}
-	switch {
-	case headDim <= 0 || headDim%2 != 0:
-		return shapeErr(op, "head dim %d must be positive and even", headDim)
-	case x.Cols%headDim != 0:
-		return shapeErr(op, "x has %d columns, not a multiple of head dim %d", x.Cols, headDim)
-	case freqs.Rows != 1 || freqs.Cols != headDim/2:
-		return shapeErr(op, "freqs is %d x %d, want 1 x %d", freqs.Rows, freqs.Cols, headDim/2)
-	case pos0 < 0 || pos0 > math.MaxInt32-x.Rows:
-		return shapeErr(op, "positions %d..%d out of range", pos0, pos0+x.Rows-1)
-	case style != device.RopeInterleaved && style != device.RopeHalf:
-		return shapeErr(op, "unknown style %d", style)
 	}
 	xv, fv, n, c, half := f32s(b[0]), f32s(b[1]), x.Rows, x.Cols, headDim/2
 	return st.work(op, func(*item) error {
