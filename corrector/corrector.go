@@ -84,13 +84,32 @@ func (m Mode) String() string {
 	return fmt.Sprintf("Mode(%d)", int(m))
 }
 
-// ParseMode maps "sirius", "dense" or "sparse" (case-insensitive) to a Mode.
+// ParseMode maps "sirius", "dense" or "sparse" (case-insensitive; "full" is
+// dense) to a Mode. This is the one mode enum: the engine, the planner and
+// the command line all use it.
 func ParseMode(s string) (Mode, error) {
-	i := slices.Index(modeNames, strings.ToLower(strings.TrimSpace(s)))
+	t := strings.ToLower(strings.TrimSpace(s))
+	if t == "full" {
+		t = "dense"
+	}
+	i := slices.Index(modeNames, t)
 	if i < 0 {
 		return 0, fmt.Errorf("corrector: unknown mode %q (valid: %s)", s, strings.Join(modeNames, ", "))
 	}
 	return Mode(i), nil
+}
+
+// MarshalText writes the mode's name, so JSON says "sirius", not 0.
+func (m Mode) MarshalText() ([]byte, error) { return []byte(m.String()), nil }
+
+// UnmarshalText reads a mode name.
+func (m *Mode) UnmarshalText(b []byte) error {
+	x, err := ParseMode(string(b))
+	if err != nil {
+		return err
+	}
+	*m = x
+	return nil
 }
 
 // Accept selects the rule that decides which drafts a check keeps.

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"math"
+	"offload/internal/fixtures"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,30 +15,6 @@ import (
 )
 
 var update = flag.Bool("update", false, "regenerate golden files (needs a C compiler for testdata/sampler_ref.c)")
-
-// sharedDir finds ../shared next to the module root, or skips the test.
-func sharedDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Skip("go.mod not found above the test directory")
-		}
-		dir = parent
-	}
-	shared := filepath.Join(dir, "..", "shared")
-	if _, err := os.Stat(shared); err != nil {
-		t.Skipf("shared test data absent: %v", err)
-	}
-	return shared
-}
 
 // samplerConfigs are the (temperature, top-p, seed) settings held to run.c.
 // The first is the one from the stories260K oracle run.
@@ -154,7 +131,7 @@ func TestSamplerMatchesRunCSynthetic(t *testing.T) {
 // The 64 real logit rows of the stories260K greedy oracle run: peaked
 // distributions where the top-p prefilter and sort do real work.
 func TestSamplerMatchesRunCStories260K(t *testing.T) {
-	raw, err := os.ReadFile(filepath.Join(sharedDir(t), "models", "stories260K", "oracle_logits_once_upon_a_time_64x512.f32"))
+	raw, err := os.ReadFile(filepath.Join(fixtures.Shared(t), "models", "stories260K", "oracle_logits_once_upon_a_time_64x512.f32"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -84,10 +84,10 @@ func Available() error {
 	}
 	n, err := drv.deviceCount()
 	if err != nil {
-		return fmt.Errorf("cuda: %v; use --device host", err)
+		return fmt.Errorf("cuda: %v; run on the host backend instead", err)
 	}
 	if n == 0 {
-		return errors.New("cuda: the NVIDIA driver sees no GPU; use --device host")
+		return errors.New("cuda: the NVIDIA driver sees no GPU; run on the host backend instead")
 	}
 	return nil
 }
@@ -96,11 +96,11 @@ func Available() error {
 func loadDriver(path string) (*driver, error) {
 	lib, err := openLibrary(path, EnvLibCUDA, cudaCandidates)
 	if err != nil {
-		return nil, fmt.Errorf("cuda: no NVIDIA driver found (%v); use --device host", err)
+		return nil, fmt.Errorf("cuda: no NVIDIA driver found (%v); run on the host backend instead", err)
 	}
 	drv := &driver{lib: lib}
 	if err := drv.init(); err != nil {
-		return nil, fmt.Errorf("cuda: NVIDIA driver %s failed to initialise (%v); use --device host", lib.path, err)
+		return nil, fmt.Errorf("cuda: NVIDIA driver %s failed to initialise (%v); run on the host backend instead", lib.path, err)
 	}
 	return drv, nil
 }

@@ -540,7 +540,7 @@ func TestNoDriver(t *testing.T) {
 			t.Fatalf("%s succeeded without a driver", name)
 		}
 		msg := err.Error()
-		if strings.Contains(msg, "\n") || !strings.HasPrefix(msg, "cuda: no NVIDIA driver found (") || !strings.HasSuffix(msg, "; use --device host") {
+		if strings.Contains(msg, "\n") || !strings.HasPrefix(msg, "cuda: no NVIDIA driver found (") || !strings.HasSuffix(msg, "; run on the host backend instead") {
 			t.Errorf("%s error is not one clear line: %q", name, msg)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 
 	"offload/device"
 	"offload/device/devicetest"
+	"offload/internal/half"
 )
 
 // These tests need a real NVIDIA GPU. They skip without one, unless
@@ -144,11 +145,11 @@ func weights(dt device.DType, v []float32) ([]byte, []float32) {
 	for i, x := range v {
 		var h uint16
 		if dt == device.BF16 {
-			h = devicetest.F32ToBF16(x)
-			held[i] = devicetest.BF16ToF32(h)
+			h = half.F32ToBF16(x)
+			held[i] = half.BF16ToF32(h)
 		} else {
-			h = devicetest.F32ToF16(x)
-			held[i] = devicetest.F16ToF32(h)
+			h = half.F32ToF16(x)
+			held[i] = half.F16ToF32(h)
 		}
 		binary.LittleEndian.PutUint16(b[2*i:], h)
 	}

@@ -6,6 +6,7 @@ import (
 	"math"
 
 	"offload/device"
+	"offload/internal/half"
 	"offload/pager"
 )
 
@@ -64,6 +65,30 @@ func DType(d pager.DType) (device.DType, error) {
 	return 0, fmt.Errorf("dtype %s is not supported yet (supported: F32, F16, BF16)", d)
 }
 
+// DefaultContext is the context length assumed when a file does not give one.
+const DefaultContext = 2048
+
+// ConfigFrom maps a weight file's parameters onto a Config: the one place
+// file metadata becomes architecture (the engine and `offload plan` both use
+// it). RoPE pairing follows the format: GGUF converters and llama2.c store
+// q/k rows for interleaved-pair RoPE, Hugging Face checkpoints store them
+// permuted for rotate-half RoPE; rather than un-permuting at load time the
+// engine rotates the way the file expects.
+func ConfigFrom(format string, p pager.LlamaParams) Config {
+	cfg := Config{
+		Arch: "llama", Dim: p.Dim, Hidden: p.Hidden, Layers: p.Layers, Heads: p.Heads, KVHeads: p.KVHeads,
+		HeadDim: p.HeadDim, Vocab: p.Vocab, MaxSeq: p.ContextLength, RopeTheta: float32(p.RopeTheta),
+		NormEps: float32(p.NormEps), TiedEmbeddings: p.TiedEmbeddings, RopeStyle: device.RopeInterleaved,
+	}
+	if format == "safetensors" {
+		cfg.RopeStyle = device.RopeHalf
+	}
+	if cfg.MaxSeq <= 0 {
+		cfg.MaxSeq = DefaultContext
+	}
+	return cfg
+}
+
 func fromFile(f *pager.Model) (*Model, error) {
 	if err := f.CheckDTypes(); err != nil {
 		return nil, err
@@ -72,22 +97,7 @@ func fromFile(f *pager.Model) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg := Config{
-		Arch: "llama", Dim: p.Dim, Hidden: p.Hidden, Layers: p.Layers, Heads: p.Heads, KVHeads: p.KVHeads,
-		HeadDim: p.HeadDim, Vocab: p.Vocab, MaxSeq: p.ContextLength, RopeTheta: float32(p.RopeTheta),
-		NormEps: float32(p.NormEps), TiedEmbeddings: p.TiedEmbeddings,
-	}
-	// GGUF converters and llama2.c store q/k rows for interleaved-pair RoPE;
-	// Hugging Face checkpoints store them permuted for rotate-half RoPE.
-	// Rather than un-permuting at load time we rotate the way the file expects.
-	if f.Format == "safetensors" {
-		cfg.RopeStyle = device.RopeHalf
-	} else {
-		cfg.RopeStyle = device.RopeInterleaved
-	}
-	if cfg.MaxSeq <= 0 {
-		cfg.MaxSeq = 2048
-	}
+	cfg := ConfigFrom(f.Format, p)
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("%s: %w", f.Path, err)
 	}
@@ -192,6 +202,36 @@ func checkShape(t *pager.Tensor, want []int) error {
 		if got[i] != want[i] {
 			return fmt.Errorf("shape %v, want %v", t.Shape, want)
 		}
+	}
+	return nil
+}
+
+// EmbedRow writes token tok's embedding row into dst as float32 (the table
+// stays on the host: a pass sends only its tokens' rows).
+func (m *Model) EmbedRow(dst []float32, tok int) error {
+	if tok < 0 || tok >= m.Config.Vocab {
+		return fmt.Errorf("token id %d out of range [0,%d)", tok, m.Config.Vocab)
+	}
+	row := m.Embed.Row(tok)
+	if len(dst) < m.Config.Dim {
+		return fmt.Errorf("embedding row of %d values into %d", m.Config.Dim, len(dst))
+	}
+	dst = dst[:m.Config.Dim]
+	switch m.Embed.DType {
+	case pager.F32:
+		for i := range dst {
+			dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(row[4*i:]))
+		}
+	case pager.F16:
+		for i := range dst {
+			dst[i] = half.F16ToF32(binary.LittleEndian.Uint16(row[2*i:]))
+		}
+	case pager.BF16:
+		for i := range dst {
+			dst[i] = half.BF16ToF32(binary.LittleEndian.Uint16(row[2*i:]))
+		}
+	default:
+		return fmt.Errorf("token_embd.weight: dtype %s is not supported", m.Embed.DType)
 	}
 	return nil
 }

@@ -3,38 +3,15 @@ package pager
 import (
 	"bytes"
 	"io"
+	"offload/internal/fixtures"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 )
 
-// sharedDir finds ../shared next to the module root (the dir holding go.mod).
-func sharedDir(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Skip("no go.mod above the test directory")
-		}
-		dir = parent
-	}
-	s := filepath.Join(dir, "..", "shared")
-	if _, err := os.Stat(s); err != nil {
-		t.Skipf("shared test data not found at %s", s)
-	}
-	return s
-}
-
 func storiesPath(t testing.TB, file string) string {
-	return filepath.Join(sharedDir(t), "models", "stories260K", file)
+	return filepath.Join(fixtures.Shared(t), "models", "stories260K", file)
 }
 
 func openT(t testing.TB, path string) *Model {

@@ -2,6 +2,7 @@ package plan
 
 import (
 	"flag"
+	"offload/internal/fixtures"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,30 +13,6 @@ import (
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
-
-// sharedDir finds ../shared beside the module root, or skips.
-func sharedDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test directory")
-		}
-		dir = parent
-	}
-	shared := filepath.Join(dir, "..", "shared")
-	if _, err := os.Stat(shared); err != nil {
-		t.Skipf("test data %s absent", shared)
-	}
-	return shared
-}
 
 // stories260K's architecture, as its llama2.c header says.
 var stories260K = model.Config{Arch: "llama", Dim: 64, Hidden: 172, Layers: 5, Heads: 8, KVHeads: 4, HeadDim: 8,
@@ -101,7 +78,7 @@ func TestGolden(t *testing.T) {
 // Model files from ../shared: the header gives the architecture and the
 // matrices give the dtype, without reading weights.
 func TestLoadModelInfo(t *testing.T) {
-	dir := filepath.Join(sharedDir(t), "models", "stories260K")
+	dir := filepath.Join(fixtures.Shared(t), "models", "stories260K")
 	tests := []struct {
 		file, format string
 		tied         bool

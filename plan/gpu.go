@@ -69,7 +69,7 @@ func LookupGPU(name string) (GPU, error) {
 		names[i] = g.Name
 	}
 	sort.Strings(names)
-	return GPU{}, fmt.Errorf("unknown GPU %q (known: %s; or give --flops and --mem-bw)", name, strings.Join(names, ", "))
+	return GPU{}, fmt.Errorf("unknown GPU %q (known: %s; or give its compute rate and memory bandwidth)", name, strings.Join(names, ", "))
 }
 
 func normGPU(s string) string {

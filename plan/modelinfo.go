@@ -3,9 +3,8 @@ package plan
 // Reading a model's architecture for `offload plan --model`. This file is the
 // only place plan touches weight files, and it never reads weights: pager.Open
 // memory-maps the file and parses headers only, and the dtype is taken from
-// tensor sizes (slice lengths), which faults no page in. When package model
-// grows its own loader (config from a pager.Model), LoadModelInfo should call
-// it instead of toConfig below.
+// tensor sizes (slice lengths), which faults no page in. The architecture comes
+// from model.ConfigFrom, the mapping the engine uses too.
 
 import (
 	"fmt"
@@ -13,7 +12,6 @@ import (
 	"sort"
 	"strings"
 
-	"offload/device"
 	"offload/model"
 	"offload/pager"
 )
@@ -43,7 +41,7 @@ func LoadModelInfo(path string) (ModelInfo, error) {
 	if err != nil {
 		return ModelInfo{}, err
 	}
-	info := ModelInfo{Name: modelName(m), Format: m.Format, Config: toConfig(m.Format, lp)}
+	info := ModelInfo{Name: modelName(m), Format: m.Format, Config: model.ConfigFrom(m.Format, lp)}
 	if err := info.Config.Validate(); err != nil {
 		return ModelInfo{}, fmt.Errorf("%s %s: %w", m.Format, path, err)
 	}
@@ -52,21 +50,6 @@ func LoadModelInfo(path string) (ModelInfo, error) {
 		return ModelInfo{}, fmt.Errorf("%s %s: %w", m.Format, path, err)
 	}
 	return info, nil
-}
-
-// toConfig maps the file's parameters onto model.Config. RoPE pairing
-// follows the format: Hugging Face checkpoints use rotate_half, GGUF and
-// llama2.c (whose converters permute q/k rows) interleaved pairs.
-func toConfig(format string, p pager.LlamaParams) model.Config {
-	style := device.RopeInterleaved
-	if format == "safetensors" {
-		style = device.RopeHalf
-	}
-	return model.Config{
-		Arch: "llama", Dim: p.Dim, Hidden: p.Hidden, Layers: p.Layers, Heads: p.Heads, KVHeads: p.KVHeads,
-		HeadDim: p.HeadDim, Vocab: p.Vocab, MaxSeq: p.ContextLength, RopeTheta: float32(p.RopeTheta),
-		RopeStyle: style, NormEps: float32(p.NormEps), TiedEmbeddings: p.TiedEmbeddings,
-	}
 }
 
 func modelName(m *pager.Model) string {

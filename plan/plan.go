@@ -20,68 +20,33 @@ import (
 	"fmt"
 	"math"
 	"sort"
-	"strings"
 
+	"offload/corrector"
 	"offload/model"
 )
 
-// Mode is a decoding mode: which weights a generated token uses.
-type Mode int
+// Mode is a decoding mode: which weights a generated token uses. It is the
+// corrector's enum (one mode type for the whole program).
+type Mode = corrector.Mode
 
+// The modes. Dense streams the full model for every token. Sparse uses
+// attention and the per-sequence Griffin FFN rows (keep*FFN) for every token,
+// and never the other FFN rows. Sirius drafts window-1 tokens with the sparse
+// model, then checks the whole window with one batched full pass; per window
+// it advances AAL tokens on average, so a byte used by every pass is used
+// window/AAL times per generated token, and a row used only by the check
+// 1/AAL times.
 const (
-	// Dense streams the full model for every token.
-	Dense Mode = iota
-	// Sparse uses attention and the per-sequence Griffin FFN rows (keep*FFN)
-	// for every token, and never the other FFN rows.
-	Sparse
-	// Sirius drafts window-1 tokens with the sparse model, then checks the
-	// whole window with one batched full pass. Per window it advances AAL
-	// tokens on average, so a byte used by every pass is used
-	// window/AAL times per generated token, and a row used only by the check
-	// 1/AAL times.
-	Sirius
+	Dense  = corrector.Dense
+	Sparse = corrector.Sparse
+	Sirius = corrector.Sirius
 )
 
 // Modes lists every mode in display order.
 var Modes = []Mode{Dense, Sparse, Sirius}
 
-func (m Mode) String() string {
-	switch m {
-	case Dense:
-		return "dense"
-	case Sparse:
-		return "sparse"
-	case Sirius:
-		return "sirius"
-	}
-	return fmt.Sprintf("mode(%d)", int(m))
-}
-
-// MarshalText writes the mode's name, so JSON says "sirius", not 2.
-func (m Mode) MarshalText() ([]byte, error) { return []byte(m.String()), nil }
-
-// UnmarshalText reads a mode name.
-func (m *Mode) UnmarshalText(b []byte) error {
-	x, err := ParseMode(string(b))
-	if err != nil {
-		return err
-	}
-	*m = x
-	return nil
-}
-
-// ParseMode is the inverse of Mode.String; "full" is accepted for Dense.
-func ParseMode(s string) (Mode, error) {
-	switch strings.ToLower(strings.TrimSpace(s)) {
-	case "dense", "full":
-		return Dense, nil
-	case "sparse", "griffin":
-		return Sparse, nil
-	case "sirius":
-		return Sirius, nil
-	}
-	return 0, fmt.Errorf("unknown mode %q (known: dense, sparse, sirius)", s)
-}
+// ParseMode reads a mode name ("full" is dense).
+func ParseMode(s string) (Mode, error) { return corrector.ParseMode(s) }
 
 // Block kinds. A block is the unit the residency planner places.
 const (
@@ -160,6 +125,26 @@ func sizeOf(n int64, dtypeBytes float64) int64 {
 	return int64(math.Ceil(float64(n) * dtypeBytes))
 }
 
+// PassesPerToken is how many sparse and full passes a generated token costs
+// in a mode, on average: dense runs one full pass per token; sparse one
+// sparse pass; Sirius, per window of window passes (window-1 sparse drafts,
+// one full check), advances aal tokens. It is the one formula behind every
+// "uses per token": a byte read by both kinds of pass is used sparse+full
+// times per token, a byte only the full model reads full times. The engine's
+// residency and `offload plan` both rank blocks by it.
+func PassesPerToken(mode Mode, window int, aal float64) (sparse, full float64) {
+	switch mode {
+	case Sparse:
+		return 1, 0
+	case Sirius:
+		if aal <= 0 {
+			aal = DefaultAAL(window)
+		}
+		return float64(window-1) / aal, 1 / aal
+	}
+	return 0, 1
+}
+
 // LayerName is the name of a layer block, e.g. "L12.attn".
 func LayerName(layer int, kind string) string { return fmt.Sprintf("L%d.%s", layer, kind) }
 
@@ -179,14 +164,8 @@ func LayerName(layer int, kind string) string { return fmt.Sprintf("L%d.%s", lay
 // The head is a separate block only when not tied; a tied table is "head".
 func Blocks(cfg model.Config, dtypeBytes float64, mode Mode, keep float64, window int, aal float64) []Block {
 	g := GeometryOf(cfg, keep)
-	every, checkOnly := 1.0, 1.0 // uses per token of every-pass bytes and of full-only bytes
-	switch mode {
-	case Sparse:
-		checkOnly = 0
-	case Sirius:
-		every = float64(window) / aal
-		checkOnly = 1 / aal
-	}
+	sparse, full := PassesPerToken(mode, window, aal)
+	every, checkOnly := sparse+full, full // uses per token of every-pass bytes and of full-only bytes
 	var bs []Block
 	if cfg.TiedEmbeddings {
 		bs = append(bs, Block{Name: KindHead, Layer: -1, Kind: KindHead, Bytes: sizeOf(g.EmbedParam, dtypeBytes), UsesPerToken: every, Required: true})

@@ -103,9 +103,9 @@ func (p Params) withDefaults(cfg model.Config) (Params, error) {
 	}
 	switch {
 	case !(p.Link > 0) || math.IsInf(p.Link, 0):
-		return p, fmt.Errorf("plan: link rate %v B/s, want > 0 (e.g. --link pcie4 or 25GB/s)", p.Link)
+		return p, fmt.Errorf("plan: link rate %v B/s, want > 0 (e.g. pcie4 or 25GB/s)", p.Link)
 	case !(p.FLOPS > 0) || !(p.MemBW > 0) || math.IsInf(p.FLOPS, 0) || math.IsInf(p.MemBW, 0):
-		return p, fmt.Errorf("plan: GPU %q has no compute rates: give --flops and --mem-bw", p.GPU.Name)
+		return p, fmt.Errorf("plan: GPU %q has no compute rates: give its FLOP/s and memory bandwidth", p.GPU.Name)
 	case p.GPUMem <= 0:
 		return p, fmt.Errorf("plan: GPU memory %d bytes, want > 0 (--gpu-mem)", p.GPUMem)
 	case !(p.DTypeBytes > 0) || p.DTypeBytes > 8:

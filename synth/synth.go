@@ -12,7 +12,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"offload/device/kernels"
+	"offload/internal/half"
 	"offload/model"
 	"offload/pager"
 )
@@ -107,9 +107,9 @@ func Write(dir string, o Options) error {
 				}
 				switch dt {
 				case pager.BF16:
-					binary.LittleEndian.PutUint16(buf[2*j:], kernels.F32ToBF16Scalar(v))
+					binary.LittleEndian.PutUint16(buf[2*j:], half.F32ToBF16(v))
 				case pager.F16:
-					binary.LittleEndian.PutUint16(buf[2*j:], kernels.F32ToF16Scalar(v))
+					binary.LittleEndian.PutUint16(buf[2*j:], half.F32ToF16(v))
 				default:
 					binary.LittleEndian.PutUint32(buf[4*j:], math.Float32bits(v))
 				}

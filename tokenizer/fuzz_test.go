@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"offload/internal/fixtures"
 	"os"
 	"path/filepath"
 	"strings"
@@ -51,7 +52,7 @@ func llama2cBytes(pieces []string, scores []float32) []byte {
 }
 
 func FuzzLlama2CTokenizer(f *testing.F) {
-	if data, err := os.ReadFile(filepath.Join(sharedDir(f), "models", "stories260K", "tok512.bin")); err == nil {
+	if data, err := os.ReadFile(filepath.Join(fixtures.Shared(f), "models", "stories260K", "tok512.bin")); err == nil {
 		f.Add(data, 512)
 		f.Add(data[:len(data)/2], 0)
 	}
@@ -87,7 +88,7 @@ func FuzzHFJSON(f *testing.F) {
 	f.Add(`{"model":{"type":"Unigram","vocab":[["a",0.0]]}}`)
 	f.Add(`{"model":{"type":"BPE","vocab":{"a":99999999},"merges":[]}}`)
 	f.Add(`[]`)
-	if data, err := os.ReadFile(filepath.Join(sharedDir(f), "tokenizers", "gpt2", "tokenizer_config.json")); err == nil {
+	if data, err := os.ReadFile(filepath.Join(fixtures.Shared(f), "tokenizers", "gpt2", "tokenizer_config.json")); err == nil {
 		f.Add(string(data))
 	}
 	dir := f.TempDir()
@@ -163,7 +164,7 @@ func FuzzRoundTrip(f *testing.F) {
 			toks = append(toks, v.load(f))
 		}
 	}
-	stories, err := LoadLlama2C(filepath.Join(sharedDir(f), "models", "stories260K", "tok512.bin"), 512)
+	stories, err := LoadLlama2C(filepath.Join(fixtures.Shared(f), "models", "stories260K", "tok512.bin"), 512)
 	if err != nil {
 		f.Fatal(err)
 	}

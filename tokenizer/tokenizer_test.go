@@ -2,6 +2,7 @@ package tokenizer
 
 import (
 	"encoding/json"
+	"offload/internal/fixtures"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -15,30 +16,6 @@ import (
 	"offload/pager"
 )
 
-// sharedDir is ../shared beside the module root (the read-only test data).
-func sharedDir(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Skip("no go.mod above the test directory")
-		}
-		dir = parent
-	}
-	shared := filepath.Join(dir, "..", "shared")
-	if _, err := os.Stat(shared); err != nil {
-		t.Skipf("test data %s is absent", shared)
-	}
-	return shared
-}
-
 type expectedCase struct {
 	Text    string `json:"text"`
 	IDs     []int  `json:"ids"`
@@ -50,7 +27,7 @@ type expectedCase struct {
 
 func loadExpected(t testing.TB, folder string) []expectedCase {
 	t.Helper()
-	path := filepath.Join(sharedDir(t), "tokenizers", folder, "expected.json")
+	path := filepath.Join(fixtures.Shared(t), "tokenizers", folder, "expected.json")
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -107,7 +84,7 @@ func loadGGUF(t testing.TB, path string) *Tokenizer {
 
 // vocabsFor lists every vocabulary file format present in a fixture folder.
 func vocabsFor(t testing.TB, folder string) []vocab {
-	dir := filepath.Join(sharedDir(t), "tokenizers", folder)
+	dir := filepath.Join(fixtures.Shared(t), "tokenizers", folder)
 	var out []vocab
 	if p := filepath.Join(dir, "tokenizer.json"); exists(p) {
 		out = append(out, vocab{"tokenizer.json", func(t testing.TB) *Tokenizer {
@@ -124,7 +101,7 @@ func vocabsFor(t testing.TB, folder string) []vocab {
 		}})
 	}
 	if folder == "llama2-spm" {
-		p := filepath.Join(sharedDir(t), "models", "llama2-tokenizer-32k", "tokenizer.bin")
+		p := filepath.Join(fixtures.Shared(t), "models", "llama2-tokenizer-32k", "tokenizer.bin")
 		out = append(out, vocab{"llama2.c tokenizer.bin", func(t testing.TB) *Tokenizer {
 			return cached(t, p, func() (*Tokenizer, error) { return LoadLlama2C(p, 32000) })
 		}})
@@ -206,7 +183,7 @@ func readLlamaCppPair(t testing.TB, inp string) ([]string, [][]int) {
 
 func TestLlamaCppPairs(t *testing.T) {
 	for _, folder := range folders {
-		inps, _ := filepath.Glob(filepath.Join(sharedDir(t), "tokenizers", folder, "*.inp"))
+		inps, _ := filepath.Glob(filepath.Join(fixtures.Shared(t), "tokenizers", folder, "*.inp"))
 		if len(inps) != 1 {
 			t.Fatalf("%s: %d .inp files", folder, len(inps))
 		}
@@ -227,7 +204,7 @@ func TestLlamaCppPairs(t *testing.T) {
 }
 
 func TestStories260K(t *testing.T) {
-	dir := filepath.Join(sharedDir(t), "models", "stories260K")
+	dir := filepath.Join(fixtures.Shared(t), "models", "stories260K")
 	bin, err := LoadLlama2C(filepath.Join(dir, "tok512.bin"), 512)
 	if err != nil {
 		t.Fatal(err)
@@ -264,7 +241,7 @@ func TestStories260K(t *testing.T) {
 // TestLlama2C32k is the encoder oracle of llama2.c test.c, listed in
 // models/llama2-tokenizer-32k/SOURCE.md.
 func TestLlama2C32k(t *testing.T) {
-	p := filepath.Join(sharedDir(t), "models", "llama2-tokenizer-32k", "tokenizer.bin")
+	p := filepath.Join(fixtures.Shared(t), "models", "llama2-tokenizer-32k", "tokenizer.bin")
 	tok, err := LoadLlama2C(p, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -335,7 +312,7 @@ func TestSpecialTokens(t *testing.T) {
 		t.Errorf("pieces %q %q", l3.Piece(220), l3.Piece(128009))
 	}
 	// The default specials (no special_tokens.json) are the same.
-	dir := filepath.Join(sharedDir(t), "tokenizers", "llama3-tiktoken")
+	dir := filepath.Join(fixtures.Shared(t), "tokenizers", "llama3-tiktoken")
 	def, err := LoadTiktoken(filepath.Join(dir, "tokenizer.model"), "")
 	if err != nil {
 		t.Fatal(err)
@@ -407,7 +384,7 @@ func TestStream(t *testing.T) {
 }
 
 func TestLoadDetection(t *testing.T) {
-	sh := sharedDir(t)
+	sh := fixtures.Shared(t)
 	tests := []struct {
 		path, kind, errPart string
 	}{
@@ -442,7 +419,7 @@ func TestLoadDetection(t *testing.T) {
 }
 
 func TestForModel(t *testing.T) {
-	sh := sharedDir(t)
+	sh := fixtures.Shared(t)
 	stories := filepath.Join(sh, "models", "stories260K")
 	for _, p := range []string{filepath.Join(stories, "stories260K.bin"), filepath.Join(stories, "stories260K.gguf")} {
 		m, err := pager.Open(p)
@@ -518,7 +495,7 @@ func benchText(n int) string {
 
 func BenchmarkEncode100KB(b *testing.B) {
 	text := benchText(100 << 10)
-	sh := sharedDir(b)
+	sh := fixtures.Shared(b)
 	for _, c := range []struct{ name, path string }{
 		{"llama2c", filepath.Join(sh, "models", "llama2-tokenizer-32k", "tokenizer.bin")},
 		{"spm-json", filepath.Join(sh, "tokenizers", "llama2-spm", "tokenizer.json")},
@@ -544,7 +521,7 @@ func BenchmarkEncode100KB(b *testing.B) {
 // word (no pre-tokenizer splits it), the worst case for merge loops: with
 // the heap, ns/byte grows only with log n.
 func BenchmarkEncodeScaling(b *testing.B) {
-	tok, err := Load(filepath.Join(sharedDir(b), "models", "llama2-tokenizer-32k", "tokenizer.bin"))
+	tok, err := Load(filepath.Join(fixtures.Shared(b), "models", "llama2-tokenizer-32k", "tokenizer.bin"))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -672,7 +649,7 @@ func TestLlama3Merges(t *testing.T) {
 	}
 
 	cases := loadExpected(t, "llama3-tiktoken")
-	texts, want := readLlamaCppPair(t, filepath.Join(sharedDir(t), "tokenizers", "llama3-tiktoken", "ggml-vocab-llama-bpe.gguf.inp"))
+	texts, want := readLlamaCppPair(t, filepath.Join(fixtures.Shared(t), "tokenizers", "llama3-tiktoken", "ggml-vocab-llama-bpe.gguf.inp"))
 	for _, tok := range []*Tokenizer{gguf, hf} {
 		pass := 0
 		for _, c := range cases {
@@ -704,7 +681,7 @@ func TestLlama3Merges(t *testing.T) {
 // "first" and split false; a Metaspace decoder), which TinyLlama and Mistral
 // ship, and checks it encodes the same.
 func TestSPMMetaspaceLayout(t *testing.T) {
-	src := filepath.Join(sharedDir(t), "tokenizers", "llama2-spm", "tokenizer.json")
+	src := filepath.Join(fixtures.Shared(t), "tokenizers", "llama2-spm", "tokenizer.json")
 	data, err := os.ReadFile(src)
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -12,8 +13,10 @@ import (
 
 	"offload"
 	"offload/device"
+	"offload/engine"
 	"offload/model"
 	"offload/plan"
+	"offload/plan/plot"
 )
 
 func benchCommand() *cli.Command {
@@ -49,37 +52,61 @@ Example (a 2-layer 70B-shape model on an emulated PCIe 4 link, every draft kept)
 
 // BenchResult is one mode's row.
 type BenchResult struct {
-	Mode           string                `json:"mode"`
-	Tokens         int                   `json:"tokens"`
-	SecondsPerTok  float64               `json:"seconds_per_token"`
-	BytesPerTok    float64               `json:"bytes_per_token"`
-	CopyGBps       float64               `json:"copy_gb_per_s"`
-	Overlap        float64               `json:"overlap"`
-	CopySeconds    float64               `json:"copy_seconds"`
-	ComputeSeconds float64               `json:"compute_seconds"`
-	WallSeconds    float64               `json:"wall_seconds"`
-	AAL            float64               `json:"aal,omitempty"`
-	Resident       int64                 `json:"resident_bytes"`
-	Phases         []offload.PhaseReport `json:"phases"`
-	RatioToDense   float64               `json:"ratio_to_dense,omitempty"`
+	Mode           string               `json:"mode"`
+	Tokens         int                  `json:"tokens"`
+	SecondsPerTok  float64              `json:"seconds_per_token"`
+	BytesPerTok    float64              `json:"bytes_per_token"`
+	CopyGBps       float64              `json:"copy_gb_per_s"`
+	Overlap        float64              `json:"overlap"`
+	CopySeconds    float64              `json:"copy_seconds"`
+	ComputeSeconds float64              `json:"compute_seconds"`
+	WallSeconds    float64              `json:"wall_seconds"`
+	AAL            float64              `json:"aal,omitempty"`
+	Resident       int64                `json:"resident_bytes"`
+	Phases         []engine.PhaseReport `json:"phases"`
+	RatioToDense   float64              `json:"ratio_to_dense,omitempty"`
 }
 
 func benchAction(c *cli.Context) error {
-	path := c.String("model")
-	m, err := openModel(path)
-	if err != nil {
-		return err
-	}
-	defer m.Close()
 	n := c.Int("n")
 	if n < 1 {
 		return fmt.Errorf("-n must be at least 1")
 	}
-	prompt, err := benchPrompt(c, m, path)
+	base, err := readSampling(c, n)
 	if err != nil {
 		return err
 	}
-	dev, note, err := openDevice(c, m.WeightBytes())
+	ds, err := readDevice(c)
+	if err != nil {
+		return err
+	}
+	type benchMode struct {
+		name string
+		dec  engine.Decoding
+	}
+	var modes []benchMode
+	for _, name := range strings.Split(c.String("modes"), ",") {
+		name = strings.TrimSpace(name)
+		modeName := name
+		if name == "resident" {
+			modeName = "dense"
+		}
+		dec, err := readDecoding(c, modeName)
+		if err != nil {
+			return fmt.Errorf("mode %s: %w", name, err)
+		}
+		modes = append(modes, benchMode{name, dec})
+	}
+	m, err := loadBenchModel(c)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	prompt, err := benchPrompt(c, m)
+	if err != nil {
+		return err
+	}
+	dev, note, err := ds.open()
 	if err != nil {
 		return err
 	}
@@ -89,50 +116,44 @@ func benchAction(c *cli.Context) error {
 		return fmt.Errorf("measuring the link: %w", err)
 	}
 	var results []BenchResult
-	measured := plan.Measured{Model: modelName(path), Device: dev.Name(), LinkGBps: ceil.link / 1e9}
-	var lastProf *offload.Profiler
-	for _, name := range strings.Split(c.String("modes"), ",") {
-		name = strings.TrimSpace(name)
-		modeName := name
-		if name == "resident" {
-			modeName = "dense"
-		}
-		mode, cfg, pol, err := decodeConfig(c, n, modeName)
-		if err != nil {
-			return fmt.Errorf("mode %s: %w", name, err)
-		}
-		cfg.EOS = nil // measure exactly n tokens
-		opt := engineOptions(c, m, mode, cfg, pol, len(prompt))
+	measured := plan.Measured{Model: m.Name, Device: dev.Name(), LinkGBps: ceil.link / 1e9}
+	var lastProf *engine.Profiler
+	for _, bm := range modes {
+		name := bm.name
+		opt := engineOptions(c, m, bm.dec, n, len(prompt))
 		opt.ResidentAll = name == "resident"
 		opt.StreamAll = name != "resident" && c.String("device-mem") == ""
 		opt.Trace = opt.Trace || c.String("plot") != ""
 		fmt.Fprintf(os.Stderr, "bench: %s ...\n", name)
-		e, err := offload.New(m, dev, opt)
+		s, err := m.NewSession(dev, opt)
 		if err != nil {
-			return fmt.Errorf("mode %s: %w", name, err)
+			return fmt.Errorf("mode %s: %w", name, flagErr(err))
 		}
-		res, err := e.Generate(prompt, cfg, nil)
+		req := base
+		req.Tokens, req.NoEOS = prompt, true // measure exactly n tokens
+		res, err := s.Generate(context.Background(), req, nil)
 		if err != nil {
-			e.Close()
-			return fmt.Errorf("mode %s: %w", name, err)
+			s.Close()
+			return fmt.Errorf("mode %s: %w", name, flagErr(err))
 		}
-		rep := e.Report(res, modelName(path))
+		e := s.Engine
+		rep := s.Report(res)
 		tot := e.Prof.Totals()
-		pre := e.Prof.Phases[offload.PhasePrefill]
+		pre := e.Prof.Phases[engine.PhasePrefill]
 		r := BenchResult{Mode: name, Tokens: res.Decoded(), SecondsPerTok: rep.DecodeSeconds / float64(max(1, res.Decoded())),
 			BytesPerTok: rep.BytesPerToken, Overlap: 0, Resident: e.Prof.Plan.Resident, Phases: rep.Phases, AAL: res.Stats.AAL,
 			CopySeconds: (tot.Copy - pre.Copy).Seconds(), ComputeSeconds: (tot.Compute - pre.Compute).Seconds(), WallSeconds: rep.DecodeSeconds}
 		if r.CopySeconds > 0 {
 			r.CopyGBps = float64(tot.WeightBytes-pre.WeightBytes) / r.CopySeconds / 1e9
 		}
-		dec := offload.PhaseStats{Copy: tot.Copy - pre.Copy, Compute: tot.Compute - pre.Compute, Wall: tot.Wall - pre.Wall}
+		dec := engine.PhaseStats{Copy: tot.Copy - pre.Copy, Compute: tot.Compute - pre.Compute, Wall: tot.Wall - pre.Wall}
 		r.Overlap = dec.Overlap()
 		results = append(results, r)
 		if name != "resident" {
-			measured.Modes = append(measured.Modes, measuredMode(e.Prof, modeName, res))
+			measured.Modes = append(measured.Modes, measuredMode(e.Prof, bm.dec.Mode.String(), res.Result))
 		}
 		lastProf = e.Prof
-		e.Close()
+		s.Close()
 	}
 	var denseS float64
 	for _, r := range results {
@@ -165,7 +186,7 @@ func benchAction(c *cli.Context) error {
 			Notes      []string      `json:"notes,omitempty"`
 		}{measured, ceil.memcpy / 1e9, results, nonEmpty(note)})
 	}
-	fmt.Printf("model %s on %s; prompt %d tokens, %d generated per mode\n", modelName(path), dev.Name(), len(prompt), n)
+	fmt.Printf("model %s on %s; prompt %d tokens, %d generated per mode\n", m.Name, dev.Name(), len(prompt), n)
 	fmt.Printf("ceilings (same run): host memcpy %.2f GB/s, host->device copy %.2f GB/s\n", ceil.memcpy/1e9, ceil.link/1e9)
 	if note != "" {
 		fmt.Printf("note: %s\n", note)
@@ -196,14 +217,24 @@ func nonEmpty(s string) []string {
 	return []string{s}
 }
 
+// loadBenchModel opens the model; bench works without a tokenizer (random
+// prompt ids) when no --prompt needs one.
+func loadBenchModel(c *cli.Context) (*offload.Model, error) {
+	m, err := loadModel(c)
+	if err == nil || c.String("prompt") != "" {
+		return m, err
+	}
+	mm, merr := model.Open(c.String("model"))
+	if merr != nil {
+		return nil, merr
+	}
+	return &offload.Model{Model: mm, Path: c.String("model"), Name: offload.ModelName(c.String("model"))}, nil
+}
+
 // benchPrompt is the prompt text's tokens, or seeded random ids.
-func benchPrompt(c *cli.Context, m *model.Model, path string) ([]int, error) {
+func benchPrompt(c *cli.Context, m *offload.Model) ([]int, error) {
 	if p := c.String("prompt"); p != "" {
-		tok, err := loadTokenizer(c, m.File.Meta, m.File.Format, path)
-		if err != nil {
-			return nil, err
-		}
-		return tok.Encode(p, true), nil
+		return m.Encode(p), nil
 	}
 	n := c.Int("prompt-len")
 	if n < 1 {
@@ -276,12 +307,12 @@ func measureCeilings(dev device.Device, size int64) (ceilings, error) {
 }
 
 // measuredMode turns a mode's profile into `plan --measured` input.
-func measuredMode(p *offload.Profiler, mode string, res *offload.Result) plan.MeasuredMode {
+func measuredMode(p *engine.Profiler, mode string, res *engine.Result) plan.MeasuredMode {
 	mm := plan.MeasuredMode{Mode: mode, Tokens: res.Decoded(), AAL: res.Stats.AAL}
 	for _, ph := range []struct {
-		p    offload.Phase
+		p    engine.Phase
 		name string
-	}{{offload.PhaseDecode, plan.PhaseFull}, {offload.PhaseDraft, plan.PhaseSparse}, {offload.PhaseCheck, plan.PhaseCheck}} {
+	}{{engine.PhaseDecode, plan.PhaseFull}, {engine.PhaseDraft, plan.PhaseSparse}, {engine.PhaseCheck, plan.PhaseCheck}} {
 		st := p.Phases[ph.p]
 		if st.Passes == 0 {
 			continue
@@ -300,10 +331,10 @@ func measuredMode(p *offload.Profiler, mode string, res *offload.Result) plan.Me
 	return mm
 }
 
-func plotBench(results []BenchResult, prof *offload.Profiler, path string) error {
-	var bars []plan.Bar
+func plotBench(results []BenchResult, prof *engine.Profiler, path string) error {
+	var bars []plot.Bar
 	for _, r := range results {
-		bars = append(bars, plan.Bar{Label: r.Mode, Value: r.SecondsPerTok})
+		bars = append(bars, plot.Bar{Label: r.Mode, Value: r.SecondsPerTok})
 	}
 	var spans []plan.Span
 	if prof != nil {
@@ -317,5 +348,5 @@ func plotBench(results []BenchResult, prof *offload.Profiler, path string) error
 			spans = append(spans, plan.Span{Track: s.Track, Name: s.Name, Start: s.Start, End: s.End})
 		}
 	}
-	return plan.PlotFigure(bars, spans, "offload bench: s/token per mode", path)
+	return plot.Figure(bars, spans, "offload bench: s/token per mode", path)
 }

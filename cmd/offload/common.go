@@ -1,20 +1,18 @@
 package main
 
 import (
+	"errors"
 	"fmt"
-	"math"
 	"os"
-	"path/filepath"
 
 	"github.com/urfave/cli/v2"
 
 	"offload"
 	"offload/corrector"
-	_ "offload/cuda" // registers the "cuda" backend
 	"offload/device"
-	_ "offload/device/host" // registers the "host" backend
+	"offload/engine"
 	"offload/internal/units"
-	"offload/model"
+	"offload/plan"
 	"offload/sparsity"
 )
 
@@ -30,8 +28,8 @@ func modelFlag() cli.Flag {
 func deviceFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "device", Value: "auto", Usage: "auto (CUDA if a GPU is found, else host), cuda, or host"},
-		&cli.StringFlag{Name: "device-mem", Usage: "device memory to use, e.g. 24GiB or 600MiB (default: all of it; the host backend: enough for the whole model)"},
-		&cli.StringFlag{Name: "link", Usage: "host backend only: pace host->device copies to a link, e.g. 25GB/s, pcie3, pcie4, pcie5 (default: unpaced memcpy)"},
+		&cli.StringFlag{Name: "device-mem", Usage: "device memory to use, e.g. 24GiB or 600MiB (default: all of a GPU; on the host backend, the machine's RAM)"},
+		&cli.StringFlag{Name: "link", Usage: "host backend only: pace host->device copies to a link, e.g. 25GB/s, 4Gb/s (bits), pcie3, pcie4, pcie5 (default: unpaced memcpy)"},
 		&cli.BoolFlag{Name: "pinned", Value: true, Usage: "CUDA: stage copies in page-locked memory (--pinned=false measures pageable copies)"},
 		&cli.BoolFlag{Name: "no-prefetch", Usage: "turn the copy/compute pipeline off: each layer is copied after the previous one finished computing"},
 		&cli.IntFlag{Name: "ctx", Usage: "KV cache positions (default: prompt + tokens + window, at most the model's context)"},
@@ -55,122 +53,122 @@ func decodeFlags() []cli.Flag {
 	}
 }
 
-// openDevice opens the device the flags ask for; note says what happened
-// (e.g. the fallback from auto to host).
-func openDevice(c *cli.Context, wantBytes int64) (dev device.Device, note string, err error) {
-	var cfg device.Config
+// deviceSettings are the device flags, parsed once.
+type deviceSettings struct {
+	name string
+	cfg  device.Config
+}
+
+// readDevice parses the device flags and says on stderr what a --link
+// value was read as, so "4Gb/s" (bits) and "4GB/s" (bytes) cannot be
+// confused silently.
+func readDevice(c *cli.Context) (deviceSettings, error) {
+	var d deviceSettings
+	var err error
 	if s := c.String("device-mem"); s != "" {
-		if cfg.Capacity, err = units.ParseSize(s); err != nil {
-			return nil, "", fmt.Errorf("--device-mem: %w", err)
+		if d.cfg.Capacity, err = units.ParseSize(s); err != nil {
+			return d, fmt.Errorf("--device-mem: %w", err)
 		}
 	}
 	if s := c.String("link"); s != "" {
-		if cfg.Link, err = units.ParseLink(s); err != nil {
-			return nil, "", fmt.Errorf("--link: %w", err)
+		if d.cfg.Link, err = units.ParseLink(s); err != nil {
+			return d, fmt.Errorf("--link: %w", err)
+		}
+		if d.cfg.Link > 0 {
+			fmt.Fprintf(os.Stderr, "link: pacing host->device copies at %s (--link %s)\n", units.Rate(d.cfg.Link), s)
 		}
 	}
-	cfg.Pageable = !c.Bool("pinned")
-	kind := c.String("device")
-	switch kind {
-	case "auto", "cuda":
-		d, cerr := device.Open("cuda", cfg)
-		if cerr == nil {
-			if cfg.Link > 0 {
-				note = "--link is ignored on a GPU: the real link is measured"
-			}
-			return d, note, nil
-		}
-		if kind == "cuda" {
-			return nil, "", cerr
-		}
-		note = "no CUDA GPU found, running on the host backend (" + firstLine(cerr.Error()) + ")"
-	case "host":
+	d.cfg.Pageable = !c.Bool("pinned")
+	d.name = c.String("device")
+	switch d.name {
+	case "auto", "cuda", "host":
 	default:
-		return nil, "", fmt.Errorf("--device %q: use auto, cuda or host", kind)
+		return d, fmt.Errorf("--device %q: use auto, cuda or host", d.name)
 	}
-	if cfg.Capacity == 0 {
-		cfg.Capacity = math.MaxInt64 / 4
-	}
-	d, err := device.Open("host", cfg)
-	if err != nil {
-		return nil, "", err
-	}
-	return d, note, nil
+	return d, nil
 }
 
-func firstLine(s string) string {
-	for i, r := range s {
-		if r == '\n' {
-			return s[:i]
-		}
-	}
-	return s
+// open opens the device; the note (e.g. the fallback from auto to host)
+// belongs in the report.
+func (d deviceSettings) open() (device.Device, string, error) {
+	return offload.OpenDevice(d.name, d.cfg)
 }
 
-// openModel opens a model with a friendly hint when the default is missing.
-func openModel(path string) (*model.Model, error) {
-	if path == defaultModel {
-		if _, err := os.Stat(path); err != nil {
-			return nil, fmt.Errorf("model %s not found: run `make model` (or scripts/get-model.sh) to fetch stories260K, or pass --model PATH", path)
-		}
+// readDecoding parses the decoding flags; modeName overrides --mode.
+func readDecoding(c *cli.Context, modeName string) (engine.Decoding, error) {
+	d := engine.DefaultDecoding()
+	var err error
+	if d.Mode, err = corrector.ParseMode(modeName); err != nil {
+		return d, fmt.Errorf("--mode: %w", err)
 	}
-	return model.Open(path)
-}
-
-// decodeConfig reads the decoding flags.
-func decodeConfig(c *cli.Context, maxTokens int, modeName string) (offload.Mode, corrector.Config, sparsity.Policy, error) {
-	mode, err := offload.ParseMode(modeName)
-	if err != nil {
-		return 0, corrector.Config{}, "", fmt.Errorf("--mode: %w", err)
-	}
-	pol, err := sparsity.ParsePolicy(c.String("sparsity"))
-	if err != nil {
-		return 0, corrector.Config{}, "", fmt.Errorf("--sparsity: %w", err)
+	if d.Sparsity, err = sparsity.ParsePolicy(c.String("sparsity")); err != nil {
+		return d, fmt.Errorf("--sparsity: %w", err)
 	}
 	if err := sparsity.CheckKeep(c.Float64("keep")); err != nil {
-		return 0, corrector.Config{}, "", fmt.Errorf("--keep: %w", err)
+		return d, fmt.Errorf("--keep: %w", err)
 	}
-	acc, err := corrector.ParseAccept(c.String("accept"))
-	if err != nil {
-		return 0, corrector.Config{}, "", fmt.Errorf("--accept: %w", err)
+	if d.Accept, err = corrector.ParseAccept(c.String("accept")); err != nil {
+		return d, fmt.Errorf("--accept: %w", err)
 	}
-	cfg := corrector.DefaultConfig()
-	cfg.Mode = map[offload.Mode]corrector.Mode{offload.ModeDense: corrector.Dense, offload.ModeSparse: corrector.Sparse, offload.ModeSirius: corrector.Sirius}[mode]
-	cfg.Window = c.Int("window")
-	cfg.Threshold = c.Float64("threshold")
-	cfg.Accept = acc
-	cfg.Width = c.Int("width")
-	cfg.Temperature = c.Float64("temperature")
-	cfg.TopP = c.Float64("top-p")
-	cfg.Seed = c.Uint64("seed")
-	cfg.MaxTokens = maxTokens
-	if cfg.Window < 2 && mode == offload.ModeSirius {
-		return 0, cfg, "", fmt.Errorf("--window %d: Sirius needs a window of at least 2", cfg.Window)
+	d.Keep, d.Window, d.Threshold, d.Width = c.Float64("keep"), c.Int("window"), c.Float64("threshold"), c.Int("width")
+	if err := d.Validate(); err != nil {
+		return d, flagErr(err)
 	}
-	if cfg.Width < 1 {
-		return 0, cfg, "", fmt.Errorf("--width must be at least 1")
-	}
-	return mode, cfg, pol, nil
+	return d, nil
 }
 
-// engineOptions turns flags into engine options.
-func engineOptions(c *cli.Context, m *model.Model, mode offload.Mode, cfg corrector.Config, pol sparsity.Policy, promptLen int) offload.Options {
+// readSampling parses the sampling flags into a request.
+func readSampling(c *cli.Context, n int) (offload.Request, error) {
+	r := offload.Request{MaxTokens: n, Temperature: c.Float64("temperature"), TopP: c.Float64("top-p"), Seed: c.Uint64("seed")}
+	if err := (engine.Request{Prompt: []int{0}, MaxTokens: n, Temperature: r.Temperature, TopP: r.TopP}).Validate(); err != nil {
+		return r, flagErr(err)
+	}
+	return r, nil
+}
+
+// engineOptions are the engine settings the flags ask for, for prompts of
+// up to promptLen tokens.
+func engineOptions(c *cli.Context, m *offload.Model, dec engine.Decoding, n, promptLen int) engine.Options {
 	ctx := c.Int("ctx")
 	if ctx <= 0 {
-		ctx = promptLen + cfg.MaxTokens + cfg.Window + 1
+		ctx = promptLen + n + dec.Window + 1
 	}
 	ctx = min(ctx, m.Config.MaxSeq)
-	var mem int64
-	if s := c.String("device-mem"); s != "" {
-		mem, _ = units.ParseSize(s)
-	}
-	return offload.Options{
-		DeviceMem: mem, NoPrefetch: c.Bool("no-prefetch"), Policy: pol, Keep: c.Float64("keep"),
-		Mode: mode, Window: cfg.Window, Branches: max(1, cfg.Width), Context: ctx, Trace: c.String("trace") != "",
+	return engine.Options{
+		Decoding: dec, NoPrefetch: c.Bool("no-prefetch"), Context: ctx, Trace: c.String("trace") != "",
 		// Prefill in as few passes as possible: each pass streams every
 		// layer that is not resident.
 		MaxBatch: min(max(promptLen, 64), 512),
 	}
 }
 
-func modelName(path string) string { return filepath.Base(filepath.Clean(path)) }
+// loadModel opens the model and its tokenizer, with a hint when the default
+// model is missing.
+func loadModel(c *cli.Context) (*offload.Model, error) {
+	path := c.String("model")
+	if path == defaultModel {
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("model %s not found: run `make model` (or scripts/get-model.sh) to fetch stories260K, or pass --model PATH", path)
+		}
+	}
+	tok := ""
+	if c.IsSet("tokenizer") {
+		tok = c.String("tokenizer")
+	}
+	return offload.Load(path, tok)
+}
+
+// flagErr says which flag to change for errors the engine reports in its own
+// words.
+func flagErr(err error) error {
+	var be *plan.BudgetError
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, engine.ErrContextFull):
+		return fmt.Errorf("%w (raise --ctx, or shorten the prompt)", err)
+	case errors.As(err, &be):
+		return fmt.Errorf("%w (raise --device-mem, lower --ctx or --window, or use a smaller model)", err)
+	}
+	return err
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -10,7 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"offload"
-	"offload/corrector"
+	"offload/engine"
 )
 
 func evalCommand() *cli.Command {
@@ -78,13 +79,22 @@ func agreement(ref, got []int) (float64, int) {
 }
 
 func evalAction(c *cli.Context) error {
-	path := c.String("model")
-	m, err := openModel(path)
+	n := c.Int("n")
+	if n < 1 {
+		return fmt.Errorf("-n must be at least 1")
+	}
+	base, err := readSampling(c, n)
 	if err != nil {
 		return err
 	}
-	defer m.Close()
-	tok, err := loadTokenizer(c, m.File.Meta, m.File.Format, path)
+	modes := []string{"dense", "sparse", "sirius"}
+	decs := map[string]engine.Decoding{}
+	for _, name := range modes {
+		if decs[name], err = readDecoding(c, name); err != nil {
+			return err
+		}
+	}
+	ds, err := readDevice(c)
 	if err != nil {
 		return err
 	}
@@ -92,11 +102,12 @@ func evalAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	n := c.Int("n")
-	if n < 1 {
-		return fmt.Errorf("-n must be at least 1")
+	m, err := loadModel(c)
+	if err != nil {
+		return err
 	}
-	dev, note, err := openDevice(c, m.WeightBytes())
+	defer m.Close()
+	dev, note, err := ds.open()
 	if err != nil {
 		return err
 	}
@@ -104,51 +115,48 @@ func evalAction(c *cli.Context) error {
 	maxPrompt := 0
 	enc := make([][]int, len(prompts))
 	for i, p := range prompts {
-		enc[i] = tok.Encode(p, true)
+		enc[i] = m.Encode(p)
 		maxPrompt = max(maxPrompt, len(enc[i]))
 	}
-	// One engine at a time, so a --device-mem budget applies to each mode
+	// One session at a time, so a --device-mem budget applies to each mode
 	// as it would to a real run.
-	newEngine := func(name string) (*offload.Engine, corrector.Config, error) {
-		mode, cfg, pol, err := decodeConfig(c, n, name)
+	newSession := func(name string) (*offload.Session, error) {
+		opt := engineOptions(c, m, decs[name], n, maxPrompt)
+		opt.Context = min(m.Config.MaxSeq, maxPrompt+n+decs[name].Window+1)
+		s, err := m.NewSession(dev, opt)
 		if err != nil {
-			return nil, cfg, err
+			return nil, fmt.Errorf("%s engine: %w", name, flagErr(err))
 		}
-		cfg.EOS = stopIDs(tok)
-		opt := engineOptions(c, m, mode, cfg, pol, maxPrompt)
-		opt.Context = min(m.Config.MaxSeq, maxPrompt+n+cfg.Window+1)
-		e, err := offload.New(m, dev, opt)
-		if err != nil {
-			return nil, cfg, fmt.Errorf("%s engine: %w", name, err)
-		}
-		return e, cfg, nil
+		return s, nil
 	}
-	modes := []string{"dense", "sparse", "sirius"}
+	ctx := context.Background()
 	outs := map[string][][]int{}
 	bytesPer := map[string][]float64{}
 	sir := make([]*offload.Result, len(prompts))
 	for _, name := range modes {
-		e, cfg, err := newEngine(name)
+		s, err := newSession(name)
 		if err != nil {
 			return err
 		}
 		for i := range prompts {
-			before := e.Prof.DecodeBytes()
-			r, err := e.Generate(enc[i], cfg, nil)
+			before := s.Engine.Prof.DecodeBytes()
+			req := base
+			req.Tokens = enc[i]
+			r, err := s.Generate(ctx, req, nil)
 			if err != nil {
-				e.Close()
-				return fmt.Errorf("prompt %d, %s: %w", i+1, name, err)
+				s.Close()
+				return fmt.Errorf("prompt %d, %s: %w", i+1, name, flagErr(err))
 			}
 			outs[name] = append(outs[name], r.Tokens)
-			bytesPer[name] = append(bytesPer[name], float64(e.Prof.DecodeBytes()-before)/float64(max(1, r.Decoded())))
+			bytesPer[name] = append(bytesPer[name], float64(s.Engine.Prof.DecodeBytes()-before)/float64(max(1, r.Decoded())))
 			if name == "sirius" {
 				sir[i] = r
 			}
 		}
-		e.Close()
+		s.Close()
 		fmt.Fprintf(os.Stderr, "eval: %s done\n", name)
 	}
-	scorer, _, err := newEngine("dense")
+	scorer, err := newSession("dense")
 	if err != nil {
 		return err
 	}
@@ -160,7 +168,7 @@ func evalAction(c *cli.Context) error {
 		row.SparseAgree, row.SparseDiverge = agreement(outs["dense"][i], outs["sparse"][i])
 		row.SiriusAgree, row.SiriusDiverge = agreement(outs["dense"][i], outs["sirius"][i])
 		for name, dst := range map[string]*float64{"dense": &row.DenseNLL, "sparse": &row.SparseNLL, "sirius": &row.SiriusNLL} {
-			if *dst, err = scorer.Score(enc[i], outs[name][i]); err != nil {
+			if *dst, err = scorer.Score(ctx, enc[i], outs[name][i]); err != nil {
 				return fmt.Errorf("prompt %d: scoring %s: %w", i+1, name, err)
 			}
 		}
@@ -184,11 +192,11 @@ func evalAction(c *cli.Context) error {
 	if c.Bool("json") {
 		e := json.NewEncoder(os.Stdout)
 		e.SetIndent("", "  ")
-		return e.Encode(map[string]any{"model": modelName(path), "device": dev.Name(), "window": c.Int("window"), "threshold": c.Float64("threshold"),
+		return e.Encode(map[string]any{"model": m.Name, "device": dev.Name(), "window": c.Int("window"), "threshold": c.Float64("threshold"),
 			"sparsity": c.String("sparsity"), "keep": c.Float64("keep"), "tokens": n, "prompts": rows, "mean": sum, "notes": nonEmpty(note)})
 	}
 	fmt.Printf("model %s, %d prompts, %d tokens each; sparse %s keep %g; Sirius window %d threshold %g\n",
-		modelName(path), len(rows), n, c.String("sparsity"), c.Float64("keep"), c.Int("window"), c.Float64("threshold"))
+		m.Name, len(rows), n, c.String("sparsity"), c.Float64("keep"), c.Int("window"), c.Float64("threshold"))
 	fmt.Printf("%-28s %13s %13s %23s %6s %8s %26s\n", "prompt", "sparse=dense", "sirius=dense", "NLL dense/sparse/sirius", "AAL", "corr/100", "bytes/token d/sp/sir")
 	for _, r := range append(rows, sum) {
 		fmt.Printf("%-28s %6.0f%% %5s %6.0f%% %5s %7.3f/%7.3f/%7.3f %6.2f %8.1f %7s/%7s/%7s\n", clip(r.Prompt, 28),

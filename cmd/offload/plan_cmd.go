@@ -8,8 +8,10 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"offload/internal/units"
 	"offload/model"
 	"offload/plan"
+	"offload/plan/plot"
 )
 
 // planCommand is `offload plan`: the residency plan and predicted cost per
@@ -103,20 +105,23 @@ func planParams(c *cli.Context) (model.Config, plan.Params, error) {
 	}
 	p.GPU = g
 	if c.IsSet("gpu-mem") {
-		if p.GPUMem, err = plan.ParseSize(c.String("gpu-mem")); err != nil {
+		if p.GPUMem, err = units.ParseSize(c.String("gpu-mem")); err != nil {
 			return cfg, p, fmt.Errorf("plan: --gpu-mem: %w", err)
 		}
 	}
-	if p.Link, err = plan.ParseLink(c.String("link")); err != nil {
+	if p.Link, err = units.ParseLink(c.String("link")); err != nil {
 		return cfg, p, fmt.Errorf("plan: --link: %w", err)
 	}
+	if p.Link == 0 {
+		return cfg, p, fmt.Errorf("plan: --link %q: the plan needs a link speed", c.String("link"))
+	}
 	if c.IsSet("flops") {
-		if p.FLOPS, err = plan.ParseFLOPS(c.String("flops")); err != nil {
+		if p.FLOPS, err = units.ParseFLOPS(c.String("flops")); err != nil {
 			return cfg, p, fmt.Errorf("plan: --flops: %w", err)
 		}
 	}
 	if c.IsSet("mem-bw") {
-		if p.MemBW, err = plan.ParseRate(c.String("mem-bw")); err != nil {
+		if p.MemBW, err = units.ParseRate(c.String("mem-bw")); err != nil {
 			return cfg, p, fmt.Errorf("plan: --mem-bw: %w", err)
 		}
 	}
@@ -208,7 +213,7 @@ func runPlan(c *cli.Context) error {
 		}
 		title := fmt.Sprintf("%s %s, %s, link %.3g GB/s; timeline: one %s %s pass", pred.Model, pred.Params.DType,
 			pred.Params.GPU.Name, pred.Params.Link/1e9, m, phase)
-		if err := plan.PlotFigure(plan.ModeBars(pred), spans, title, path); err != nil {
+		if err := plot.Figure(plot.ModeBars(pred), spans, title, path); err != nil {
 			return err
 		}
 		if !c.Bool("json") {

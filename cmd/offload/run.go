@@ -2,17 +2,16 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
-	"strings"
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 
-	"offload"
-	"offload/tokenizer"
+	"offload/engine"
 )
 
 func runCommand() *cli.Command {
@@ -51,101 +50,84 @@ func runAction(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q (the prompt goes in --prompt)", c.Args().First())
 	}
-	path := c.String("model")
-	m, err := openModel(path)
-	if err != nil {
-		return err
-	}
-	defer m.Close()
-	tok, err := loadTokenizer(c, m.File.Meta, m.File.Format, path)
-	if err != nil {
-		return err
-	}
 	n := c.Int("n")
 	if n < 1 {
 		return fmt.Errorf("-n must be at least 1")
 	}
-	mode, cfg, pol, err := decodeConfig(c, n, c.String("mode"))
+	dec, err := readDecoding(c, c.String("mode"))
 	if err != nil {
 		return err
 	}
-	prompt := tok.Encode(c.String("prompt"), tok.BOS() >= 0)
-	if len(prompt) == 0 {
+	req, err := readSampling(c, n)
+	if err != nil {
+		return err
+	}
+	req.Stop = c.StringSlice("stop")
+	ds, err := readDevice(c)
+	if err != nil {
+		return err
+	}
+	m, err := loadModel(c)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	req.Tokens = m.Encode(c.String("prompt"))
+	if len(req.Tokens) == 0 {
 		return fmt.Errorf("the prompt is empty and this tokenizer has no BOS token to start from: pass --prompt")
 	}
-	cfg.EOS = stopIDs(tok)
-	stops := c.StringSlice("stop")
-	out := bufio.NewWriter(os.Stdout)
-	stream := tok.NewStream()
-	var text strings.Builder
-	// Echo the prompt as llama2.c's run does.
-	for _, id := range prompt {
-		text.WriteString(stream.Next(id))
-	}
-	if len(stops) > 0 {
-		var gen strings.Builder
-		cfg.Stop = func(generated []int) bool {
-			gen.Reset()
-			gen.WriteString(tok.Decode(generated))
-			for _, s := range stops {
-				if strings.Contains(gen.String(), s) {
-					return true
-				}
-			}
-			return false
-		}
-	}
-	dev, note, err := openDevice(c, m.WeightBytes())
+	dev, note, err := ds.open()
 	if err != nil {
 		return err
 	}
 	defer dev.Close()
-	opt := engineOptions(c, m, mode, cfg, pol, len(prompt))
-	if len(prompt) > opt.MaxBatch && term.IsTerminal(int(os.Stderr.Fd())) {
-		bar := progressbar.NewOptions(len(prompt), progressbar.OptionSetWriter(os.Stderr),
+	opt := engineOptions(c, m, dec, n, len(req.Tokens))
+	if len(req.Tokens) > opt.MaxBatch && term.IsTerminal(int(os.Stderr.Fd())) {
+		bar := progressbar.NewOptions(len(req.Tokens), progressbar.OptionSetWriter(os.Stderr),
 			progressbar.OptionSetDescription("prefill"), progressbar.OptionClearOnFinish())
 		opt.PrefillProgress = func(done, _ int) { bar.Set(done) }
 	}
-	e, err := offload.New(m, dev, opt)
+	s, err := m.NewSession(dev, opt)
 	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		return fmt.Errorf("%s: %w", m.Path, flagErr(err))
 	}
-	defer e.Close()
+	defer s.Close()
+	s.DeviceNote = note
 	if c.Bool("plan") {
-		fmt.Fprint(os.Stderr, e.Prof.Plan.String())
+		fmt.Fprint(os.Stderr, s.Engine.Prof.Plan.String())
 	}
 	jsonOut := c.Bool("json")
+	out := bufio.NewWriter(os.Stdout)
+	// Echo the prompt as llama2.c's run does.
+	stream := m.Tok.NewStream()
+	var prompt string
+	for _, id := range req.Tokens {
+		prompt += stream.Next(id)
+	}
 	if !jsonOut {
-		out.WriteString(text.String())
+		out.WriteString(prompt)
 		out.Flush()
 	}
-	res, genErr := e.Generate(prompt, cfg, func(id int) error {
-		s := stream.Next(id)
-		text.WriteString(s)
-		if !jsonOut {
-			out.WriteString(s)
-			return out.Flush()
+	res, genErr := s.Generate(context.Background(), req, func(piece string) error {
+		if jsonOut {
+			return nil
 		}
-		return nil
+		out.WriteString(piece)
+		return out.Flush()
 	})
-	tail := stream.Flush() + "\n"
-	text.WriteString(tail)
 	if !jsonOut {
-		out.WriteString(tail)
+		out.WriteString("\n")
 		out.Flush()
 	}
 	if res == nil {
-		return genErr
+		return flagErr(genErr)
 	}
-	rep := e.Report(res, modelName(path))
-	if note != "" {
-		rep.Notes = append(rep.Notes, note)
-	}
+	rep := s.Report(res)
 	if genErr != nil {
-		rep.Notes = append(rep.Notes, "generation stopped early: "+genErr.Error())
+		rep.Notes = append(rep.Notes, "generation stopped early: "+flagErr(genErr).Error())
 	}
 	if tr := c.String("trace"); tr != "" {
-		if err := writeFileAtomic(tr, func(f *os.File) error { return e.Prof.WriteTrace(f) }); err != nil {
+		if err := writeFileAtomic(tr, func(f *os.File) error { return s.Engine.Prof.WriteTrace(f) }); err != nil {
 			return fmt.Errorf("--trace: %w", err)
 		}
 	}
@@ -155,37 +137,11 @@ func runAction(c *cli.Context) error {
 		return enc.Encode(struct {
 			Text   string `json:"text"`
 			Tokens []int  `json:"tokens"`
-			*offload.Report
-		}{text.String(), res.Tokens, rep})
+			*engine.Report
+		}{prompt + res.Text + "\n", res.Tokens, rep})
 	}
 	fmt.Fprint(os.Stderr, "\n"+rep.String())
-	return genErr
-}
-
-// stopIDs are the tokens that end generation: the tokenizer's end-of-
-// generation ids, and BOS, which llama2.c models emit between documents
-// (run.c stops on it too).
-func stopIDs(t *tokenizer.Tokenizer) []int {
-	var ids []int
-	for id := 0; id < t.VocabSize(); id++ {
-		if t.IsEOG(id) {
-			ids = append(ids, id)
-		}
-	}
-	if t.EOS() >= 0 && !t.IsEOG(t.EOS()) {
-		ids = append(ids, t.EOS())
-	}
-	if t.BOS() >= 0 {
-		ids = append(ids, t.BOS())
-	}
-	return ids
-}
-
-func loadTokenizer(c *cli.Context, meta map[string]any, format, modelPath string) (*tokenizer.Tokenizer, error) {
-	if p := c.String("tokenizer"); p != "" {
-		return tokenizer.Load(p)
-	}
-	return tokenizer.ForModel(modelPath, meta, format)
+	return flagErr(genErr)
 }
 
 // writeFileAtomic writes through a temp file in the same directory and

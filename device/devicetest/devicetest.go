@@ -37,6 +37,7 @@ import (
 	"testing"
 
 	"offload/device"
+	"offload/internal/half"
 )
 
 // Run runs every conformance test against devices made by newDev (a fresh
@@ -232,13 +233,13 @@ func encode(dt device.DType, vals []float64) ([]byte, []float64) {
 			out[4*i], out[4*i+1], out[4*i+2], out[4*i+3] = byte(b), byte(b>>8), byte(b>>16), byte(b>>24)
 			held[i] = float64(int32(v))
 		case device.F16:
-			h := F32ToF16(float32(v))
+			h := half.F32ToF16(float32(v))
 			out[2*i], out[2*i+1] = byte(h), byte(h>>8)
-			held[i] = float64(F16ToF32(h))
+			held[i] = float64(half.F16ToF32(h))
 		case device.BF16:
-			h := F32ToBF16(float32(v))
+			h := half.F32ToBF16(float32(v))
 			out[2*i], out[2*i+1] = byte(h), byte(h>>8)
-			held[i] = float64(BF16ToF32(h))
+			held[i] = float64(half.BF16ToF32(h))
 		}
 	}
 	return out, held
@@ -254,9 +255,9 @@ func decode(dt device.DType, b []byte) []float64 {
 		case device.I32:
 			out[i] = float64(int32(uint32(b[4*i]) | uint32(b[4*i+1])<<8 | uint32(b[4*i+2])<<16 | uint32(b[4*i+3])<<24))
 		case device.F16:
-			out[i] = float64(F16ToF32(uint16(b[2*i]) | uint16(b[2*i+1])<<8))
+			out[i] = float64(half.F16ToF32(uint16(b[2*i]) | uint16(b[2*i+1])<<8))
 		case device.BF16:
-			out[i] = float64(BF16ToF32(uint16(b[2*i]) | uint16(b[2*i+1])<<8))
+			out[i] = float64(half.BF16ToF32(uint16(b[2*i]) | uint16(b[2*i+1])<<8))
 		}
 	}
 	return out

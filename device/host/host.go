@@ -381,7 +381,13 @@ func (s *stream) loop() {
 				s.err = nil
 			}
 			s.mu.Unlock()
-			it.ev.at = s.dev.now()
+			// The event fires when the work before it completed, on the
+			// stream's clock (a paced copy completes at its booked end, not
+			// when this goroutine got to it), and no earlier than it was
+			// recorded; later work cannot begin before it.
+			at := max(s.ready, it.enqueued)
+			s.ready = at
+			it.ev.at = at
 			close(it.ev.done)
 			continue
 		}

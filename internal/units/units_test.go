@@ -36,6 +36,9 @@ func TestParseLink(t *testing.T) {
 		{"Inf", 0, false},
 		{"4XB/s", 0, false},
 		{"4 GB/s extra", 0, false},
+		{"pcie9", 0, false},
+		{"1e999GB/s", 0, false},
+		{"/s", 0, false},
 	} {
 		got, err := ParseLink(tc.in)
 		if tc.ok != (err == nil) || (tc.ok && math.Abs(got-tc.want) > 1e-6*tc.want) {
@@ -83,8 +86,15 @@ func TestParseRateAndFLOPS(t *testing.T) {
 	if v, err := ParseFLOPS("989.4TFLOP/s"); err != nil || math.Abs(v-989.4e12) > 1 {
 		t.Errorf("ParseFLOPS = %v, %v", v, err)
 	}
-	if _, err := ParseFLOPS("-1T"); err == nil {
-		t.Error("ParseFLOPS(-1T) accepted")
+	for in, want := range map[string]float64{"150T": 150e12, "150 TFLOPS": 150e12, "1.5e14": 1.5e14, "2P": 2e15} {
+		if v, err := ParseFLOPS(in); err != nil || math.Abs(v-want) > 1 {
+			t.Errorf("ParseFLOPS(%q) = %v, %v", in, v, err)
+		}
+	}
+	for _, in := range []string{"-1T", "T", "abc", "0"} {
+		if _, err := ParseFLOPS(in); err == nil {
+			t.Errorf("ParseFLOPS(%q) accepted", in)
+		}
 	}
 }
 
@@ -111,6 +121,9 @@ func FuzzParse(f *testing.F) {
 		}
 		if v, err := ParseRate(s); err == nil && !(v > 0) {
 			t.Fatalf("ParseRate(%q) = %v", s, v)
+		}
+		if v, err := ParseFLOPS(s); err == nil && !(v > 0 && !math.IsInf(v, 0)) {
+			t.Fatalf("ParseFLOPS(%q) = %v", s, v)
 		}
 	})
 }

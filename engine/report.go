@@ -1,4 +1,4 @@
-package offload
+package engine
 
 import (
 	"encoding/json"
@@ -9,7 +9,10 @@ import (
 
 	"github.com/dustin/go-humanize"
 
+	"offload/corrector"
 	"offload/device"
+	"offload/internal/sysmem"
+	"offload/sparsity"
 )
 
 // Profiler counts every byte that crosses the link and times every copy and
@@ -205,6 +208,57 @@ func (p *Profiler) CopiedBytes() int64 {
 	return n
 }
 
+// DecodeBytes is what crossed host->device for decoding (prefill excluded).
+func (p *Profiler) DecodeBytes() int64 {
+	var n int64
+	for ph, s := range p.Phases {
+		if Phase(ph) != PhasePrefill {
+			n += s.Bytes()
+		}
+	}
+	return n
+}
+
+// Report builds the end-of-run report for a generation.
+func (e *Engine) Report(r *Result, modelName string) *Report {
+	rep := &Report{
+		Model: modelName, Device: e.dev.Name(), Mode: e.modeString(r.Stats.Mode),
+		PromptTokens: r.Stats.PromptTokens, GeneratedTokens: r.Stats.Generated,
+		PrefillSeconds: r.Prefill.Seconds(), DecodeSeconds: r.Decode.Seconds(),
+		PeakRSS: sysmem.PeakRSS(), PeakDevice: e.dev.Peak(), DeviceBudget: e.Prof.Plan.Budget,
+		ResidentBytes: e.Prof.Plan.Resident, SetupBytes: e.Prof.SetupBytes, WastedBytes: e.Prof.WastedBytes, Phases: e.Prof.PhaseReports(),
+	}
+	rep.PrefillTokPerS = safeDiv(float64(rep.PromptTokens), rep.PrefillSeconds)
+	// The first token comes out of the prefill; decoding speed and bytes are
+	// per token made by decode passes.
+	rep.DecodeTokPerS = safeDiv(float64(r.Decoded()), rep.DecodeSeconds)
+	rep.BytesPerToken = safeDiv(float64(e.Prof.DecodeBytes()), float64(r.Decoded()))
+	if r.Stats.Mode != corrector.Dense && !e.M.Bundled && e.opt.Sparsity != sparsity.PolicyDense && e.Prof.Plan.SlotBytes > 0 && e.grif.hostPacked == nil {
+		rep.Notes = append(rep.Notes, "this model's FFN is not bundled, so every sparse step gathers strided down-projection columns on the CPU; "+
+			"run `offload convert` once to store each neuron contiguously")
+	}
+	if r.CappedFrom > 0 {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("%d tokens were asked for, but the KV cache holds %d positions: generation stopped at %d",
+			r.CappedFrom, e.opt.Context, r.Stats.Generated))
+	}
+	if r.Stats.Mode == corrector.Sirius {
+		ds := e.SparseDensity()
+		rep.Sirius = &SiriusReport{Window: r.Stats.Window, Checks: r.Stats.Checks, AAL: r.Stats.AAL,
+			CorrectionsPer100: r.Stats.CorrectionsPer100(), EffectiveDensity: r.Stats.EffectiveDensity(ds, 1), SparseDensity: ds}
+	}
+	return rep
+}
+
+func (e *Engine) modeString(m corrector.Mode) string {
+	switch m {
+	case corrector.Dense:
+		return "dense"
+	case corrector.Sparse:
+		return fmt.Sprintf("sparse (%s, keep %g)", e.opt.Sparsity, e.opt.Keep)
+	}
+	return fmt.Sprintf("sirius (%s, keep %g, window %d)", e.opt.Sparsity, e.opt.Keep, e.opt.Window)
+}
+
 // Report is the end-of-run summary: what was generated, how fast, and where
 // every byte and millisecond went.
 type Report struct {
@@ -283,7 +337,7 @@ func (r *Report) String() string {
 	fmt.Fprintf(&b, "model      %s\n", r.Model)
 	budget := hb(r.DeviceBudget)
 	if r.DeviceBudget >= 1<<60 {
-		budget = "unbounded" // the host backend without --device-mem
+		budget = "unbounded"
 	}
 	fmt.Fprintf(&b, "device     %s (budget %s, peak %s, resident weights %s)\n", r.Device, budget, hb(r.PeakDevice), hb(r.ResidentBytes))
 	fmt.Fprintf(&b, "mode       %s\n", r.Mode)

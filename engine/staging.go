@@ -1,4 +1,4 @@
-package offload
+package engine
 
 import (
 	"fmt"
@@ -6,7 +6,6 @@ import (
 	"unsafe"
 
 	"offload/device"
-	"offload/device/kernels"
 	"offload/model"
 	"offload/pager"
 )
@@ -16,20 +15,6 @@ import (
 const align = 256
 
 func alignUp(n int64) int64 { return (n + align - 1) &^ (align - 1) }
-
-// devAttn is one layer's attention block (and both norms) on the device.
-type devAttn struct {
-	AttnNorm, Q, K, V, O, FFNNorm device.Tensor
-}
-
-// devFFN is an FFN on the device: K neurons, gate and up as [K, dim], and
-// down either as [dim, K] (the file's layout, MatMul) or as [K, dim]
-// (bundled or packed, MatMulT).
-type devFFN struct {
-	Gate, Up, Down device.Tensor
-	DownT          bool
-	K              int
-}
 
 // xfer is one host->device transfer into a slot or a resident buffer: either
 // a contiguous slice of the mapping copied as is, or a gather that fills a
@@ -67,11 +52,34 @@ func pagerShape(t *pager.Tensor) (rows, cols int) {
 }
 
 func mustDType(t *pager.Tensor) device.DType {
-	dt, err := model.DType(t.DType)
+	dt, err := deviceType(t)
 	if err != nil {
-		panic(err) // model.Open already refused such files
+		panic(err) // New already refused such models
 	}
 	return dt
+}
+
+// deviceType is a weight's device dtype, or an error naming the tensor.
+func deviceType(t *pager.Tensor) (device.DType, error) {
+	dt, err := model.DType(t.DType)
+	if err != nil {
+		return 0, fmt.Errorf("tensor %s: %w", t.Name, err)
+	}
+	return dt, nil
+}
+
+// weightTensors lists every tensor the device may compute with.
+func weightTensors(m *model.Model) []*pager.Tensor {
+	ts := []*pager.Tensor{m.OutNorm, m.Head}
+	for i := range m.Layers {
+		L := &m.Layers[i]
+		for _, t := range []*pager.Tensor{L.AttnNorm, L.Q, L.K, L.V, L.O, L.FFNNorm, L.Gate, L.Up, L.Down, L.Bundle} {
+			if t != nil {
+				ts = append(ts, t)
+			}
+		}
+	}
+	return ts
 }
 
 // directTensor places a whole file tensor, copied as is.
@@ -98,8 +106,8 @@ func (lo *layout) gathered(bytes int64, fill func(dst []byte)) {
 }
 
 // attnLayout places a layer's attention block.
-func attnLayout(lo *layout, buf device.Buffer, L *model.Layer) devAttn {
-	return devAttn{
+func attnLayout(lo *layout, buf device.Buffer, L *model.Layer) model.AttnWeights {
+	return model.AttnWeights{
 		AttnNorm: lo.direct(buf, L.AttnNorm),
 		Q:        lo.direct(buf, L.Q),
 		K:        lo.direct(buf, L.K),
@@ -113,12 +121,12 @@ func attnLayout(lo *layout, buf device.Buffer, L *model.Layer) devAttn {
 // of them). A file-layout FFN with idx == nil is copied as is; everything
 // else is gathered into staging: rows of gate and up, columns of down
 // (transposed into rows), or whole neuron bundles split into their parts.
-func ffnLayout(lo *layout, buf device.Buffer, L *model.Layer, dim, hidden int, idx []int32, workers int) devFFN {
+func ffnLayout(lo *layout, buf device.Buffer, L *model.Layer, dim, hidden int, idx []int32, workers int) model.FFNWeights {
 	if L.Bundle == nil && idx == nil {
 		g := lo.direct(buf, L.Gate)
 		u := lo.direct(buf, L.Up)
 		d := lo.direct(buf, L.Down)
-		return devFFN{Gate: g, Up: u, Down: d, K: hidden}
+		return model.FFNWeights{Gate: g, Up: u, Down: d, K: hidden}
 	}
 	var src *pager.Tensor
 	if L.Bundle != nil {
@@ -136,7 +144,7 @@ func ffnLayout(lo *layout, buf device.Buffer, L *model.Layer, dim, hidden int, i
 	gOff := lo.place(dt, k, dim)
 	uOff := lo.place(dt, k, dim)
 	dOff := lo.place(dt, k, dim)
-	f := devFFN{Gate: tensorAt(buf, gOff, dt, k, dim), Up: tensorAt(buf, uOff, dt, k, dim), Down: tensorAt(buf, dOff, dt, k, dim), DownT: true, K: k}
+	f := model.FFNWeights{Gate: tensorAt(buf, gOff, dt, k, dim), Up: tensorAt(buf, uOff, dt, k, dim), Down: tensorAt(buf, dOff, dt, k, dim), DownT: true, K: k}
 	row := func(i int) int {
 		if idx == nil {
 			return i
@@ -151,9 +159,9 @@ func ffnLayout(lo *layout, buf device.Buffer, L *model.Layer, dim, hidden int, i
 			parallel(k, workers, func(i0, i1 int) {
 				for i := i0; i < i1; i++ {
 					b := L.Bundle.Row(row(i))
-					kernels.CopyStream(dst[int64(i)*rowB:], b[:rowB])
-					kernels.CopyStream(dst[pa+int64(i)*rowB:], b[rowB:2*rowB])
-					kernels.CopyStream(dst[2*pa+int64(i)*rowB:], b[2*rowB:3*rowB])
+					pager.StreamCopy(dst[int64(i)*rowB:], b[:rowB])
+					pager.StreamCopy(dst[pa+int64(i)*rowB:], b[rowB:2*rowB])
+					pager.StreamCopy(dst[2*pa+int64(i)*rowB:], b[2*rowB:3*rowB])
 				}
 			})
 		})
@@ -163,8 +171,8 @@ func ffnLayout(lo *layout, buf device.Buffer, L *model.Layer, dim, hidden int, i
 		parallel(k, workers, func(i0, i1 int) {
 			for i := i0; i < i1; i++ {
 				j := row(i)
-				kernels.CopyStream(dst[int64(i)*rowB:], L.Gate.Row(j))
-				kernels.CopyStream(dst[pa+int64(i)*rowB:], L.Up.Row(j))
+				pager.StreamCopy(dst[int64(i)*rowB:], L.Gate.Row(j))
+				pager.StreamCopy(dst[pa+int64(i)*rowB:], L.Up.Row(j))
 			}
 			// Down is [dim, hidden]: column j is strided; write it as row i.
 			gatherColsT(dst[2*pa:], L.Down.Data, dim, hidden, int(es), i0, i1, row)
@@ -185,7 +193,7 @@ func gateLayout(lo *layout, buf device.Buffer, L *model.Layer, dim, hidden, work
 	lo.gathered(int64(hidden)*rowB, func(dst []byte) {
 		parallel(hidden, workers, func(i0, i1 int) {
 			for i := i0; i < i1; i++ {
-				kernels.CopyStream(dst[int64(i)*rowB:], L.Bundle.Row(i)[:rowB])
+				pager.StreamCopy(dst[int64(i)*rowB:], L.Bundle.Row(i)[:rowB])
 			}
 		})
 	})
@@ -212,11 +220,11 @@ func upDownLayout(lo *layout, buf device.Buffer, L *model.Layer, dim, hidden int
 				j := int64(idx[i])
 				if L.Bundle != nil {
 					b := L.Bundle.Row(int(j))
-					kernels.CopyStream(dst[int64(i)*rowB:], b[rowB:2*rowB])
-					kernels.CopyStream(dst[pa+int64(i)*rowB:], b[2*rowB:3*rowB])
+					pager.StreamCopy(dst[int64(i)*rowB:], b[rowB:2*rowB])
+					pager.StreamCopy(dst[pa+int64(i)*rowB:], b[2*rowB:3*rowB])
 					continue
 				}
-				kernels.CopyStream(dst[int64(i)*rowB:], L.Up.Row(int(j)))
+				pager.StreamCopy(dst[int64(i)*rowB:], L.Up.Row(int(j)))
 			}
 			if L.Bundle == nil {
 				gatherColsT(dst[pa:], L.Down.Data, dim, hidden, int(es), i0, i1, func(i int) int { return int(idx[i]) })
@@ -227,8 +235,8 @@ func upDownLayout(lo *layout, buf device.Buffer, L *model.Layer, dim, hidden int
 }
 
 // headLayout places the final norm and the LM head.
-func headLayout(lo *layout, buf device.Buffer, m *model.Model) (norm, head device.Tensor) {
-	return lo.direct(buf, m.OutNorm), lo.direct(buf, m.Head)
+func headLayout(lo *layout, buf device.Buffer, m *model.Model) model.HeadWeights {
+	return model.HeadWeights{Norm: lo.direct(buf, m.OutNorm), Out: lo.direct(buf, m.Head)}
 }
 
 // parallel splits [0, n) into up to workers chunks run concurrently.
@@ -269,7 +277,7 @@ func enqueue(dev device.Device, s device.Stream, buf device.Buffer, lo *layout, 
 			d := it.direct
 			parallel(int((it.bytes+(1<<20)-1)>>20), workers, func(c0, c1 int) {
 				lo, hi := int64(c0)<<20, min(int64(c1)<<20, it.bytes)
-				kernels.CopyStream(src[lo:hi], d[lo:hi])
+				pager.StreamCopy(src[lo:hi], d[lo:hi])
 			})
 			soff += alignUp(it.bytes)
 		case it.direct != nil:

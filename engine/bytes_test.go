@@ -1,4 +1,4 @@
-package offload
+package engine
 
 import (
 	"bytes"
@@ -35,11 +35,11 @@ func weightBytes(p *Profiler, ph Phase) int64 { return p.Phases[ph].WeightBytes 
 // and dense streaming moves (model bytes - resident bytes) per token.
 func TestDenseStreamingBytes(t *testing.T) {
 	path := filepath.Join(fixtures.Stories(t), "stories260K.gguf")
-	e := newTestEngine(t, path, 1<<20, Options{Mode: ModeDense})
-	resident := e.Prof.SetupBytes
 	cfg := corrector.DefaultConfig()
 	cfg.Mode, cfg.MaxTokens = corrector.Dense, 20
-	r, err := e.Generate(oracleTokens(t)[:5], cfg, nil)
+	e := newTestEngine(t, path, 1<<20, Options{}, cfg)
+	resident := e.Prof.SetupBytes
+	r, err := gen(e, oracleTokens(t)[:5], cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,10 +77,10 @@ func TestSiriusBytesAcceptAll(t *testing.T) {
 	per := map[corrector.Mode]float64{}
 	var bs, bf float64
 	for _, mode := range []corrector.Mode{corrector.Dense, corrector.Sirius} {
-		e := newTestEngine(t, path, 0, Options{Mode: ModeSirius, Window: K, StreamAll: true, Context: 128})
 		cfg := corrector.DefaultConfig()
 		cfg.Mode, cfg.Accept, cfg.Window, cfg.MaxTokens = mode, corrector.AcceptAll, K, n
-		r, err := e.Generate(prompt, cfg, nil)
+		e := newTestEngine(t, path, 0, Options{StreamAll: true, Context: 128}, cfg)
+		r, err := gen(e, prompt, cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -98,7 +98,7 @@ func TestSiriusBytesAcceptAll(t *testing.T) {
 			es := 2.0
 			attn := float64(cfgM.Dim*cfgM.Heads*cfgM.HeadDim*2+2*cfgM.Dim*cfgM.KVDim()) * es
 			norms := 2 * float64(cfgM.Dim) * es
-			k := float64(e.selK)
+			k := float64(e.grif.k)
 			bs = float64(cfgM.Layers) * (attn + norms + 3*k*float64(cfgM.Dim)*es)
 			bf = float64(cfgM.Layers) * (attn + norms + 3*float64(cfgM.Hidden*cfgM.Dim)*es)
 			if d := weightBytes(e.Prof, PhaseDraft) / int64(e.Prof.Phases[PhaseDraft].Passes); math.Abs(float64(d)-bs)/bs > 0.01 {
@@ -122,10 +122,10 @@ func TestSiriusBytesAcceptAll(t *testing.T) {
 func TestSiriusBytesMeasuredAAL(t *testing.T) {
 	path := filepath.Join(fixtures.Stories(t), "stories260K.gguf")
 	const K = 8
-	e := newTestEngine(t, path, 0, Options{Mode: ModeSirius, Window: K, StreamAll: true, Context: 400})
 	cfg := corrector.DefaultConfig()
 	cfg.Window, cfg.MaxTokens = K, 300
-	r, err := e.Generate(oracleTokens(t)[:5], cfg, nil)
+	e := newTestEngine(t, path, 0, Options{StreamAll: true, Context: 400}, cfg)
+	r, err := gen(e, oracleTokens(t)[:5], cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,10 +144,10 @@ func TestSiriusBytesMeasuredAAL(t *testing.T) {
 // track per stream and complete spans.
 func TestTrace(t *testing.T) {
 	path := filepath.Join(fixtures.Stories(t), "stories260K.gguf")
-	e := newTestEngine(t, path, 1<<20, Options{Mode: ModeDense, Trace: true})
 	cfg := corrector.DefaultConfig()
 	cfg.Mode, cfg.MaxTokens = corrector.Dense, 4
-	if _, err := e.Generate(oracleTokens(t)[:5], cfg, nil); err != nil {
+	e := newTestEngine(t, path, 1<<20, Options{Trace: true}, cfg)
+	if _, err := gen(e, oracleTokens(t)[:5], cfg); err != nil {
 		t.Fatal(err)
 	}
 	var buf bytes.Buffer

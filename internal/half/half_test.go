@@ -1,4 +1,4 @@
-package devicetest
+package half
 
 import (
 	"math"

@@ -1,27 +1,27 @@
-package kernels
+package pager
 
 import (
 	"bytes"
 	"testing"
 )
 
-// TestCopyStream checks every head/tail alignment and length class against
+// TestStreamCopy checks every head/tail alignment and length class against
 // a plain copy, with the SIMD path on and off.
-func TestCopyStream(t *testing.T) {
+func TestStreamCopy(t *testing.T) {
 	src := make([]byte, 1<<16+300)
 	for i := range src {
 		src[i] = byte(i*31 + 7)
 	}
 	for _, asm := range []bool{false, true} {
-		old := useAsm
-		useAsm = asm && old
+		old := streamAsm
+		streamAsm = asm && old
 		for _, off := range []int{0, 1, 7, 31, 32, 33} {
 			for _, n := range []int{0, 1, 4095, 4096, 4097, 5000, 1 << 15, 1<<16 + 200} {
 				dst := make([]byte, n+off+64)
 				for i := range dst {
 					dst[i] = 0xee
 				}
-				CopyStream(dst[off:off+n], src[:n])
+				StreamCopy(dst[off:off+n], src[:n])
 				if !bytes.Equal(dst[off:off+n], src[:n]) {
 					t.Fatalf("asm=%v off=%d n=%d: copy differs", asm, off, n)
 				}
@@ -37,18 +37,18 @@ func TestCopyStream(t *testing.T) {
 				}
 			}
 		}
-		useAsm = old
+		streamAsm = old
 	}
 }
 
-func FuzzCopyStream(f *testing.F) {
+func FuzzStreamCopy(f *testing.F) {
 	f.Add([]byte("hello"), uint8(3))
 	f.Add(bytes.Repeat([]byte{1, 2, 3}, 3000), uint8(17))
 	f.Fuzz(func(t *testing.T, src []byte, off uint8) {
 		dst := make([]byte, len(src)+int(off))
-		CopyStream(dst[off:], src)
+		StreamCopy(dst[off:], src)
 		if !bytes.Equal(dst[off:], src) {
-			t.Fatal("CopyStream differs from copy")
+			t.Fatal("StreamCopy differs from copy")
 		}
 	})
 }

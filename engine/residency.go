@@ -1,4 +1,4 @@
-package offload
+package engine
 
 import (
 	"fmt"
@@ -8,6 +8,7 @@ import (
 	"github.com/dustin/go-humanize"
 
 	"offload/device"
+	"offload/model"
 	"offload/plan"
 	"offload/sparsity"
 )
@@ -98,7 +99,7 @@ func (e *Engine) blockSizes() (head int64, attn, ffn, packed, gate, upDown []int
 		ffnLayout(&lo, nil, ml, cfg.Dim, cfg.Hidden, nil, 1)
 		ffn[l] = lo.off
 		lo = layout{}
-		idx := make([]int32, e.selK)
+		idx := make([]int32, e.grif.k)
 		ffnLayout(&lo, nil, ml, cfg.Dim, cfg.Hidden, idx, 1)
 		packed[l] = lo.off
 		lo = layout{}
@@ -120,15 +121,14 @@ func (e *Engine) fixedBytes() int64 {
 	N := int64(e.opt.MaxBatch)
 	a := func(cols int) int64 { return alignUp(N * int64(cols) * 4) }
 	act := 3*a(cfg.Dim) + 2*a(cfg.Heads*cfg.HeadDim) + 2*a(cfg.KVDim()) + 2*a(cfg.Hidden) +
-		alignUp(int64(e.opt.LogitRows)*int64(cfg.Vocab)*4) + alignUp(int64(cfg.Hidden)*4)
-	if e.opt.Policy == sparsity.PolicyTopK {
-		act += alignUp(int64(2*e.selK) * int64(cfg.Dim) * 4)
+		alignUp(int64(e.logitRows())*int64(cfg.Vocab)*4) + alignUp(int64(cfg.Hidden)*4)
+	if e.opt.Sparsity == sparsity.PolicyTopK {
+		act += alignUp(int64(2*e.grif.k) * int64(cfg.Dim) * 4)
 	}
 	if cfg.RopeFreqs != nil {
 		act += alignUp(int64(len(cfg.RopeFreqs)) * 4)
 	}
-	kv := int64(e.opt.Branches) * 2 * int64(cfg.Layers) * int64(e.opt.Context) * int64(cfg.KVDim()) * 4
-	return act + kv
+	return act + kvBytes(cfg, e.opt.Width, e.opt.Context)
 }
 
 // planResidency ranks blocks by uses per generated token and keeps the most
@@ -137,28 +137,19 @@ func (e *Engine) planResidency(budget int64) (*Plan, error) {
 	cfg, opt := e.cfg, e.opt
 	L := cfg.Layers
 	headB, attnB, ffnB, packB, gateB, udB := e.blockSizes()
-	K := float64(opt.Window)
-	sparse := opt.Policy != sparsity.PolicyDense
+	// How often each block is used per generated token: plan's formula
+	// (PassesPerToken), shared with `offload plan`. The whole FFN serves
+	// full passes, the packed Griffin rows sparse ones; per-token top-k and
+	// a dense "sparse model" read the whole FFN in every pass.
+	sp, full := plan.PassesPerToken(opt.Mode, opt.Window, float64(opt.Window))
 	var uFFN, uPack float64
-	switch opt.Mode {
-	case ModeDense:
-		uFFN = 1
-	case ModeSparse:
-		if !sparse {
-			uFFN = 1
-		} else if opt.Policy == sparsity.PolicyTopK {
-			uFFN = 1
-		} else {
-			uPack = 1
-		}
-	case ModeSirius:
-		uFFN = 1 / K
-		if !sparse || opt.Policy == sparsity.PolicyTopK {
-			uFFN = 1
-		} else {
-			uPack = (K - 1) / K
-		}
+	switch {
+	case opt.Sparsity == sparsity.PolicyDense || opt.Sparsity == sparsity.PolicyTopK:
+		uFFN = sp + full
+	default:
+		uFFN, uPack = full, sp
 	}
+	uAttn := sp + full
 	p := &Plan{Budget: budget, Fixed: e.fixedBytes(), Attn: make([]bool, L), FFN: make([]bool, L), Packed: make([]bool, L)}
 	type cand struct {
 		name, kind string
@@ -168,9 +159,9 @@ func (e *Engine) planResidency(budget int64) (*Plan, error) {
 		set        func()
 	}
 	var cands []cand
-	cands = append(cands, cand{"head", "head", -1, headB, 1, func() { p.Head = true }})
+	cands = append(cands, cand{"head", "head", -1, headB, uAttn, func() { p.Head = true }})
 	for l := 0; l < L; l++ {
-		cands = append(cands, cand{fmt.Sprintf("L%d.attention", l), "attn", l, attnB[l], 1, func() { p.Attn[l] = true }})
+		cands = append(cands, cand{fmt.Sprintf("L%d.attention", l), "attn", l, attnB[l], uAttn, func() { p.Attn[l] = true }})
 	}
 	if uPack > 0 {
 		for l := 0; l < L; l++ {
@@ -202,13 +193,12 @@ func (e *Engine) planResidency(budget int64) (*Plan, error) {
 	}
 	avail := budget - p.Fixed
 	if avail < 0 {
-		return nil, fmt.Errorf("device budget %s is too small: the KV cache and activations alone need %s (lower --ctx or raise --device-mem)",
-			humanize.IBytes(uint64(budget)), humanize.IBytes(uint64(p.Fixed)))
+		return nil, &plan.BudgetError{What: "the KV cache and activations", Need: p.Fixed, Have: budget}
 	}
 	// Everything needed by some mode fits: no streaming at all.
 	if (all <= avail && !opt.StreamAll) || opt.ResidentAll {
 		if all > avail {
-			return nil, fmt.Errorf("--resident needs %s of device memory, the budget leaves %s", humanize.IBytes(uint64(all)), humanize.IBytes(uint64(avail)))
+			return nil, &plan.BudgetError{What: "keeping every weight resident (with the KV cache and activations)", Need: all + p.Fixed, Have: budget}
 		}
 		for _, c := range cands {
 			c.set()
@@ -218,9 +208,8 @@ func (e *Engine) planResidency(budget int64) (*Plan, error) {
 		return p, nil
 	}
 	if avail < nslots*slot {
-		return nil, fmt.Errorf("device budget %s is too small: %d layer slots of %s plus %s of KV cache and activations need %s (raise --device-mem or lower --ctx)",
-			humanize.IBytes(uint64(budget)), nslots, humanize.IBytes(uint64(slot)), humanize.IBytes(uint64(p.Fixed)),
-			humanize.IBytes(uint64(p.Fixed+nslots*slot)))
+		return nil, &plan.BudgetError{What: fmt.Sprintf("%d layer slots of %s plus the KV cache and activations", nslots, humanize.IBytes(uint64(slot))),
+			Need: p.Fixed + nslots*slot, Have: budget}
 	}
 	if opt.StageAll {
 		stage = slot // every streamed byte goes through staging
@@ -249,158 +238,100 @@ func (e *Engine) planResidency(budget int64) (*Plan, error) {
 	return p, nil
 }
 
-// packGriffin freezes the Griffin neuron set after the prefill and packs the
-// selected neurons of the layers the plan keeps resident (once per
-// sequence): on the device when the whole FFN is resident, otherwise through
-// staging.
-func (e *Engine) packGriffin() error {
-	if e.sel != nil {
-		return nil
+// residency is what of the model stays on the device for the engine's life.
+type residency struct {
+	layers []layerRes
+	head   *model.HeadWeights // nil: the head streams
+	bufs   []device.Buffer
+}
+
+// layerRes is what of a layer stays on the device.
+type layerRes struct {
+	attn   *model.AttnWeights
+	ffn    *model.FFNWeights // the whole FFN
+	packed *model.FFNWeights // the Griffin neurons, packed once per sequence
+	// packedPlanned says packed gets a resident buffer once the set is known.
+	packedPlanned bool
+	packedBuf     device.Buffer
+}
+
+func (r *residency) free(dev device.Device) {
+	for _, b := range r.bufs {
+		dev.Free(b)
 	}
-	if e.griffin == nil {
-		return fmt.Errorf("no prefill statistics for the Griffin neuron set")
+	r.bufs = nil
+	for i := range r.layers {
+		if b := r.layers[i].packedBuf; b != nil {
+			dev.Free(b)
+			r.layers[i].packedBuf, r.layers[i].packed = nil, nil
+		}
 	}
+}
+
+// loadResident copies the resident blocks to the device (once).
+func (e *Engine) loadResident(p *Plan) error {
 	cfg := e.cfg
-	e.seqGen++
-	e.sel = make([][]int32, cfg.Layers)
-	for l := range e.sel {
-		e.sel[l] = e.griffin[l].Select(e.opt.Keep)
-	}
-	if err := e.packHost(); err != nil {
-		return err
-	}
-	for l := 0; l < cfg.Layers; l++ {
-		res := &e.layers[l]
-		if !res.packedPlanned {
-			continue
-		}
+	place := func(label string, build func(lo *layout, buf device.Buffer)) error {
 		var lo layout
-		ffnLayout(&lo, nil, &e.M.Layers[l], cfg.Dim, cfg.Hidden, e.sel[l], 1)
-		buf, err := e.dev.Alloc(lo.off, fmt.Sprintf("layer %d griffin rows", l))
+		build(&lo, nil)
+		if lo.off == 0 {
+			return nil
+		}
+		buf, err := e.dev.Alloc(lo.off, label)
 		if err != nil {
-			return fmt.Errorf("griffin rows: %w", err)
+			return fmt.Errorf("resident %s: %w", label, err)
 		}
-		res.packedBuf = buf
-		if res.ffn != nil {
-			// Gather on the device from the resident FFN.
-			k := len(e.sel[l])
-			dt := res.ffn.Gate.DType
-			rowB := alignUp(int64(k) * dt.RowBytes(cfg.Dim))
-			f := devFFN{Gate: tensorAt(buf, 0, dt, k, cfg.Dim), Up: tensorAt(buf, rowB, dt, k, cfg.Dim), Down: tensorAt(buf, 2*rowB, dt, k, cfg.Dim), DownT: true, K: k}
-			ib := make([]byte, 4*k)
-			putI32s(ib, e.sel[l])
-			d, s := e.dev, e.comp
-			if err := d.CopyToDevice(s, e.act.idx.Buf, e.act.idx.Off, ib); err != nil {
-				return err
-			}
-			e.Prof.addSetup(int64(len(ib)))
-			ix := tensorAt(e.act.idx.Buf, e.act.idx.Off, device.I32, 1, k)
-			if err := d.GatherRows(s, f.Gate, res.ffn.Gate, ix); err != nil {
-				return err
-			}
-			if err := d.GatherRows(s, f.Up, res.ffn.Up, ix); err != nil {
-				return err
-			}
-			if res.ffn.DownT {
-				err = d.GatherRows(s, f.Down, res.ffn.Down, ix)
-			} else {
-				err = d.GatherColsT(s, f.Down, res.ffn.Down, ix)
-			}
-			if err != nil {
-				return err
-			}
-			if err := d.Synchronize(s); err != nil {
-				return err
-			}
-			res.packed = &f
-			continue
-		}
+		e.res.bufs = append(e.res.bufs, buf)
 		lo = layout{}
-		f := ffnLayout(&lo, buf, &e.M.Layers[l], cfg.Dim, cfg.Hidden, e.sel[l], e.opt.Workers)
-		staging, err := e.dev.HostAlloc(max(lo.stagingNeed(e.opt.StageAll), 1))
-		if err != nil {
-			return err
-		}
-		n, err := enqueue(e.dev, e.copy, buf, &lo, staging, e.opt.StageAll, e.opt.Workers)
-		if err == nil {
-			err = e.dev.Synchronize(e.copy)
-		}
-		e.dev.HostFree(staging)
+		build(&lo, buf)
+		n, err := e.sendLayout(buf, &lo)
 		if err != nil {
 			return err
 		}
 		e.Prof.addSetup(n)
-		res.packed = &f
-	}
-	return nil
-}
-
-// packHost gathers, once per sequence, the Griffin rows of every layer that
-// streams them into (pinned) host memory, so that each sparse step copies one
-// contiguous block per layer instead of gathering rows again. It is skipped
-// when the packed rows would take more host memory than Options.HostPack.
-func (e *Engine) packHost() error {
-	// Buffers from the previous sequence are reused (the set has the same
-	// size): allocating and faulting in gigabytes of pinned memory per
-	// sequence would cost more than the gather itself.
-	old := e.hostPacked
-	e.hostPacked = nil
-	reuse := func(l int, n int64) []byte {
-		if l < len(old) && old[l] != nil && int64(len(old[l])) == n {
-			b := old[l]
-			old[l] = nil
-			return b
-		}
 		return nil
 	}
-	defer func() {
-		for _, b := range old {
-			if b != nil {
-				e.dev.HostFree(b)
-			}
+	if p.Head {
+		var h model.HeadWeights
+		if err := place("lm head", func(lo *layout, buf device.Buffer) { h = headLayout(lo, buf, e.M) }); err != nil {
+			return err
 		}
-	}()
-	cfg := e.cfg
-	var need int64
-	var los []*layout
+		e.res.head = &h
+	}
 	for l := 0; l < cfg.Layers; l++ {
-		if e.layers[l].packedPlanned {
-			los = append(los, nil)
-			continue
-		}
-		lo := &layout{}
-		ffnLayout(lo, nil, &e.M.Layers[l], cfg.Dim, cfg.Hidden, e.sel[l], e.opt.Workers)
-		need += lo.staged
-		los = append(los, lo)
-	}
-	if need == 0 || need > e.opt.HostPack {
-		return nil
-	}
-	e.hostPacked = make([][]byte, cfg.Layers)
-	for l, lo := range los {
-		if lo == nil {
-			continue
-		}
-		b := reuse(l, lo.items[0].bytes)
-		if b == nil {
-			var err error
-			if b, err = e.dev.HostAlloc(lo.items[0].bytes); err != nil {
-				return fmt.Errorf("packing griffin rows on the host: %w", err)
+		L := &e.M.Layers[l]
+		if p.Attn[l] {
+			var a model.AttnWeights
+			if err := place(fmt.Sprintf("layer %d attention", l), func(lo *layout, buf device.Buffer) { a = attnLayout(lo, buf, L) }); err != nil {
+				return err
 			}
+			e.res.layers[l].attn = &a
 		}
-		lo.items[0].gather(b)
-		e.hostPacked[l] = b
+		if p.FFN[l] {
+			var f model.FFNWeights
+			if err := place(fmt.Sprintf("layer %d ffn", l), func(lo *layout, buf device.Buffer) {
+				f = ffnLayout(lo, buf, L, cfg.Dim, cfg.Hidden, nil, e.opt.Workers)
+			}); err != nil {
+				return err
+			}
+			e.res.layers[l].ffn = &f
+		}
+		e.res.layers[l].packedPlanned = p.Packed[l]
 	}
 	return nil
 }
 
-// packedLayout places a layer's host-packed Griffin rows (laid out as
-// ffnLayout's staging: gate, up and down rows at aligned offsets) as one
-// contiguous transfer.
-func packedLayout(lo *layout, buf device.Buffer, packed []byte, k, dim int, dt device.DType) devFFN {
-	g := lo.place(dt, k, dim)
-	u := lo.place(dt, k, dim)
-	d := lo.place(dt, k, dim)
-	lo.items = append(lo.items, xfer{bytes: int64(len(packed)), direct: packed})
-	return devFFN{Gate: tensorAt(buf, g, dt, k, dim), Up: tensorAt(buf, u, dt, k, dim), Down: tensorAt(buf, d, dt, k, dim), DownT: true, K: k}
+// sendLayout copies a layout into buf once (resident weights, packed rows)
+// through a staging buffer of its own, and waits for it.
+func (e *Engine) sendLayout(buf device.Buffer, lo *layout) (int64, error) {
+	staging, err := e.dev.HostAlloc(max(lo.stagingNeed(e.opt.StageAll), 1))
+	if err != nil {
+		return 0, err
+	}
+	defer e.dev.HostFree(staging)
+	n, err := enqueue(e.dev, e.copy, buf, lo, staging, e.opt.StageAll, e.opt.Workers)
+	if err != nil {
+		return n, err
+	}
+	return n, e.dev.Synchronize(e.copy)
 }

@@ -1,4 +1,4 @@
-package offload
+package engine
 
 import (
 	"fmt"
@@ -48,10 +48,10 @@ func TestSiriusStrictAndSparseOnStories(t *testing.T) {
 				{"strict-streamed", corrector.Sirius, corrector.AcceptStrict, 1 << 20},
 				{"sparse", corrector.Sparse, corrector.AcceptThreshold, 0},
 			} {
-				e := newTestEngine(t, path, mode.mem, Options{Mode: ModeSirius, Window: window})
 				cfg := corrector.DefaultConfig()
 				cfg.Mode, cfg.Accept, cfg.Window, cfg.MaxTokens = mode.m, mode.acc, window, n
-				r, err := e.Generate(prompt, cfg, nil)
+				e := newTestEngine(t, path, mode.mem, Options{}, cfg)
+				r, err := gen(e, prompt, cfg)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -79,10 +79,10 @@ func TestTopKPolicy(t *testing.T) {
 	prompt := oracleTokens(t)[:5]
 	var outs []string
 	for _, mem := range []int64{0, 1 << 20} {
-		e := newTestEngine(t, path, mem, Options{Mode: ModeSparse, Policy: "topk", Window: 4})
 		cfg := corrector.DefaultConfig()
 		cfg.Mode, cfg.MaxTokens = corrector.Sparse, 30
-		r, err := e.Generate(prompt, cfg, nil)
+		e := newTestEngine(t, path, mem, Options{Decoding: Decoding{Sparsity: "topk"}}, cfg)
+		r, err := gen(e, prompt, cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -91,10 +91,10 @@ func TestTopKPolicy(t *testing.T) {
 	if outs[0] != outs[1] {
 		t.Fatalf("top-k resident and streamed differ:\n%s\n%s", outs[0], outs[1])
 	}
-	e := newTestEngine(t, path, 1<<20, Options{Mode: ModeSirius, Policy: "topk", Window: 4})
 	cfg := corrector.DefaultConfig()
 	cfg.Accept, cfg.Window, cfg.MaxTokens = corrector.AcceptStrict, 4, 60
-	r, err := e.Generate(prompt, cfg, nil)
+	e := newTestEngine(t, path, 1<<20, Options{Decoding: Decoding{Sparsity: "topk"}}, cfg)
+	r, err := gen(e, prompt, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,13 +112,13 @@ func TestBeams(t *testing.T) {
 	path := filepath.Join(fixtures.Stories(t), "stories260K.gguf")
 	seq := oracleTokens(t)
 	for _, mem := range []int64{0, 1536 << 10} {
-		e := newTestEngine(t, path, mem, Options{Mode: ModeSirius, Window: 4, Branches: 3})
+		cfg := corrector.DefaultConfig()
+		cfg.Accept, cfg.Window, cfg.Width, cfg.MaxTokens = corrector.AcceptStrict, 4, 3, 60
+		e := newTestEngine(t, path, mem, Options{}, cfg)
 		if mem > 0 && e.Prof.Plan.SlotBytes == 0 {
 			t.Fatal("the budget should make layers stream")
 		}
-		cfg := corrector.DefaultConfig()
-		cfg.Accept, cfg.Window, cfg.Width, cfg.MaxTokens = corrector.AcceptStrict, 4, 3, 60
-		r, err := e.Generate(seq[:5], cfg, nil)
+		r, err := gen(e, seq[:5], cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -141,10 +141,10 @@ func TestSiriusSampling(t *testing.T) {
 	path := filepath.Join(fixtures.Stories(t), "stories260K.gguf")
 	prompt := oracleTokens(t)[:5]
 	run := func(seed uint64) string {
-		e := newTestEngine(t, path, 1<<20, Options{Mode: ModeSirius, Window: 4})
 		cfg := corrector.DefaultConfig()
 		cfg.Window, cfg.MaxTokens, cfg.Temperature, cfg.TopP, cfg.Seed = 4, 40, 1.0, 0.9, seed
-		r, err := e.Generate(prompt, cfg, nil)
+		e := newTestEngine(t, path, 1<<20, Options{}, cfg)
+		r, err := gen(e, prompt, cfg)
 		if err != nil {
 			t.Fatal(err)
 		}

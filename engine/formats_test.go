@@ -1,4 +1,4 @@
-package offload
+package engine
 
 import (
 	"encoding/binary"
@@ -82,13 +82,13 @@ func TestSafetensorsRotateHalf(t *testing.T) {
 	seq := oracleTokens(t)
 	for _, mem := range []int64{0, 1 << 20} {
 		t.Run(fmt.Sprintf("mem=%d", mem), func(t *testing.T) {
-			e := newTestEngine(t, dir, mem, Options{Mode: ModeDense})
+			cfg := corrector.DefaultConfig()
+			cfg.Mode, cfg.MaxTokens = corrector.Dense, 60
+			e := newTestEngine(t, dir, mem, Options{}, cfg)
 			if e.Config().RopeStyle != device.RopeHalf {
 				t.Fatalf("HF model should use rotate-half RoPE, got %v", e.Config().RopeStyle)
 			}
-			cfg := corrector.DefaultConfig()
-			cfg.Mode, cfg.MaxTokens = corrector.Dense, 60
-			r, err := e.Generate(seq[:5], cfg, nil)
+			r, err := gen(e, seq[:5], cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -124,17 +124,17 @@ func TestBundledModelSameTokens(t *testing.T) {
 			for i, path := range []string{src, dst} {
 				// The plain model packs Griffin rows on the host once per
 				// sequence; the bundled one gathers them every step.
-				opt := Options{Mode: ModeSirius, Window: 4}
+				opt := Options{}
 				if i == 1 {
 					opt.HostPack = -1
 				}
-				e := newTestEngine(t, path, mem, opt)
+				cfg := corrector.DefaultConfig()
+				cfg.Mode, cfg.MaxTokens, cfg.Window = mode, 40, 4
+				e := newTestEngine(t, path, mem, opt, cfg)
 				if i == 1 && !e.M.Bundled {
 					t.Fatal("converted model is not bundled")
 				}
-				cfg := corrector.DefaultConfig()
-				cfg.Mode, cfg.MaxTokens, cfg.Window = mode, 40, 4
-				r, err := e.Generate(prompt, cfg, nil)
+				r, err := gen(e, prompt, cfg)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -184,13 +184,13 @@ func TestScaledRoPE(t *testing.T) {
 		if err := pager.WriteGGUF(dst, meta, specs, func(i int, w io.Writer) error { _, err := w.Write(data[i]); return err }); err != nil {
 			t.Fatal(err)
 		}
-		e := newTestEngine(t, dst, 0, Options{Mode: ModeDense})
+		cfg := corrector.DefaultConfig()
+		cfg.Mode, cfg.MaxTokens = corrector.Dense, 60
+		e := newTestEngine(t, dst, 0, Options{}, cfg)
 		if len(e.Config().RopeFreqs) != 4 {
 			t.Fatalf("rope_freqs.weight not picked up: %v", e.Config().RopeFreqs)
 		}
-		cfg := corrector.DefaultConfig()
-		cfg.Mode, cfg.MaxTokens = corrector.Dense, 60
-		r, err := e.Generate(seq[:5], cfg, nil)
+		r, err := gen(e, seq[:5], cfg)
 		if err != nil {
 			t.Fatal(err)
 		}

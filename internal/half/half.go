@@ -1,10 +1,13 @@
-package devicetest
+// Package half converts between float32 and the two 16-bit float formats
+// weights come in (IEEE half and bfloat16), one value at a time, in plain Go.
+//
+// It is written independently of the CPU backend's SIMD conversions on
+// purpose: the conformance suite (device/devicetest) judges a backend's
+// half-precision handling against this definition, and tools that write
+// weights (synth) or read a few rows (the embedding lookup) use it too.
+package half
 
 import "math"
-
-// The conversions below are written independently of package kernels on
-// purpose: the suite must judge a backend's half-precision handling against a
-// definition that does not share its code.
 
 // F32ToF16 rounds f to the nearest IEEE 754 half-precision value (ties to
 // even). Values beyond the half range become ±Inf; NaN stays NaN.

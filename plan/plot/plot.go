@@ -1,4 +1,9 @@
-package plan
+// Package plot draws what plan predicts and what bench measures: seconds per
+// token per mode as bars, and a copy/compute timeline of one pass. It is
+// apart from package plan so that the engine, which plans residency with
+// plan, does not link the plotting, font and PDF libraries; only the command
+// line imports it.
+package plot
 
 import (
 	"bytes"
@@ -7,7 +12,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
@@ -15,15 +19,10 @@ import (
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
-)
 
-// Span is one interval of work on a track of a timeline: a copy on the
-// "copy" stream or a layer on the "compute" stream.
-type Span struct {
-	Track      string
-	Name       string
-	Start, End time.Duration
-}
+	"offload/internal/units"
+	"offload/plan"
+)
 
 // Bar is one bar of a bar chart.
 type Bar struct {
@@ -31,20 +30,20 @@ type Bar struct {
 	Value float64
 }
 
-// PlotModes draws predicted seconds per token for each mode as a bar chart,
+// Modes draws predicted seconds per token for each mode as a bar chart,
 // to an .svg or .png file.
-func PlotModes(pred Prediction, path string) error {
-	return PlotFigure(ModeBars(pred), nil, plotTitle(pred), path)
+func Modes(pred plan.Prediction, path string) error {
+	return Figure(ModeBars(pred), nil, predictionTitle(pred), path)
 }
 
-// PlotTimeline draws spans as a timeline, one row per track, to an .svg or
+// Timeline draws spans as a timeline, one row per track, to an .svg or
 // .png file.
-func PlotTimeline(spans []Span, path string) error {
-	return PlotFigure(nil, spans, "", path)
+func Timeline(spans []plan.Span, path string) error {
+	return Figure(nil, spans, "", path)
 }
 
-// ModeBars is s/token per mode, for PlotFigure.
-func ModeBars(pred Prediction) []Bar {
+// ModeBars is s/token per mode, for Figure.
+func ModeBars(pred plan.Prediction) []Bar {
 	bars := make([]Bar, len(pred.Modes))
 	for i, m := range pred.Modes {
 		bars[i] = Bar{m.Mode.String(), m.SecondsPerToken}
@@ -52,15 +51,15 @@ func ModeBars(pred Prediction) []Bar {
 	return bars
 }
 
-func plotTitle(pred Prediction) string {
-	return fmt.Sprintf("%s %s, %s, link %s", pred.Model, pred.Params.DType, pred.Params.GPU.Name, si(pred.Params.Link, "B/s"))
+func predictionTitle(pred plan.Prediction) string {
+	return fmt.Sprintf("%s %s, %s, link %s", pred.Model, pred.Params.DType, pred.Params.GPU.Name, units.Rate(pred.Params.Link))
 }
 
-// PlotFigure draws a bar chart of s/token (if bars is not empty) above a
+// Figure draws a bar chart of s/token (if bars is not empty) above a
 // transfer/compute timeline (if spans is not empty) into one file. The
 // format follows the extension (.svg or .png). The file is written under a
 // temporary name and renamed, so a failure never leaves a partial image.
-func PlotFigure(bars []Bar, spans []Span, title, path string) error {
+func Figure(bars []Bar, spans []plan.Span, title, path string) error {
 	format := strings.TrimPrefix(strings.ToLower(filepath.Ext(path)), ".")
 	if format != "svg" && format != "png" {
 		return fmt.Errorf("plot %s: want a .svg or .png file name", path)
@@ -146,7 +145,7 @@ func barPlot(bars []Bar, title string) (*plot.Plot, error) {
 
 // timeline is a plotter drawing each span as a box in its track's row.
 type timeline struct {
-	spans  []Span
+	spans  []plan.Span
 	row    map[string]int
 	colors map[string]color.Color
 }
@@ -183,7 +182,7 @@ func (t *timeline) DataRange() (xmin, xmax, ymin, ymax float64) {
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-func timelinePlot(spans []Span) (*plot.Plot, error) {
+func timelinePlot(spans []plan.Span) (*plot.Plot, error) {
 	t := &timeline{spans: spans, row: map[string]int{}, colors: map[string]color.Color{}}
 	var tracks []string
 	for _, s := range spans {
@@ -201,59 +200,6 @@ func timelinePlot(spans []Span) (*plot.Plot, error) {
 	p.Add(t)
 	p.NominalY(tracks...)
 	return p, nil
-}
-
-// PassTimeline simulates one pass of a phase through the double-buffered
-// pipeline the prediction assumes and returns its spans: the copy of stage s
-// starts when the copy of s-1 has finished and the slot it reuses (stage
-// s-2's) has been computed; its compute starts when its copy and stage s-1's
-// compute have finished. Stages with nothing to copy get no copy span. The
-// pass length can exceed the phase's Seconds (the sum of max(link, compute))
-// by the pipeline fill, the first copy that nothing overlaps.
-func PassTimeline(mp ModePrediction, phase string) ([]Span, error) {
-	var ph *PhasePrediction
-	for i := range mp.Phases {
-		if mp.Phases[i].Phase == phase {
-			ph = &mp.Phases[i]
-		}
-	}
-	if ph == nil {
-		names := make([]string, len(mp.Phases))
-		for i := range mp.Phases {
-			names[i] = mp.Phases[i].Phase
-		}
-		sort.Strings(names)
-		return nil, fmt.Errorf("mode %s has no phase %q (has %s)", mp.Mode, phase, strings.Join(names, ", "))
-	}
-	dur := func(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
-	var spans []Span
-	var copyEnd time.Duration
-	computeEnd := make([]time.Duration, len(ph.Stages))
-	for i, st := range ph.Stages {
-		name := "head"
-		if st.Layer >= 0 {
-			name = fmt.Sprintf("L%d", st.Layer)
-		}
-		ready := copyEnd
-		if st.StreamedBytes > 0 {
-			start := copyEnd
-			if i >= 2 && computeEnd[i-2] > start {
-				start = computeEnd[i-2]
-			}
-			copyEnd = start + dur(st.LinkSeconds)
-			ready = copyEnd
-			spans = append(spans, Span{Track: "copy", Name: name, Start: start, End: copyEnd})
-		} else {
-			ready = 0
-		}
-		start := ready
-		if i >= 1 && computeEnd[i-1] > start {
-			start = computeEnd[i-1]
-		}
-		computeEnd[i] = start + dur(st.ComputeSeconds)
-		spans = append(spans, Span{Track: "compute", Name: name, Start: start, End: computeEnd[i]})
-	}
-	return spans, nil
 }
 
 // writeFileAtomic writes data to a temporary file beside path and renames

@@ -1,6 +1,7 @@
-package offload
+package engine
 
 import (
+	"context"
 	"encoding/binary"
 	"math"
 	"os"
@@ -45,8 +46,18 @@ func oracleLogits(t *testing.T) [][]float32 {
 	return rows
 }
 
-func newTestEngine(t *testing.T, path string, mem int64, opt Options) *Engine {
+// newTestEngine opens path on a host device with budget mem (0: 1 GiB) and
+// builds an engine whose decoding (mode, window, width, acceptance) is
+// cfg's; the other Decoding fields (sparsity, keep) come from opt.
+func newTestEngine(t *testing.T, path string, mem int64, opt Options, cfg corrector.Config) *Engine {
 	t.Helper()
+	d := opt.Decoding
+	if d.Sparsity == "" {
+		d = DefaultDecoding()
+		d.Sparsity, d.Keep = opt.Sparsity, opt.Keep
+	}
+	d.Mode, d.Window, d.Width, d.Accept, d.Threshold = cfg.Mode, cfg.Window, max(cfg.Width, 1), cfg.Accept, cfg.Threshold
+	opt.Decoding = d
 	m, err := model.Open(path)
 	if err != nil {
 		t.Fatal(err)
@@ -67,6 +78,19 @@ func newTestEngine(t *testing.T, path string, mem int64, opt Options) *Engine {
 	}
 	t.Cleanup(e.Close)
 	return e
+}
+
+// gen generates from prompt with cfg's request fields (tokens, sampling).
+func gen(e *Engine, prompt []int, cfg corrector.Config) (*Result, error) {
+	return e.Generate(context.Background(), Request{Prompt: prompt, MaxTokens: cfg.MaxTokens, Temperature: cfg.Temperature,
+		TopP: cfg.TopP, Seed: cfg.Seed, EOS: cfg.EOS, Stop: cfg.Stop}, nil)
+}
+
+// denseCfg is plain greedy decoding.
+func denseCfg() corrector.Config {
+	c := corrector.DefaultConfig()
+	c.Mode = corrector.Dense
+	return c
 }
 
 func argmax(v []float32) int {
@@ -94,18 +118,18 @@ func TestOracleLogits(t *testing.T) {
 	}{
 		{"gguf-resident", "stories260K.gguf", 0, Options{}},
 		{"llama2c-resident", "stories260K.bin", 0, Options{}},
-		{"gguf-streamed", "stories260K.gguf", 1 << 20, Options{Mode: ModeDense}},
-		{"gguf-streamed-noprefetch", "stories260K.gguf", 1 << 20, Options{Mode: ModeDense, NoPrefetch: true}},
-		{"gguf-streamed-staged", "stories260K.gguf", 1 << 20, Options{Mode: ModeDense, StageAll: true}},
+		{"gguf-streamed", "stories260K.gguf", 1 << 20, Options{}},
+		{"gguf-streamed-noprefetch", "stories260K.gguf", 1 << 20, Options{NoPrefetch: true}},
+		{"gguf-streamed-staged", "stories260K.gguf", 1 << 20, Options{StageAll: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newTestEngine(t, filepath.Join(dir, tc.file), tc.mem, tc.opt)
+			e := newTestEngine(t, filepath.Join(dir, tc.file), tc.mem, tc.opt, denseCfg())
 			if tc.mem > 0 && e.Prof.Plan.SlotBytes == 0 {
 				t.Fatalf("budget %d should force streaming: %v", tc.mem, e.Prof.Plan)
 			}
 			var worst float64
 			for p := 0; p < 64; p++ {
-				out, err := e.Forward([]Seq{{Toks: []int{seq[p]}, Pos: p, Logits: true}}, PhaseDecode, FFNFull)
+				out, err := e.Forward(context.Background(), []Seq{{Toks: []int{seq[p]}, Pos: p, Logits: true}}, PhaseDecode, FFNFull)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -138,8 +162,8 @@ func TestOracleLogits(t *testing.T) {
 func TestBatchedPrefillMatchesOracle(t *testing.T) {
 	want := oracleLogits(t)
 	seq := oracleTokens(t)
-	e := newTestEngine(t, filepath.Join(fixtures.Stories(t), "stories260K.gguf"), 0, Options{})
-	out, err := e.Forward([]Seq{{Toks: seq[:5], Pos: 0, Logits: true}}, PhasePrefill, FFNFull)
+	e := newTestEngine(t, filepath.Join(fixtures.Stories(t), "stories260K.gguf"), 0, Options{}, corrector.DefaultConfig())
+	out, err := e.Forward(context.Background(), []Seq{{Toks: seq[:5], Pos: 0, Logits: true}}, PhasePrefill, FFNFull)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,10 +195,10 @@ func TestGenerateModes(t *testing.T) {
 		{"sirius-strict-streamed-staged", 1 << 20, corrector.Sirius, corrector.AcceptStrict},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newTestEngine(t, path, tc.mem, Options{Mode: ModeSirius, Window: 4, StageAll: strings.HasSuffix(tc.name, "staged"), HostPack: -1})
 			cfg := corrector.DefaultConfig()
 			cfg.Mode, cfg.Accept, cfg.Window, cfg.MaxTokens = tc.mode, tc.acc, 4, 60
-			r, err := e.Generate(prompt, cfg, nil)
+			e := newTestEngine(t, path, tc.mem, Options{StageAll: strings.HasSuffix(tc.name, "staged"), HostPack: -1}, cfg)
+			r, err := gen(e, prompt, cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -199,8 +223,10 @@ func TestChunkedPrefill(t *testing.T) {
 	want := oracleLogits(t)
 	seq := oracleTokens(t)
 	for _, mem := range []int64{0, 1 << 20} {
-		e := newTestEngine(t, filepath.Join(fixtures.Stories(t), "stories260K.gguf"), mem, Options{MaxBatch: 8, Window: 4})
-		m := &engineModel{e: e, mode: corrector.Sirius, window: 4}
+		cfg := corrector.DefaultConfig()
+		cfg.Window = 4
+		e := newTestEngine(t, filepath.Join(fixtures.Stories(t), "stories260K.gguf"), mem, Options{MaxBatch: 8}, cfg)
+		m := &siriusModel{e: e, ctx: context.Background()}
 		last, err := m.Prefill(seq[:21])
 		if err != nil {
 			t.Fatal(err)
@@ -213,7 +239,7 @@ func TestChunkedPrefill(t *testing.T) {
 				t.Fatalf("mem %d: logit %d after chunked prefill: %g, oracle %g", mem, j, v, want[20][j])
 			}
 		}
-		if n := e.griffin[0].Tokens(); n != 21 {
+		if n := e.grif.stats[0].Tokens(); n != 21 {
 			t.Fatalf("griffin saw %d prompt tokens, want 21", n)
 		}
 	}

@@ -1,19 +1,27 @@
 //go:build amd64 && !purego
 
-package kernels
+package pager
 
-import "unsafe"
+import (
+	"unsafe"
+
+	"golang.org/x/sys/cpu"
+)
+
+// streamAsm says whether the AVX2 non-temporal copy may run (tests clear it
+// to hold the plain path to the same results).
+var streamAsm = cpu.X86.HasAVX2
 
 //go:noescape
 func copyNTAVX2(dst, src *byte, n int)
 
-// CopyStream copies src into dst (len(dst) >= len(src)) for data that will
+// StreamCopy copies src into dst (len(dst) >= len(src)) for data that will
 // not be read again soon by this CPU, such as rows gathered into a staging
 // buffer that the copy engine reads next: non-temporal stores skip reading
 // dst's cache lines first, which a plain copy of many small rows pays for.
-func CopyStream(dst, src []byte) {
+func StreamCopy(dst, src []byte) {
 	n := len(src)
-	if !useAsm || n < 4096 {
+	if !streamAsm || n < 4096 {
 		copy(dst, src)
 		return
 	}

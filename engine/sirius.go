@@ -1,0 +1,219 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"time"
+
+	"offload/corrector"
+	"offload/sparsity"
+)
+
+// siriusModel adapts the Engine to corrector.Model: drafts are sparse
+// passes, verifications are batched full passes, rollback truncates the KV
+// caches. It also times the prefill apart from decoding.
+type siriusModel struct {
+	e          *Engine
+	ctx        context.Context
+	drafts     int // drafts since the last check
+	prefillDur time.Duration
+}
+
+// expectNext tells the engine what the corrector will run next, so that the
+// engine can copy that pass's first layer during the end of this one.
+func (m *siriusModel) expectNext() {
+	switch mode := m.e.opt.Mode; {
+	case mode == corrector.Dense:
+		m.e.Expect(FFNFull)
+	case mode == corrector.Sparse || m.drafts < m.e.opt.Window-1:
+		m.e.Expect(FFNSparse)
+	default:
+		m.e.Expect(FFNFull)
+	}
+}
+
+func (m *siriusModel) Prefill(prompt []int) ([]float32, error) {
+	start := time.Now()
+	defer func() { m.prefillDur += time.Since(start) }()
+	e := m.e
+	e.Reset()
+	if len(prompt) > e.opt.Context {
+		return nil, fmt.Errorf("%w: the prompt has %d tokens, the context holds %d", ErrContextFull, len(prompt), e.opt.Context)
+	}
+	chunk := e.act.MaxRows
+	var last []float32
+	m.drafts = 0
+	for p := 0; p < len(prompt); p += chunk {
+		end := min(p+chunk, len(prompt))
+		if end == len(prompt) {
+			m.expectNext()
+		} else {
+			e.Expect(FFNFull)
+		}
+		out, err := e.Forward(m.ctx, []Seq{{Toks: prompt[p:end], Pos: p, Logits: end == len(prompt), LastOnly: true}}, PhasePrefill, FFNFull)
+		if err != nil {
+			return nil, err
+		}
+		if end == len(prompt) {
+			last = out[0][0]
+		}
+		if e.opt.PrefillProgress != nil {
+			e.opt.PrefillProgress(end, len(prompt))
+		}
+	}
+	// Freezing and packing the Griffin set is per-sequence work, like the
+	// prefill: do it now so that decoding is timed alone.
+	if e.opt.Mode != corrector.Dense && e.opt.Sparsity == sparsity.PolicyGriffin {
+		if err := e.packGriffin(); err != nil {
+			return nil, err
+		}
+	}
+	return last, nil
+}
+
+func (m *siriusModel) Draft(toks []int, pos int) ([][]float32, error) {
+	seqs := make([]Seq, len(toks))
+	for b, t := range toks {
+		seqs[b] = Seq{Branch: b, Toks: []int{t}, Pos: pos, Logits: true}
+	}
+	m.drafts++
+	m.expectNext()
+	out, err := m.e.Forward(m.ctx, seqs, PhaseDraft, FFNSparse)
+	if err != nil {
+		return nil, err
+	}
+	res := make([][]float32, len(toks))
+	for b := range out {
+		res[b] = out[b][0]
+	}
+	return res, nil
+}
+
+func (m *siriusModel) Verify(toks [][]int, pos int) ([][][]float32, error) {
+	seqs := make([]Seq, len(toks))
+	for b, t := range toks {
+		seqs[b] = Seq{Branch: b, Toks: t, Pos: pos, Logits: true}
+	}
+	phase := PhaseCheck
+	if m.e.opt.Mode == corrector.Dense {
+		phase = PhaseDecode
+	}
+	m.drafts = 0
+	m.expectNext()
+	return m.e.Forward(m.ctx, seqs, phase, FFNFull)
+}
+
+func (m *siriusModel) Truncate(b, n int) error { return m.e.Truncate(b, n) }
+func (m *siriusModel) Fork(dst, src int) error { return m.e.Fork(dst, src) }
+
+// Result is one generation's tokens, statistics and timings.
+type Result struct {
+	// CappedFrom is the requested token count when the context could not
+	// hold it (0 otherwise); Tokens then stops at what fits.
+	CappedFrom int
+	Tokens     []int
+	Stats      corrector.Stats
+	Prefill    time.Duration
+	Decode     time.Duration
+}
+
+// Decoded is the number of tokens made by decode passes: all but the first,
+// which the prefill produces.
+func (r *Result) Decoded() int { return max(0, r.Stats.Generated-1) }
+
+// Generate decodes from req.Prompt with the corrector's loop over this
+// engine (dense, sparse or Sirius, as the engine's Decoding says), calling
+// emit for each final token. A cancelled ctx stops it at the next layer
+// boundary; the tokens made so far are in the result, with ctx's error.
+func (e *Engine) Generate(ctx context.Context, req Request, emit func(tok int) error) (*Result, error) {
+	if err := req.Validate(); err != nil {
+		return nil, err
+	}
+	cfg := e.opt.Decoding.corrector(req)
+	r := &Result{}
+	if need := len(req.Prompt) + cfg.MaxTokens + cfg.Window; need > e.opt.Context {
+		if len(req.Prompt)+cfg.Window+1 > e.opt.Context {
+			return nil, fmt.Errorf("%w: the prompt has %d tokens; with a window of %d the context of %d positions has no room to generate",
+				ErrContextFull, len(req.Prompt), cfg.Window, e.opt.Context)
+		}
+		r.CappedFrom = cfg.MaxTokens
+		cfg.MaxTokens = e.opt.Context - len(req.Prompt) - cfg.Window
+	}
+	m := &siriusModel{e: e, ctx: ctx}
+	start := time.Now()
+	st, err := corrector.Generate(m, req.Prompt, cfg, func(tok int) error {
+		r.Tokens = append(r.Tokens, tok)
+		if emit != nil {
+			return emit(tok)
+		}
+		return nil
+	})
+	e.dropPrefetch()
+	r.Stats = st
+	r.Prefill = m.prefillDur
+	r.Decode = time.Since(start) - m.prefillDur
+	return r, err
+}
+
+// SparseDensity is the fraction of the model's parameters the sparse model
+// uses per token (embeddings included, as the paper counts it).
+func (e *Engine) SparseDensity() float64 {
+	cfg := e.cfg
+	if e.opt.Sparsity == sparsity.PolicyDense {
+		return 1
+	}
+	_, ffn, _ := cfg.LayerParams()
+	total := float64(cfg.Params())
+	used := total - float64(cfg.Layers)*float64(ffn)*(1-float64(e.grif.k)/float64(cfg.Hidden))
+	if e.opt.Sparsity == sparsity.PolicyTopK {
+		// The gate is read in full.
+		used += float64(cfg.Layers) * float64(cfg.Dim) * float64(cfg.Hidden) * (1 - float64(e.grif.k)/float64(cfg.Hidden))
+	}
+	return used / total
+}
+
+// Score is the mean negative log-likelihood, under this engine's full model,
+// of gen following prompt (natural log, per generated token). It runs
+// batched full passes over prompt+gen, so it costs about a prefill.
+func (e *Engine) Score(ctx context.Context, prompt, gen []int) (float64, error) {
+	if len(gen) == 0 {
+		return 0, nil
+	}
+	seq := append(append([]int{}, prompt...), gen...)
+	if len(seq) > e.opt.Context {
+		return 0, fmt.Errorf("%w: scoring %d tokens, the context holds %d", ErrContextFull, len(seq), e.opt.Context)
+	}
+	e.Reset()
+	defer e.dropPrefetch()
+	chunk := e.act.MaxLogitRows
+	var nll float64
+	for p := 0; p < len(seq)-1; p += chunk {
+		end := min(p+chunk, len(seq)-1)
+		out, err := e.Forward(ctx, []Seq{{Toks: seq[p:end], Pos: p, Logits: true}}, PhasePrefill, FFNFull)
+		if err != nil {
+			return 0, err
+		}
+		for i, row := range out[0] {
+			pos := p + i // logits for position pos+1
+			if pos+1 < len(prompt) {
+				continue
+			}
+			nll -= logSoftmaxAt(row, seq[pos+1])
+		}
+	}
+	e.Reset()
+	return nll / float64(len(gen)), nil
+}
+
+func logSoftmaxAt(x []float32, i int) float64 {
+	m := float64(x[0])
+	for _, v := range x {
+		m = max(m, float64(v))
+	}
+	var s float64
+	for _, v := range x {
+		s += math.Exp(float64(v) - m)
+	}
+	return float64(x[i]) - m - math.Log(s)
+}
