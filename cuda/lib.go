@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"unsafe"
@@ -155,9 +154,3 @@ func cString(s string) []byte {
 	return b
 }
 
-// keep is runtime.KeepAlive for several values.
-func keep(vs ...any) {
-	for _, v := range vs {
-		runtime.KeepAlive(v)
-	}
-}

@@ -21,14 +21,6 @@ func Physical() int64 {
 	return fallbackPhysical
 }
 
-// Available is the memory the kernel says can be allocated now without
-// swapping (MemAvailable), or Physical()/2 when unknown.
-func Available() int64 {
-	if n := procField("/proc/meminfo", "MemAvailable:"); n > 0 {
-		return n
-	}
-	return Physical() / 2
-}
 
 // PeakRSS is this process's peak resident set size in bytes (VmHWM), or 0.
 func PeakRSS() int64 { return procField("/proc/self/status", "VmHWM:") }
