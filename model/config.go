@@ -1,3 +1,10 @@
+// Package model is the Llama architecture: its configuration (Config, the
+// one mapping from a weight file's metadata, and the published Shapes), the
+// model opened for inference (Open: every tensor checked for presence, dtype
+// and shape, so a bad file fails once, clearly), and the forward pass of a
+// block written over device operations (llama.go). It knows nothing of
+// residency or streaming: the engine decides where each weight comes from and
+// hands the layer math device tensors.
 package model
 
 import (
