@@ -194,3 +194,21 @@ func TestBadInput(t *testing.T) {
 		})
 	}
 }
+
+// TestLinkUnits: --link reads b as bits and B as bytes, and says what it read.
+func TestLinkUnits(t *testing.T) {
+	model := filepath.Join(fixtures.Stories(t), "stories260K.gguf")
+	for in, want := range map[string]string{"4Gb/s": "500 MB/s", "4GB/s": "4 GB/s", "pcie4": "25 GB/s"} {
+		_, errOut, code := runCLI(t, "run", "--model", model, "-n", "2", "--device", "host", "--link", in, "--prompt", "Hi")
+		if code != 0 {
+			t.Fatalf("--link %s: exit %d: %s", in, code, errOut)
+		}
+		if !strings.Contains(errOut, "pacing host->device copies at "+want+" (--link "+in+")") {
+			t.Errorf("--link %s: stderr does not say %s:\n%s", in, want, errOut)
+		}
+	}
+	_, errOut, code := runCLI(t, "run", "--model", model, "-n", "2", "--device", "host", "--link", "1B/s", "--prompt", "Hi")
+	if code == 0 || !strings.Contains(errOut, "--link") {
+		t.Fatalf("--link 1B/s should be refused at parse time (exit %d):\n%s", code, errOut)
+	}
+}
