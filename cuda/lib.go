@@ -153,4 +153,3 @@ func cString(s string) []byte {
 	copy(b, s)
 	return b
 }
-

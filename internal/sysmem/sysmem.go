@@ -21,7 +21,6 @@ func Physical() int64 {
 	return fallbackPhysical
 }
 
-
 // PeakRSS is this process's peak resident set size in bytes (VmHWM), or 0.
 func PeakRSS() int64 { return procField("/proc/self/status", "VmHWM:") }
 
