@@ -255,7 +255,7 @@ func TestParamErrors(t *testing.T) {
 		{"no link", Params{GPU: g}, "link rate"},
 		{"aal above window", Params{GPU: g, Link: 1e9, Window: 8, AAL: 9}, "AAL"},
 		{"keep above 1", Params{GPU: g, Link: 1e9, Keep: 1.5}, "keep"},
-		{"no rates", Params{GPU: GPU{Name: "mystery", Mem: 1 << 30}, Link: 1e9}, "--flops"},
+		{"no rates", Params{GPU: GPU{Name: "mystery", Mem: 1 << 30}, Link: 1e9}, "FLOP/s and memory bandwidth"},
 		{"bad window", Params{GPU: g, Link: 1e9, Window: -3}, "window"},
 	}
 	for _, tc := range tests {
@@ -279,8 +279,8 @@ func TestUnknownShapeAndGPU(t *testing.T) {
 		t.Errorf("unknown shape: %v, want the known list", err)
 	}
 	_, err = LookupGPU("voodoo2")
-	if err == nil || !strings.Contains(err.Error(), "rtx-4090") || !strings.Contains(err.Error(), "--flops") {
-		t.Errorf("unknown GPU: %v, want the known list and the --flops way out", err)
+	if err == nil || !strings.Contains(err.Error(), "rtx-4090") || !strings.Contains(err.Error(), "compute rate and memory bandwidth") {
+		t.Errorf("unknown GPU: %v, want the known list and the way out (its rates)", err)
 	}
 	for _, name := range []string{"RTX 4090", "NVIDIA GeForce RTX 4090", "rtx_4090", "A100-80GB"} {
 		if _, err := LookupGPU(name); err != nil {

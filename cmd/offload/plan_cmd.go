@@ -99,7 +99,7 @@ func planParams(c *cli.Context) (model.Config, plan.Params, error) {
 	g, err := plan.LookupGPU(c.String("gpu"))
 	if err != nil {
 		if !(c.IsSet("flops") && c.IsSet("mem-bw") && c.IsSet("gpu-mem")) {
-			return cfg, p, fmt.Errorf("plan: %w", err)
+			return cfg, p, fmt.Errorf("plan: %w (for a GPU not in the table give --flops, --mem-bw and --gpu-mem)", err)
 		}
 		g = plan.GPU{Name: c.String("gpu")}
 	}
