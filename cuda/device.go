@@ -748,6 +748,11 @@ func (d *Device) HostFree(b []byte) {
 	_ = d.drv.memFreeHost(hp)
 }
 
+// MapHost is not supported: GPU kernels read device memory.
+func (d *Device) MapHost([]byte, string) (device.Buffer, error) {
+	return nil, fmt.Errorf("cuda: mapping host memory: %w", device.ErrUnsupported)
+}
+
 // Caps reports the weight types the kernels compute with and, with pinned
 // memory, that copies should come from HostAlloc memory: with
 // Pinned set, copies from pageable memory (such as a memory-mapped model)

@@ -30,6 +30,9 @@ import (
 // ErrOutOfMemory is wrapped by Alloc when the capacity would be exceeded.
 var ErrOutOfMemory = errors.New("device memory exhausted")
 
+// ErrUnsupported is returned by optional operations a backend does not have.
+var ErrUnsupported = errors.New("not supported by this device")
+
 // Buffer is a region of device memory returned by Alloc. Its concrete type is
 // private to the backend that made it.
 type Buffer interface {
@@ -124,6 +127,15 @@ type Device interface {
 	// per-stream timeline from it.
 	EventTime(e Event) (time.Duration, error)
 
+	// MapHost returns a read-only buffer whose contents are the host memory
+	// b, without copying, when the backend computes on host memory
+	// (Capabilities.MapsHost): resident weights then need no second copy of
+	// a memory-mapped file. It counts against Capacity like Alloc, Free
+	// releases it, and writing into it (a copy or a kernel output) is an
+	// error. b must stay valid and unchanged until Free. Backends that
+	// cannot return ErrUnsupported.
+	MapHost(b []byte, label string) (Buffer, error)
+
 	// HostAlloc returns host memory suited as a copy source (pinned, page
 	// locked on a GPU). HostFree releases it.
 	HostAlloc(size int64) ([]byte, error)
@@ -157,6 +169,8 @@ type Capabilities struct {
 	// buffers (page-locked on a GPU): copies straight from other host memory,
 	// such as a memory-mapped file, take a slower path.
 	PrefersStaging bool
+	// MapsHost says MapHost works: the kernels read host memory in place.
+	MapsHost bool
 }
 
 // SupportsWeights says whether dt is one of c.WeightTypes.

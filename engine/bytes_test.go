@@ -38,7 +38,7 @@ func TestDenseStreamingBytes(t *testing.T) {
 	cfg := corrector.DefaultConfig()
 	cfg.Mode, cfg.MaxTokens = corrector.Dense, 20
 	e := newTestEngine(t, path, 1<<20, Options{}, cfg)
-	resident := e.Prof.SetupBytes
+	resident := e.Prof.SetupBytes + e.Prof.MappedBytes
 	r, err := gen(e, oracleTokens(t)[:5], cfg)
 	if err != nil {
 		t.Fatal(err)

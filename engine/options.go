@@ -132,6 +132,9 @@ type Options struct {
 	// StageAll copies even contiguous weights through the pinned staging
 	// buffers (set automatically for a device whose Capabilities prefer it).
 	StageAll bool
+	// CopyResident copies resident weights into device buffers even on a
+	// device that could map the file in place (Capabilities.MapsHost).
+	CopyResident bool
 	// HostPack bounds the host memory used to pack the Griffin rows of the
 	// streamed layers once per sequence (0: a quarter of physical memory;
 	// negative: never pack, gather the rows every step).

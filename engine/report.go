@@ -24,6 +24,9 @@ type Profiler struct {
 	Phases [numPhases]PhaseStats
 	// SetupBytes were sent once: resident weights, packed Griffin rows.
 	SetupBytes int64
+	// MappedBytes are resident weights the device reads in place from the
+	// mapped file (a host device): resident, but nothing was copied.
+	MappedBytes int64
 	// WastedBytes were prefetched for a pass that did not come (the end of
 	// a generation, a mispredicted pass kind).
 	WastedBytes int64

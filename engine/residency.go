@@ -9,6 +9,7 @@ import (
 
 	"offload/device"
 	"offload/model"
+	"offload/pager"
 	"offload/plan"
 	"offload/sparsity"
 )
@@ -271,7 +272,31 @@ func (r *residency) free(dev device.Device) {
 // loadResident copies the resident blocks to the device (once).
 func (e *Engine) loadResident(p *Plan) error {
 	cfg := e.cfg
+	mapsHost := e.dev.Caps().MapsHost && !e.opt.CopyResident
 	place := func(label string, build func(lo *layout, buf device.Buffer)) error {
+		if mapsHost {
+			// The device reads host memory: map the file's tensors in place
+			// rather than hold a second copy. Blocks that need gathering
+			// (bundles, packed rows) are copied as usual.
+			lo := layout{mapHost: func(t *pager.Tensor) (device.Buffer, error) {
+				b, err := e.dev.MapHost(t.Data, label+" "+t.Name)
+				if err == nil {
+					prefault(t.Data, e.opt.Workers)
+				}
+				return b, err
+			}}
+			build(&lo, nil)
+			if lo.err == nil && len(lo.items) == 0 {
+				e.res.bufs = append(e.res.bufs, lo.mapped...)
+				for _, b := range lo.mapped {
+					e.Prof.MappedBytes += b.Size()
+				}
+				return nil
+			}
+			for _, b := range lo.mapped {
+				e.dev.Free(b)
+			}
+		}
 		var lo layout
 		build(&lo, nil)
 		if lo.off == 0 {

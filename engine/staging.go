@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"offload/device"
@@ -31,6 +32,12 @@ type layout struct {
 	items []xfer
 	// staged is the number of staging bytes the gathers need.
 	staged int64
+	// mapHost, when set, maps whole file tensors in place (a device that
+	// computes on host memory) instead of placing them for a copy; the
+	// buffers it made are in mapped, its first failure in err.
+	mapHost func(t *pager.Tensor) (device.Buffer, error)
+	mapped  []device.Buffer
+	err     error
 }
 
 func (lo *layout) place(dt device.DType, rows, cols int) (off int64) {
@@ -82,10 +89,18 @@ func weightTensors(m *model.Model) []*pager.Tensor {
 	return ts
 }
 
-// directTensor places a whole file tensor, copied as is.
+// direct places a whole file tensor, copied as is (or mapped in place).
 func (lo *layout) direct(buf device.Buffer, t *pager.Tensor) device.Tensor {
 	r, c := pagerShape(t)
 	dt := mustDType(t)
+	if lo.mapHost != nil && lo.err == nil {
+		b, err := lo.mapHost(t)
+		if err == nil {
+			lo.mapped = append(lo.mapped, b)
+			return tensorAt(b, 0, dt, r, c)
+		}
+		lo.err = err
+	}
 	off := lo.place(dt, r, c)
 	lo.items = append(lo.items, xfer{bytes: int64(len(t.Data)), direct: t.Data})
 	return tensorAt(buf, off, dt, r, c)
@@ -237,6 +252,25 @@ func upDownLayout(lo *layout, buf device.Buffer, L *model.Layer, dim, hidden int
 // headLayout places the final norm and the LM head.
 func headLayout(lo *layout, buf device.Buffer, m *model.Model) model.HeadWeights {
 	return model.HeadWeights{Norm: lo.direct(buf, m.OutNorm), Out: lo.direct(buf, m.Head)}
+}
+
+// prefaultSink keeps the page-touching reads of prefault from being
+// optimised away.
+var prefaultSink atomic.Uint32
+
+// prefault reads one byte of every page of b, so that the page faults of a
+// tensor mapped in place are paid at setup (as a copy's would be), not
+// inside the first pass that uses it.
+func prefault(b []byte, workers int) {
+	const page = 4096
+	pages := (len(b) + page - 1) / page
+	parallel(pages, workers, func(p0, p1 int) {
+		var x byte
+		for p := p0; p < p1; p++ {
+			x ^= b[p*page]
+		}
+		prefaultSink.Add(uint32(x))
+	})
 }
 
 // parallel splits [0, n) into up to workers chunks run concurrently.

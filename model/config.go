@@ -91,6 +91,7 @@ func shape(name string, dim, hidden, layers, heads, kv, vocab, seq int, theta fl
 
 // Shapes are the published configurations (from each model's config.json).
 var Shapes = []Shape{
+	shape("tinyllama-1.1b", 2048, 5632, 22, 32, 4, 32000, 2048, 10000, 1e-5, false),
 	shape("llama-2-7b", 4096, 11008, 32, 32, 32, 32000, 4096, 10000, 1e-5, false),
 	shape("llama-2-13b", 5120, 13824, 40, 40, 40, 32000, 4096, 10000, 1e-5, false),
 	shape("llama-2-70b", 8192, 28672, 80, 64, 8, 32000, 4096, 10000, 1e-5, false),

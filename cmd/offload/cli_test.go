@@ -212,3 +212,36 @@ func TestLinkUnits(t *testing.T) {
 		t.Fatalf("--link 1B/s should be refused at parse time (exit %d):\n%s", code, errOut)
 	}
 }
+
+// TestPeakRSSDense: on the host backend resident weights are read in place
+// from the mapping, so a dense run holds each weight once: peak RSS stays
+// within 1.15 x (weight bytes + KV cache + 64 MiB).
+func TestPeakRSSDense(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "tl2")
+	if _, errOut, code := runCLI(t, "synth", "--shape", "tinyllama-1.1b", "--layers", "2", "--vocab", "2000", "--dtype", "f16", "-o", dir); code != 0 {
+		t.Fatalf("synth: %s", errOut)
+	}
+	st, err := os.Stat(filepath.Join(dir, "model.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := runCLI(t, "run", "--model", dir, "--tokenizer", filepath.Join(fixtures.Stories(t), "tok512.bin"),
+		"--device", "host", "--mode", "dense", "-n", "8", "--prompt", "Once", "--json")
+	if code != 0 {
+		t.Fatalf("run: %s", errOut)
+	}
+	var r struct {
+		PeakRSS  int64 `json:"peak_rss_bytes"`
+		Resident int64 `json:"resident_bytes"`
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatal(err)
+	}
+	// KV cache: 2 layers x (k, v) x (prompt + 8 + window + 1) positions x 256 x 4 bytes.
+	kv := int64(2 * 2 * 32 * 256 * 4)
+	limit := int64(1.15 * float64(st.Size()+kv+64<<20))
+	if r.PeakRSS == 0 || r.PeakRSS > limit {
+		t.Fatalf("peak RSS %d, limit 1.15 x (weights %d + KV %d + 64 MiB) = %d", r.PeakRSS, st.Size(), kv, limit)
+	}
+	t.Logf("peak RSS %.1f MiB for %.1f MiB of weights (limit %.1f MiB)", float64(r.PeakRSS)/(1<<20), float64(st.Size())/(1<<20), float64(limit)/(1<<20))
+}

@@ -52,6 +52,7 @@ func Run(t *testing.T, newDev func(t *testing.T, capacity int64) device.Device) 
 	}{
 		{"Memory/Accounting", 1 * mib, testAccounting},
 		{"Memory/ManySmall", 1 * mib, testManySmall},
+		{"Memory/MapHost", 1 * mib, testMapHost},
 		{"Copy/RoundTrip", 16 * mib, testCopyRoundTrip},
 		{"Copy/DeviceToDevice", 8 * mib, testCopyDevice},
 		{"Copy/Snapshot", 1 * mib, testCopySnapshot},

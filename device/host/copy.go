@@ -24,6 +24,9 @@ func (d *Device) CopyToDevice(s device.Stream, dst device.Buffer, off int64, src
 	if err != nil {
 		return err
 	}
+	if b.readonly {
+		return fmt.Errorf("host: CopyToDevice: buffer %q is read-only mapped host memory", b.label)
+	}
 	n := int64(len(src))
 	if off < 0 || off > b.size-n {
 		return fmt.Errorf("host: CopyToDevice: %d bytes at offset %d do not fit buffer %q of %d bytes", n, off, b.label, b.size)
@@ -67,6 +70,9 @@ func (d *Device) CopyDevice(s device.Stream, dst device.Buffer, dstOff int64, sr
 	db, ddata, err := d.bytesOf(dst, "host: CopyDevice dst")
 	if err != nil {
 		return err
+	}
+	if db.readonly {
+		return fmt.Errorf("host: CopyDevice: buffer %q is read-only mapped host memory", db.label)
 	}
 	sb, sdata, err := d.bytesOf(src, "host: CopyDevice src")
 	if err != nil {

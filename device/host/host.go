@@ -140,6 +140,8 @@ type buffer struct {
 	size  int64
 	label string
 	freed bool // guarded by dev.mu
+	// readonly buffers alias host memory (MapHost): nothing may write them.
+	readonly bool
 }
 
 func (b *buffer) Size() int64 { return b.size }
@@ -180,6 +182,28 @@ func (d *Device) Alloc(size int64, label string) (device.Buffer, error) {
 	return &buffer{dev: d, data: data, size: size, label: label}, nil
 }
 
+// MapHost makes a read-only buffer of host memory b without copying it
+// (counted against Capacity). b must be aligned for its widest element type
+// (8 bytes) and stay unchanged until Free.
+func (d *Device) MapHost(b []byte, label string) (device.Buffer, error) {
+	size := int64(len(b))
+	if size > 0 && uintptr(unsafe.Pointer(unsafe.SliceData(b)))%8 != 0 {
+		return nil, fmt.Errorf("host: map %q: host memory not 8-byte aligned: %w", label, device.ErrUnsupported)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil, errClosed
+	}
+	if d.used+size > d.opts.Capacity {
+		return nil, fmt.Errorf("host: map %q of %s with %s of %s in use: %w", label,
+			humanize.IBytes(uint64(size)), humanize.IBytes(uint64(d.used)), humanize.IBytes(uint64(d.opts.Capacity)), device.ErrOutOfMemory)
+	}
+	d.used += size
+	d.peak = max(d.peak, d.used)
+	return &buffer{dev: d, data: b, size: size, label: label, readonly: true}, nil
+}
+
 // Free returns b's bytes to the budget and drops the device's reference to
 // its memory. Freeing a buffer twice, or one of another device, does nothing.
 func (d *Device) Free(b device.Buffer) {
@@ -195,7 +219,9 @@ func (d *Device) Free(b device.Buffer) {
 	hb.freed = true
 	hb.data = nil
 	d.used -= hb.size
-	d.freed += hb.size
+	if !hb.readonly {
+		d.freed += hb.size
+	}
 }
 
 // A big Alloc forces a collection first when at least gcFreedMin bytes were

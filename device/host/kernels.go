@@ -20,9 +20,12 @@ func (d *Device) bytes(op string, check error, ts ...device.Tensor) ([][]byte, e
 	}
 	out := make([][]byte, len(ts))
 	for i, t := range ts {
-		_, data, err := d.bytesOf(t.Buf, "host: "+op)
+		b, data, err := d.bytesOf(t.Buf, "host: "+op)
 		if err != nil {
 			return nil, err
+		}
+		if i == 0 && b.readonly { // every kernel writes its first operand
+			return nil, fmt.Errorf("host: %s: the output %q is read-only mapped host memory", op, b.label)
 		}
 		out[i] = data[t.Off : t.Off+t.Bytes()]
 	}
@@ -58,7 +61,7 @@ func i32s(b []byte) []int32 {
 }
 
 // caps are the host backend's capabilities.
-var caps = device.Capabilities{WeightTypes: []device.DType{device.F32, device.F16, device.BF16}}
+var caps = device.Capabilities{WeightTypes: []device.DType{device.F32, device.F16, device.BF16}, MapsHost: true}
 
 // Caps says which weight types the CPU kernels compute with.
 func (d *Device) Caps() device.Capabilities { return caps }
