@@ -99,6 +99,8 @@ func parseLlama2C(data []byte, vocabSize int) (*Tokenizer, error) {
 	}
 	t.types[0] = typeUnknown
 	t.types[1], t.types[2] = typeControl, typeControl
+	// Matched only when EncodeWith is asked to (Encode does not for llama2c).
+	t.setSpecials([]special{{text: "<s>", id: 1}, {text: "</s>", id: 2}})
 	t.finish()
 	return t, nil
 }

@@ -19,7 +19,10 @@
 // recognised by Encode as their single id for every kind except llama2c,
 // which has no notion of them (run.c does not either). This is what Hugging
 // Face does by default and what llama.cpp does for prompts; use EncodeWith
-// with ParseSpecial false to treat them as plain text.
+// with ParseSpecial false to treat them as plain text. For llama2c, EncodeWith
+// with ParseSpecial true recognises "<s>" and "</s>" as BOS and EOS (its
+// pieces for them are "\n<s>\n" and "\n</s>\n"), so that a chat template's
+// rendering encodes the same way for every kind.
 package tokenizer
 
 import (
@@ -145,6 +148,22 @@ func (t *Tokenizer) Piece(id int) string {
 		return ""
 	}
 	return t.pieces[id]
+}
+
+// TokenID returns the id of the token written as text: a special token
+// (as EncodeWith with ParseSpecial matches it) or a vocabulary piece.
+func (t *Tokenizer) TokenID(text string) (int, bool) { return t.idOf(text) }
+
+// SpecialText returns the text that EncodeWith with ParseSpecial encodes as
+// the single token id (e.g. "<s>" for a llama2.c BOS, whose piece is
+// "\n<s>\n"), or "" if id is not a special token.
+func (t *Tokenizer) SpecialText(id int) string {
+	for _, sp := range t.specials {
+		if sp.id == id {
+			return sp.text
+		}
+	}
+	return ""
 }
 
 // IsSpecial reports whether id is a control token (BOS, EOS, chat markers,

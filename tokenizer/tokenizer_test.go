@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -728,5 +729,47 @@ func TestSPMMetaspaceLayout(t *testing.T) {
 		if d := tok.Decode(tok.Encode(s, false)); d != s {
 			t.Errorf("round trip %q -> %q", s, d)
 		}
+	}
+}
+
+// TestChatSpecials checks what a chat template's rendering needs: the
+// llama2.c vocabulary encodes "<s>" and "</s>" as BOS and EOS when asked to,
+// exactly as the same vocabulary in GGUF form does, and the special tokens
+// can be looked up by their text.
+func TestChatSpecials(t *testing.T) {
+	dir := filepath.Join(fixtures.Shared(t), "models", "stories260K")
+	bin, err := LoadLlama2C(filepath.Join(dir, "tok512.bin"), 512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gguf := loadGGUF(t, filepath.Join(dir, "stories260K.gguf"))
+	chat := "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi there [/INST] Once upon a time </s><s>[INST] More [/INST]"
+	opt := Options{ParseSpecial: true}
+	a, b := bin.EncodeWith(chat, opt), gguf.EncodeWith(chat, opt)
+	if !reflect.DeepEqual(a, b) {
+		t.Errorf("chat rendering: tok512.bin %v\n gguf %v", a, b)
+	}
+	if a[0] != 1 || slices.Index(a, 2) < 0 || slices.Index(a[1:], 1) < 0 {
+		t.Errorf("chat rendering: BOS/EOS not matched: %v", a)
+	}
+	if got := bin.Encode("<s>", false); slices.Contains(got, 1) {
+		t.Errorf("llama2c Encode parsed <s> without being asked: %v", got)
+	}
+	for _, tok := range []*Tokenizer{bin, gguf} {
+		if tok.SpecialText(tok.BOS()) != "<s>" || tok.SpecialText(tok.EOS()) != "</s>" || tok.SpecialText(403) != "" {
+			t.Errorf("%s: SpecialText bos %q eos %q", tok.Kind(), tok.SpecialText(tok.BOS()), tok.SpecialText(tok.EOS()))
+		}
+		if id, ok := tok.TokenID("</s>"); !ok || id != 2 {
+			t.Errorf("%s: TokenID(</s>) = %d, %v", tok.Kind(), id, ok)
+		}
+	}
+	l3 := vocabsFor(t, "llama3-tiktoken")[0].load(t)
+	for text, want := range map[string]int{"<|eot_id|>": 128009, "<|start_header_id|>": 128006, "<|begin_of_text|>": 128000} {
+		if id, ok := l3.TokenID(text); !ok || id != want || l3.SpecialText(id) != text {
+			t.Errorf("llama3 TokenID(%q) = %d, %v; SpecialText %q", text, id, ok, l3.SpecialText(id))
+		}
+	}
+	if _, ok := l3.TokenID("<|no_such_token|>"); ok {
+		t.Error("TokenID found a token that does not exist")
 	}
 }
