@@ -43,6 +43,7 @@ type Backend struct {
 	// Fail, when set, is returned by Generate after the first token.
 	Fail error
 
+	last       atomic.Pointer[server.GenerateRequest]
 	running    atomic.Int32
 	maxRunning atomic.Int32
 	calls      atomic.Int64
@@ -153,6 +154,7 @@ func (b *Backend) ChatTemplate() *chat.Template { return b.Tmpl }
 // the seed and the prompt (sampling), encoded to tokens.
 func (b *Backend) Generate(ctx context.Context, req server.GenerateRequest, emit func(int) bool) (any, error) {
 	b.calls.Add(1)
+	b.last.Store(&req)
 	defer func() {
 		if ctx.Err() != nil {
 			b.cancelled.Add(1)
@@ -235,3 +237,6 @@ func (b *Backend) Cancelled() int { return int(b.cancelled.Load()) }
 
 // Tokens is the number of tokens generated so far, over all calls.
 func (b *Backend) Tokens() int { return int(b.tokens.Load()) }
+
+// LastRequest is the request of the last Generate call (nil before any).
+func (b *Backend) LastRequest() *server.GenerateRequest { return b.last.Load() }
