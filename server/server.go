@@ -22,11 +22,9 @@ import (
 type Config struct {
 	// Host is the address to bind; default 127.0.0.1 (this machine only).
 	Host string
-	// Port to listen on; default 8080. Listen with port 0 picks a free one
-	// (set PortZero).
+	// Port to listen on; default 8080. (Serve takes any listener: tests
+	// pass one on port 0.)
 	Port int
-	// PortZero makes Listen pick a free port (for tests).
-	PortZero bool
 	// APIKey, when set, is required as "Authorization: Bearer <key>" on
 	// /v1/ requests.
 	APIKey string
@@ -46,7 +44,7 @@ func (c *Config) defaults() {
 	if c.Host == "" {
 		c.Host = "127.0.0.1"
 	}
-	if c.Port == 0 && !c.PortZero {
+	if c.Port == 0 {
 		c.Port = 8080
 	}
 	if c.QueueSize == 0 {
@@ -150,6 +148,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hs := &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.cfg.Log.Handler(), slog.LevelWarn),
 	}
 	errc := make(chan error, 1)

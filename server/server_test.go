@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"runtime"
@@ -49,12 +50,14 @@ func newBackend(t *testing.T) *servertest.Backend {
 
 func start(t *testing.T, b *servertest.Backend, cfg server.Config) *harness {
 	t.Helper()
-	cfg.PortZero = true
 	srv, err := server.New(cfg, b)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := srv.Listen()
+	if srv.Addr() != "127.0.0.1:8080" {
+		t.Errorf("default address %s", srv.Addr())
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
