@@ -202,6 +202,7 @@ func (s *session) answer(ctx context.Context, line string, interrupts <-chan os.
 	dec := chat.NewDecoder(s.tmpl.Tokenizer(), chat.DecoderOptions{Prev: prompt[len(prompt)-1], IsStop: s.tmpl.IsStop, TrimLeadingSpace: true})
 	report, err := s.b.Generate(gctx, server.GenerateRequest{
 		Prompt: prompt, MaxTokens: maxTokens, Temperature: s.cfg.Temperature, TopP: s.cfg.TopP, Seed: seed,
+		StopTokens: s.tmpl.EndOfTurn(),
 	}, func(tok int) bool {
 		delta, done := dec.Next(tok)
 		io.WriteString(s.out, delta)

@@ -25,8 +25,9 @@ import (
 type Backend interface {
 	// ModelName is the model id /v1/models lists and responses carry.
 	ModelName() string
-	// ContextSize is the most positions one sequence may hold, prompt and
-	// generated tokens together.
+	// ContextSize is the most tokens one sequence may hold, prompt and
+	// generated tokens together, such that Generate never has to cut
+	// MaxTokens short (for Sirius: the KV cache size minus the window).
 	ContextSize() int
 	// Tokenizer encodes prompts and decodes generated tokens.
 	Tokenizer() *tokenizer.Tokenizer
@@ -35,13 +36,19 @@ type Backend interface {
 	ChatTemplate() *chat.Template
 	// Generate runs one sequence: it prefills req.Prompt, then samples up to
 	// req.MaxTokens tokens and calls emit with each, in order, from the
-	// goroutine that called Generate, end-of-generation tokens included. It
-	// returns when emit returns false (a stop token or string, or the client
-	// is gone), after req.MaxTokens tokens, or when ctx is done, then with
-	// ctx's error, having stopped at the next layer boundary. The sequence's
-	// state (KV cache, device buffers) is freed before Generate returns.
-	// report describes the run (bytes per token, AAL, phase times...); it
-	// must marshal to JSON and is sent to the client as is.
+	// goroutine that called Generate. It ends:
+	//   - at a stop token: one of req.StopTokens or one of the model's own
+	//     end-of-generation tokens (EOS, <|eot_id|>...), which is not emitted;
+	//   - when emit returns false (a stop string matched, or the client is
+	//     gone): emit is not called again;
+	//   - after req.MaxTokens tokens;
+	//   - when ctx is done, at the next layer boundary, returning ctx's error.
+	// It never ends early for another reason (the server keeps prompt and
+	// MaxTokens within ContextSize), so fewer than MaxTokens tokens without
+	// a refusal means a stop token. The sequence's state (KV cache, device
+	// buffers) is freed before Generate returns. report describes the run
+	// (bytes per token, AAL, phase times...); it must marshal to JSON and
+	// is sent to the client as is.
 	Generate(ctx context.Context, req GenerateRequest, emit func(token int) bool) (report any, err error)
 }
 
@@ -58,4 +65,7 @@ type GenerateRequest struct {
 	TopP float64
 	// Seed seeds sampling: the same request and seed give the same tokens.
 	Seed uint64
+	// StopTokens end the generation besides the model's own
+	// end-of-generation tokens: a chat template's end-of-turn ids.
+	StopTokens []int
 }

@@ -25,7 +25,8 @@ type job struct {
 	chat   bool
 	prompt []int
 	params
-	isStop func(id int) bool
+	isStop     func(id int) bool
+	stopTokens []int
 }
 
 func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any) *requestError {
@@ -78,7 +79,7 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	s.generate(w, r, job{chat: true, prompt: prompt, params: p, isStop: tmpl.IsStop})
+	s.generate(w, r, job{chat: true, prompt: prompt, params: p, isStop: tmpl.IsStop, stopTokens: tmpl.EndOfTurn()})
 }
 
 func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
@@ -167,14 +168,16 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, j job) {
 	}
 	start := time.Now()
 	report, err := s.b.Generate(ctx, GenerateRequest{
-		Prompt: j.prompt, MaxTokens: maxTokens, Temperature: j.temperature, TopP: j.topP, Seed: seed,
+		Prompt: j.prompt, MaxTokens: maxTokens, Temperature: j.temperature, TopP: j.topP, Seed: seed, StopTokens: j.stopTokens,
 	}, emit)
 	s.recordGeneration(time.Since(start))
 	switch {
 	case r.Context().Err() != nil || out.err != nil:
 		s.cfg.Log.Info("client gone; generation cancelled", "id", out.id, "tokens", emitted)
 		return
-	case err != nil && s.work.Err() != nil:
+	case ctx.Err() != nil:
+		// Shutdown cancelled the generation (whether it then returned an
+		// error, or ended because emit refused).
 		out.fail(503, "server_error", "the server shut down before the answer was complete")
 		return
 	case err != nil:
@@ -184,9 +187,11 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, j job) {
 	if tail := dec.Flush(); tail != "" {
 		out.send(tail, nil, nil, nil)
 	}
-	finish := "length"
-	if dec.Stopped() {
-		finish = "stop"
+	// Fewer tokens than asked for, without a refusal, means the backend
+	// met a stop token (see Backend.Generate).
+	finish := "stop"
+	if !dec.Stopped() && emitted >= maxTokens {
+		finish = "length"
 	}
 	u := &usage{PromptTokens: len(j.prompt), CompletionTokens: emitted, TotalTokens: len(j.prompt) + emitted}
 	if !j.stream {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -178,6 +179,9 @@ func TestChatCompletion(t *testing.T) {
 	if resp.Model != "scripted" || !strings.HasPrefix(resp.ID, "chatcmpl-") {
 		t.Errorf("model %q id %q", resp.Model, resp.ID)
 	}
+	if got := b.LastRequest().StopTokens; !slices.Equal(got, b.Tmpl.EndOfTurn()) || len(got) == 0 {
+		t.Errorf("stop tokens %v, want the template's end of turn %v", got, b.Tmpl.EndOfTurn())
+	}
 	if r := offloadField(t, resp.JSON.ExtraFields["offload"].Raw()); r.Tokens != 24 || r.BytesPerToken != 1234.5 {
 		t.Errorf("offload report %+v", r)
 	}
@@ -303,7 +307,7 @@ func TestCompletion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if eos.Choices[0].FinishReason != "stop" || eos.Usage.CompletionTokens != 5 || !strings.HasPrefix(text, eos.Choices[0].Text) {
+	if eos.Choices[0].FinishReason != "stop" || eos.Usage.CompletionTokens != 4 || !strings.HasPrefix(text, eos.Choices[0].Text) {
 		t.Errorf("EOS after 4: %+v", eos.Choices[0])
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -38,7 +39,8 @@ type Backend struct {
 	// Delay is slept before each token (a slow model); cancellation
 	// interrupts it.
 	Delay time.Duration
-	// StopAfter makes the model emit EOS after that many tokens; 0 never.
+	// StopAfter makes the model sample EOS after that many tokens (which
+	// ends the answer, unemitted); 0 never.
 	StopAfter int
 	// Fail, when set, is returned by Generate after the first token.
 	Fail error
@@ -197,6 +199,9 @@ func (b *Backend) Generate(ctx context.Context, req server.GenerateRequest, emit
 		queue = queue[1:]
 		if b.StopAfter > 0 && count == b.StopAfter {
 			id = b.Tok.EOS()
+		}
+		if b.Tok.IsEOG(id) || slices.Contains(req.StopTokens, id) {
+			break // a stop token ends the answer and is not emitted
 		}
 		count++
 		b.tokens.Add(1)
