@@ -30,7 +30,6 @@ import (
 // harness is a server on a loopback port and an OpenAI client for it.
 type harness struct {
 	t       *testing.T
-	b       *servertest.Backend
 	srv     *server.Server
 	base    string // http://127.0.0.1:port
 	hc      *http.Client
@@ -49,7 +48,7 @@ func newBackend(t *testing.T) *servertest.Backend {
 	return b
 }
 
-func start(t *testing.T, b *servertest.Backend, cfg server.Config) *harness {
+func start(t *testing.T, b server.Backend, cfg server.Config) *harness {
 	t.Helper()
 	srv, err := server.New(cfg, b)
 	if err != nil {
@@ -63,7 +62,7 @@ func start(t *testing.T, b *servertest.Backend, cfg server.Config) *harness {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	h := &harness{t: t, b: b, srv: srv, base: "http://" + ln.Addr().String(), cancel: cancel, done: make(chan error, 1)}
+	h := &harness{t: t, srv: srv, base: "http://" + ln.Addr().String(), cancel: cancel, done: make(chan error, 1)}
 	go func() { h.done <- srv.Serve(ctx, ln) }()
 	h.hc = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	opts := []option.RequestOption{option.WithBaseURL(h.base + "/v1/"), option.WithMaxRetries(0), option.WithHTTPClient(h.hc)}
