@@ -145,11 +145,24 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ln.Close()
 		return errors.New("server: Serve called twice")
 	}
+	// Connections that have not sent a request yet (clients dial ahead)
+	// would hold Shutdown for 5 s; they are closed at once instead.
+	var connMu sync.Mutex
+	fresh := map[net.Conn]bool{}
 	hs := &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.cfg.Log.Handler(), slog.LevelWarn),
+		ConnState: func(c net.Conn, st http.ConnState) {
+			connMu.Lock()
+			defer connMu.Unlock()
+			if st == http.StateNew {
+				fresh[c] = true
+			} else {
+				delete(fresh, c)
+			}
+		},
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
@@ -162,7 +175,21 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.drain()
 	grace, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownGrace)
 	defer cancel()
-	err := hs.Shutdown(grace)
+	shut := make(chan error, 1)
+	go func() { shut <- hs.Shutdown(grace) }()
+	var err error
+	for done := false; !done; {
+		select {
+		case err = <-shut:
+			done = true
+		case <-time.After(20 * time.Millisecond):
+			connMu.Lock()
+			for c := range fresh {
+				c.Close()
+			}
+			connMu.Unlock()
+		}
+	}
 	if err != nil {
 		// The grace period is over: cancel what still runs, then wait for
 		// the handlers (a generation stops at its next layer boundary).

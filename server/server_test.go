@@ -447,6 +447,7 @@ func TestLoad(t *testing.T) {
 	b.Delay = time.Millisecond
 	h := start(t, b, server.Config{QueueSize: 4})
 	const clients = 32
+	t0 := time.Now()
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	ok, busy := 0, 0
@@ -480,7 +481,7 @@ func TestLoad(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	t.Logf("%d completed, %d refused with 429", ok, busy)
+	t.Logf("%d completed, %d refused with 429 (%v)", ok, busy, time.Since(t0))
 	if ok+busy != clients || ok < 5 {
 		t.Errorf("%d completed + %d refused != %d clients (or fewer than queue+1 completed)", ok, busy, clients)
 	}
@@ -491,6 +492,7 @@ func TestLoad(t *testing.T) {
 		t.Errorf("%d generations for %d answers", b.Calls(), ok)
 	}
 	h.stop()
+	t.Logf("stopped at %v", time.Since(t0))
 	if b.Running() != 0 {
 		t.Errorf("%d generations still running", b.Running())
 	}
