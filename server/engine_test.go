@@ -17,42 +17,7 @@ import (
 	"offload/engine"
 	"offload/internal/fixtures"
 	"offload/server"
-	"offload/tokenizer"
 )
-
-// sessionBackend adapts an offload.Session to server.Backend: the adapter
-// offload serve and offload chat need (the lead's to move next to Session).
-type sessionBackend struct {
-	s    *offload.Session
-	tmpl *chat.Template
-	ctx  int // the KV cache minus the Sirius window: what Generate never cuts
-}
-
-func (b *sessionBackend) ModelName() string               { return b.s.Model.Name }
-func (b *sessionBackend) ContextSize() int                { return b.ctx }
-func (b *sessionBackend) Tokenizer() *tokenizer.Tokenizer { return b.s.Model.Tok }
-func (b *sessionBackend) ChatTemplate() *chat.Template    { return b.tmpl }
-
-func (b *sessionBackend) Generate(ctx context.Context, req server.GenerateRequest, emit func(int) bool) (any, error) {
-	refused := false
-	res, err := b.s.Engine.Generate(ctx, engine.Request{
-		Prompt: req.Prompt, MaxTokens: req.MaxTokens, Temperature: req.Temperature, TopP: req.TopP, Seed: req.Seed,
-		EOS:  append(b.s.Model.StopIDs(), req.StopTokens...),
-		Stop: func([]int) bool { return refused },
-	}, func(id int) error {
-		if !refused && !emit(id) {
-			refused = true
-		}
-		return nil
-	})
-	// Free the sequence now (the KV cache and the Griffin rows on the
-	// device) rather than when the next one starts.
-	b.s.Engine.Reset()
-	if res == nil {
-		return nil, err
-	}
-	return b.s.Report(&offload.Result{Result: res, Prompt: req.Prompt}), err
-}
 
 // TestEngine serves stories260K through the real engine on the host
 // backend: greedy completions over HTTP equal Session.Generate's text for
@@ -87,7 +52,7 @@ func TestEngine(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			b := &sessionBackend{s: s, tmpl: tmpl, ctx: s.Engine.Options().Context - dec.Window}
+			b := s.Backend(tmpl)
 			h := start(t, b, server.Config{})
 			ctx := context.Background()
 			for _, prompt := range []string{"Once upon a time", "The cat sat on the mat. Then"} {

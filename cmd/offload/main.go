@@ -27,6 +27,8 @@ Then:        offload bench, offload plan --shape llama-3-70b, offload inspect MO
 		EnableBashCompletion: true,
 		Commands: []*cli.Command{
 			runCommand(),
+			chatCommand(),
+			serveCommand(),
 			benchCommand(),
 			evalCommand(),
 			planCommand(),
