@@ -9,11 +9,16 @@
 //
 //   - Dense: every token from the full model, one token per pass.
 //   - Sparse: every token from the sparse model, never checked.
-//   - Sirius: the sparse model drafts Window-1 tokens one at a time, then the
-//     full model checks the whole window in one batched pass, keeps the
-//     leading drafts it finds likely enough, rewrites their KV entries with
-//     its own, rolls back the rest and appends its own token (a correction at
-//     the first rejection, a bonus when every draft was kept).
+//   - Sirius: the sparse model drafts up to Window-1 tokens one at a time,
+//     then the full model checks the whole window in one batched pass, keeps
+//     the leading drafts it finds likely enough, rewrites their KV entries
+//     with its own, rolls back the rest and appends its own token (a
+//     correction at the first rejection, a bonus when every draft was kept).
+//     With PolicyFixed every window drafts Window-1 tokens, as in the paper;
+//     with PolicyAdaptive (policy.go) each window's length and width are
+//     chosen from measured costs and the acceptance seen so far, down to
+//     plain dense steps when drafting does not pay, and width > 1 drafts a
+//     token tree (tree.go).
 //
 // See REFERENCE.md §2 for the algorithm and the published numbers.
 //
@@ -157,18 +162,23 @@ const (
 
 // Config is one generation's settings. Zero values of Window, Threshold,
 // LikelihoodTemp and Width mean the defaults (16, 0.1, 0.6, 1); to keep every
-// draft use AcceptAll rather than a zero threshold.
+// draft use AcceptAll rather than a zero threshold. The zero Policy is
+// PolicyFixed.
 type Config struct {
 	Mode Mode
-	// Window is K: each check covers the last checked token and K-1 drafts.
+	// Window is K: each check covers the last checked token and K-1 drafts
+	// (PolicyFixed), or at most K-1 drafts (PolicyAdaptive).
 	Window int
+	// Policy chooses each window's length and width (Sirius mode only).
+	Policy WindowPolicy
 	// Threshold is the minimum full-model likelihood of a kept draft.
 	Threshold float64
 	// LikelihoodTemp is the temperature of that likelihood.
 	LikelihoodTemp float64
 	Accept         Accept
-	// Width is the number of beams drafted per window (greedy only).
-	// It is ignored outside Sirius mode.
+	// Width is the number of beams drafted per window with PolicyFixed
+	// (greedy only), or the most paths of a token tree with PolicyAdaptive
+	// (greedy or sampled). It is ignored outside Sirius mode.
 	Width int
 	// Temperature 0 is greedy decoding; otherwise tokens are sampled with
 	// run.c's sampler (temperature, then top-p when 0 < TopP < 1) seeded
@@ -190,12 +200,18 @@ type Config struct {
 	// would land. The slice is the corrector's own: read it, do not keep or
 	// modify it.
 	Stop func(generated []int) bool
+
+	// plan, if set (tests only), replaces the adaptive policy's choice of
+	// each window's shape; room is the most drafts the window may have.
+	plan func(room int) Plan
 }
 
-// DefaultConfig returns Sirius greedy decoding with the paper's settings.
+// DefaultConfig returns Sirius greedy decoding with the paper's settings
+// (a fixed window of 16); set Policy to PolicyAdaptive for windows chosen
+// from measured costs.
 func DefaultConfig() Config {
 	return Config{
-		Mode: Sirius, Window: DefaultWindow, Threshold: DefaultThreshold,
+		Mode: Sirius, Policy: PolicyFixed, Window: DefaultWindow, Threshold: DefaultThreshold,
 		LikelihoodTemp: DefaultLikelihoodTemp, Accept: AcceptThreshold, Width: 1, MaxTokens: 256,
 	}
 }
@@ -239,8 +255,11 @@ func (c Config) withDefaults() (Config, error) {
 	if math.IsNaN(c.TopP) {
 		errs = append(errs, errors.New("top-p is NaN"))
 	}
-	if c.Width > 1 && c.Temperature > 0 {
-		errs = append(errs, fmt.Errorf("width %d needs greedy decoding (temperature 0, got %v): beam drafting has no exact sampling rule here", c.Width, c.Temperature))
+	if c.Policy != PolicyAdaptive && c.Policy != PolicyFixed {
+		errs = append(errs, fmt.Errorf("unknown window policy %d", int(c.Policy)))
+	}
+	if c.Width > 1 && c.Temperature > 0 && c.Policy == PolicyFixed {
+		errs = append(errs, fmt.Errorf("width %d needs greedy decoding (temperature 0, got %v): fixed-policy beams have no exact sampling rule; the adaptive policy's trees do", c.Width, c.Temperature))
 	}
 	if c.MaxTokens < 1 {
 		errs = append(errs, fmt.Errorf("max tokens %d must be >= 1", c.MaxTokens))
@@ -284,6 +303,9 @@ type Stats struct {
 
 	StopReason string // "eos", "max_tokens" or "stop"
 	PerCheck   []CheckRecord
+
+	// Policy says what the window policy chose (Sirius mode).
+	Policy PolicyStats
 }
 
 // CorrectionsPer100 is the number of corrections per 100 generated tokens.
@@ -297,9 +319,10 @@ func (s Stats) CorrectionsPer100() float64 {
 // EffectiveDensity is the fraction of the full model's parameters used per
 // generated token, given the sparse model's density dSparse and the full
 // model's dFull (1, or less when counting only streamed weights):
-// ((K-1)*dSparse + dFull)/AAL in Sirius mode (REFERENCE.md §2; it counts one
-// sparse pass per draft and assumes beams share one neuron set), dFull in
-// Dense mode and dSparse in Sparse mode.
+// ((K-1)*dSparse + dFull)/AAL in Sirius mode with the fixed policy
+// (REFERENCE.md §2; it counts one sparse pass per draft and assumes beams
+// share one neuron set), the same with the sparse passes and checks actually
+// run with the adaptive one, dFull in Dense mode and dSparse in Sparse mode.
 func (s Stats) EffectiveDensity(dSparse, dFull float64) float64 {
 	switch s.Mode {
 	case Dense:
@@ -309,6 +332,9 @@ func (s Stats) EffectiveDensity(dSparse, dFull float64) float64 {
 	}
 	if s.AAL == 0 {
 		return 0
+	}
+	if s.Policy.Policy == PolicyAdaptive && s.Advance > 0 {
+		return (float64(s.SparsePasses)*dSparse + float64(s.Checks)*dFull) / float64(s.Advance)
 	}
 	return (float64(s.Window-1)*dSparse + dFull) / s.AAL
 }
@@ -333,12 +359,20 @@ func Generate(m Model, prompt []int, cfg Config, emit func(tok int) error) (Stat
 	}
 	g := &gen{m: m, cfg: cfg, emit: emit, sampler: NewSampler(cfg.Temperature, cfg.TopP, cfg.Seed)}
 	g.st.Mode, g.st.Window, g.st.Width, g.st.PromptTokens = cfg.Mode, cfg.Window, cfg.Width, len(prompt)
+	g.st.Policy.Policy = cfg.Policy
 	if cfg.Mode == Dense {
 		g.st.Window = 1
+	}
+	if cfg.Mode == Sirius && cfg.Policy == PolicyAdaptive {
+		costs, _ := m.(Costs)
+		g.pol = newPolicy(cfg.Window-1, cfg.Width, costs, &g.st.Policy)
 	}
 	err = g.run(prompt)
 	if g.st.Checks > 0 {
 		g.st.AAL = float64(g.st.Advance) / float64(g.st.Checks)
+	}
+	if g.pol != nil {
+		g.st.Policy.Alpha = g.pol.acc.alpha()
 	}
 	return g.st, err
 }
@@ -361,6 +395,8 @@ type gen struct {
 
 	q      [][]float64 // sparse distributions of the window's drafts (sampling)
 	p, res []float64   // scratch
+
+	pol *policy // the adaptive window policy (nil with PolicyFixed)
 }
 
 func (g *gen) run(prompt []int) error {
@@ -384,10 +420,13 @@ func (g *gen) run(prompt []int) error {
 		case Sparse:
 			err = g.sparseStep()
 		default:
-			if g.cfg.Width > 1 {
+			switch {
+			case g.pol != nil:
+				err = g.adaptiveWindow()
+			case g.cfg.Width > 1:
 				err = g.beamWindow()
-			} else {
-				err = g.window()
+			default:
+				err = g.chain(g.depth(), nil)
 			}
 		}
 		if err != nil {
@@ -515,12 +554,68 @@ func (g *gen) depth() int {
 	return max(0, min(g.cfg.Window-1, g.cfg.MaxTokens-len(g.out)-1))
 }
 
-// window runs one Sirius window at width 1: draft, check, accept, roll back,
-// append the full model's token, commit.
-func (g *gen) window() error {
-	d := g.depth()
+// adaptiveWindow asks the policy for the next window's shape and runs it.
+func (g *gen) adaptiveWindow() error {
+	var pl Plan
+	if g.cfg.plan != nil {
+		pl = g.cfg.plan(g.depth())
+		pl.Drafts, pl.Width = min(max(pl.Drafts, 0), g.depth()), min(max(pl.Width, 1), g.cfg.Width)
+	} else {
+		pl = g.pol.next(g.depth(), len(g.out))
+	}
+	pl.a, pl.g = g.pol.acc.alpha(), g.pol.acc.gamma()
+	if o, ok := g.m.(WindowObserver); ok {
+		o.WindowPlanned(pl)
+	}
+	ps := &g.st.Policy
+	ps.Windows = bump(ps.Windows, pl.Drafts+1)
+	switch {
+	case pl.Probe:
+		ps.Probes++
+	case pl.Drafts == 0 && g.depth() > 0:
+		ps.DenseSteps++
+	}
+	if pl.Width > 1 && pl.Drafts > 0 {
+		return g.treeWindow(&pl)
+	}
+	return g.chain(pl.Drafts, &pl)
+}
+
+// windowDone records an adaptive window's shape for the statistics: d
+// drafts per path over paths paths, of which kept were kept.
+func (g *gen) windowDone(pl *Plan, d, paths, kept int) {
+	ps := &g.st.Policy
+	ps.Lengths = bump(ps.Lengths, d+1)
+	ps.Widths = bump(ps.Widths, paths)
+	ps.Expected += pl.Expected
+	if d < pl.Drafts {
+		ps.EarlyStops++
+	}
+	if pl.Probe {
+		g.pol.afterProbe(kept, d)
+	}
+}
+
+// judged tells the policy and the statistics the fate of a first candidate
+// drafted with sparse top probability conf.
+func (g *gen) judged(conf float64, kept bool) {
+	g.pol.acc.observeTop(conf, kept)
+	g.st.Policy.Judged++
+	if kept {
+		g.st.Policy.Kept++
+	}
+}
+
+// chain runs one Sirius window at width 1: draft up to d tokens, check,
+// accept, roll back, append the full model's token, commit. With a plan
+// (adaptive policy) drafting stops after a draft whose sparse top
+// probability is below pl.StopBelow, and the outcome is observed; without
+// one (fixed policy) it drafts exactly d tokens.
+func (g *gen) chain(d int, pl *Plan) error {
 	sampling := !g.sampler.Greedy()
 	win := append(make([]int, 0, d+1), g.last)
+	var conf []float64
+	var alt []int // greedy: the sparse runner-up at each draft (-1 if none)
 	for i := range d {
 		lg, err := g.draft(win[i:i+1], g.pos+i)
 		if err != nil {
@@ -538,7 +633,23 @@ func (g *gen) window() error {
 			return fmt.Errorf("corrector: every token of the vocabulary is an EOS id; nothing to draft")
 		}
 		win = append(win, x)
+		if pl == nil {
+			continue
+		}
+		var c float64
+		if sampling {
+			c = slices.Max(g.q[i])
+		} else {
+			c = Likelihood(lg[0], x, 1)
+			alt = append(alt, secondExcept(lg[0], x, g.cfg.EOS))
+		}
+		conf = append(conf, c)
+		g.pol.acc.drafted(c)
+		if c < pl.StopBelow {
+			break
+		}
 	}
+	d = len(win) - 1
 	g.st.Drafted += d
 	lgs, err := g.verify([][]int{win}, g.pos)
 	if err != nil {
@@ -550,6 +661,17 @@ func (g *gen) window() error {
 	} else {
 		n = g.acceptGreedy(win, lgs[0])
 		tok = Argmax(lgs[0][n])
+	}
+	if pl != nil {
+		for i := range min(n+1, d) {
+			g.judged(conf[i], i < n)
+		}
+		// Would the runner-up have been kept where the draft was not? That
+		// is what a tree would have gained here.
+		if n < d && !sampling && alt[n] >= 0 {
+			g.pol.acc.observeAlt(g.keeps(lgs[0][n], alt[n]))
+		}
+		g.windowDone(pl, d, 1, n)
 	}
 	if n < d {
 		// Roll back: the cache keeps the window's first token and the kept
@@ -579,23 +701,25 @@ func (g *gen) finishCheck(kept []int, tok, b, d int) error {
 // the full model's logits over the window (row i predicts win[i+1]).
 func (g *gen) acceptGreedy(win []int, rows [][]float32) int {
 	d := len(win) - 1
-	if g.cfg.Accept == AcceptAll {
-		return d
-	}
 	for i := range d {
-		x := win[i+1]
-		switch g.cfg.Accept {
-		case AcceptStrict:
-			if Argmax(rows[i]) != x {
-				return i
-			}
-		default:
-			if Likelihood(rows[i], x, g.cfg.LikelihoodTemp) < g.cfg.Threshold {
-				return i
-			}
+		if !g.keeps(rows[i], win[i+1]) {
+			return i
 		}
 	}
 	return d
+}
+
+// keeps applies the greedy acceptance rule to draft x given the full
+// model's logits at its position.
+func (g *gen) keeps(row []float32, x int) bool {
+	switch g.cfg.Accept {
+	case AcceptAll:
+		return true
+	case AcceptStrict:
+		return Argmax(row) == x
+	default:
+		return Likelihood(row, x, g.cfg.LikelihoodTemp) >= g.cfg.Threshold
+	}
 }
 
 // speculate applies the speculative-sampling rule to a sampled window: keep
@@ -644,6 +768,18 @@ func Likelihood(logits []float32, tok int, temp float64) float64 {
 		sum += math.Exp((float64(v) - m) / temp)
 	}
 	return math.Exp((float64(logits[tok])-m)/temp) / sum
+}
+
+// secondExcept is the best id other than first and those in skip (-1 if
+// none is left).
+func secondExcept(x []float32, first int, skip []int) int {
+	best := -1
+	for i, v := range x {
+		if i != first && (best < 0 || v > x[best]) && !slices.Contains(skip, i) {
+			best = i
+		}
+	}
+	return best
 }
 
 // argmaxExcept is Argmax over the ids not in skip (-1 if none is left).

@@ -25,9 +25,12 @@ func generate(t *testing.T, m Model, prompt []int, cfg Config) ([]int, Stats) {
 	return out, st
 }
 
+// siriusCfg is Sirius with a fixed window of k: the tests of the mechanism
+// (drafting, rollback, beams, acceptance) need to know each window's shape.
+// The adaptive policy has its own tests (policy_test.go).
 func siriusCfg(k, maxTok int) Config {
 	c := DefaultConfig()
-	c.Window, c.MaxTokens, c.EOS = k, maxTok, []int{eos}
+	c.Window, c.MaxTokens, c.EOS, c.Policy = k, maxTok, []int{eos}, PolicyFixed
 	return c
 }
 
@@ -571,11 +574,19 @@ func TestSpeculativeSamplingPreservesDistribution(t *testing.T) {
 		k            int
 		temp, topP   float64
 		expectFailed bool // a control run that must NOT match the full model
+		// trees (adaptive policy): the shapes of successive windows, as
+		// {drafts, width}; each node branches as widely as the width allows.
+		// An empty list lets the policy choose, with offloading costs.
+		trees [][2]int
 	}{
-		{"K=4 T=1", Sirius, 4, 1, 0, false},
-		{"K=2 T=1", Sirius, 2, 1, 0, false},
-		{"K=3 T=0.7 top-p 0.8", Sirius, 3, 0.7, 0.8, false},
-		{"control: sparse only", Sparse, 4, 1, 0, true},
+		{"K=4 T=1", Sirius, 4, 1, 0, false, nil},
+		{"K=2 T=1", Sirius, 2, 1, 0, false, nil},
+		{"K=3 T=0.7 top-p 0.8", Sirius, 3, 0.7, 0.8, false, nil},
+		{"tree 3 deep 3 wide T=1", Sirius, 4, 1, 0, false, [][2]int{{3, 3}}},
+		{"tree 2 deep 2 wide T=1", Sirius, 4, 1, 0, false, [][2]int{{2, 2}}},
+		{"trees of changing shapes T=0.7 top-p 0.8", Sirius, 4, 0.7, 0.8, false, [][2]int{{3, 3}, {1, 2}, {0, 1}, {2, 3}, {1, 1}}},
+		{"adaptive policy width 3 T=1", Sirius, 4, 1, 0, false, [][2]int{}},
+		{"control: sparse only", Sparse, 4, 1, 0, true, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := NewSampler(tc.temp, tc.topP, 1)
@@ -605,7 +616,19 @@ func TestSpeculativeSamplingPreservesDistribution(t *testing.T) {
 			for seed := range uint64(trials) {
 				cfg := siriusCfg(tc.k, maxTok)
 				cfg.Mode, cfg.Temperature, cfg.TopP, cfg.Seed = tc.mode, tc.temp, tc.topP, seed+1
-				out, _ := generate(t, &fakeModel{full: full, sparse: sparse}, []int{1}, cfg)
+				var m Model = &fakeModel{full: full, sparse: sparse}
+				if tc.trees != nil {
+					cfg.Policy, cfg.Width = PolicyAdaptive, 3
+					if len(tc.trees) > 0 {
+						cfg.plan = cyclePlans(tc.trees)
+					} else {
+						m = &costed{fakeModel: m.(*fakeModel), prof: offloadCosts}
+					}
+				}
+				out, st := generate(t, m, []int{1}, cfg)
+				if len(tc.trees) > 0 && seed == 0 && !slices.ContainsFunc(st.Policy.Widths[2:], func(n int) bool { return n > 0 }) {
+					t.Fatalf("no window was a tree: %+v", st.Policy)
+				}
 				counts[fmt.Sprint(out)]++
 			}
 			// chi-square over outcomes, pooling those expected fewer than 5 times

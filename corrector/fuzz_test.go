@@ -16,6 +16,8 @@ func FuzzGenerate(f *testing.F) {
 	f.Add(uint64(3), uint8(1), uint8(2), uint8(2), uint8(5), float32(0))
 	f.Add(uint64(4), uint8(7), uint8(4), uint8(1), uint8(1), float32(8))
 	f.Add(uint64(5), uint8(6), uint8(1), uint8(4), uint8(30), float32(2))
+	f.Add(uint64(6), uint8(9), uint8(3), uint8(9), uint8(40), float32(2))
+	f.Add(uint64(7), uint8(12), uint8(4), uint8(12), uint8(40), float32(1))
 	f.Fuzz(func(t *testing.T, seed uint64, k, w, accept, maxTok uint8, noise float32) {
 		if !(noise >= 0 && noise < 100) {
 			return
@@ -26,8 +28,20 @@ func FuzzGenerate(f *testing.F) {
 		cfg := siriusCfg(int(k%20)+1, int(maxTok%48)+1)
 		cfg.Width = int(w%4) + 1
 		cfg.Accept = Accept(accept % 3)
-		if accept&4 != 0 { // sampling: speculative rule, width 1
-			cfg.Temperature, cfg.TopP, cfg.Seed, cfg.Width = 0.8, 0.9, seed, 1
+		adaptive := accept&8 != 0
+		if accept&4 != 0 { // sampling: speculative rule (fixed-policy beams are greedy only)
+			cfg.Temperature, cfg.TopP, cfg.Seed = 0.8, 0.9, seed
+			if !adaptive {
+				cfg.Width = 1
+			}
+		}
+		if adaptive { // trees of pseudo-random shapes
+			rng := NewRNG(seed ^ 0x5eed)
+			cfg.Policy = PolicyAdaptive
+			cfg.plan = func(room int) Plan {
+				return Plan{Drafts: int(rng.U32() % 20), Width: 1 + int(rng.U32()%4),
+					BranchBelow: float64(rng.F32()) * 1.2, StopBelow: float64(rng.F32()) * 0.2}
+			}
 		}
 		fm := &fakeModel{full: full, sparse: sparse}
 		var out []int

@@ -1,0 +1,649 @@
+package corrector
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+)
+
+// This file is the window policy: before each Sirius window it chooses how
+// many tokens to draft and how wide a tree to draft, from what the passes
+// cost and how often drafts have been accepted so far in this sequence. It
+// is pure: given the same costs and the same observations it makes the same
+// choices, so it is table-tested with scripted models and costs.
+//
+// The model behind it:
+//
+//   - Each draft is kept with probability α: the observed rate, with a
+//     Jeffreys prior (1/2) and exponential forgetting (about the last 50
+//     judged drafts), so that a sequence whose drafts improve or degrade is
+//     followed. A chain of d drafts then makes E = 1 + α + ... + α^d tokens
+//     final per check (the 1 is the full model's own token: the correction
+//     or the bonus).
+//   - Confidence: every draft's sparse top probability is recorded, and the
+//     acceptance of judged drafts is calibrated per tenth of confidence. A
+//     stop level τ means drafting goes on after a draft only if its
+//     confidence was at least τ; the share π of drafts above τ and their
+//     acceptance α_τ give E = 1 + α(1 + r + ... + r^(d-1)) with r = π·α_τ,
+//     for 1 + π + ... + π^(d-1) drafts on average. τ = 0 is the plain chain.
+//   - A tree of W paths adds, for each extra path, the chance that it
+//     rescues a rejected position: at the j-th draft it is reached with r^j,
+//     the top draft is rejected with 1-α and the alternative kept with γ
+//     (observed too, also from chains: would the runner-up have been kept
+//     where the draft was not? prior 1/4), after which its own chain goes on.
+//   - A window costs its sparse passes at the tree's width plus one full
+//     pass over all its rows (Costs); plain dense decoding makes 1 token per
+//     one-row pass. Every depth, width and stop level is tried and the plan
+//     with the most expected tokens per second wins; dense (K = 1) is one of
+//     the candidates, so the policy never plans to be slower than dense.
+//   - While dense wins no drafts are observed, so the policy probes: after
+//     a few dense steps it drafts one token. A fruitless probe doubles the
+//     wait (up to maxProbeEvery), so on a model whose drafts are always
+//     rejected probes cost well under 2% of the time; a probe whose drafts
+//     were all kept is followed at once by one twice as long, so a sequence
+//     whose drafts became good leaves dense decoding within a few windows.
+
+// WindowPolicy says how each window's length and width are chosen.
+type WindowPolicy int
+
+const (
+	// PolicyFixed drafts exactly Window-1 tokens per check (beams when
+	// Width > 1), as the Sirius paper does: use it to reproduce its numbers.
+	// It is the zero value and DefaultConfig's, so that code written before
+	// the adaptive policy keeps its behaviour; the CLI's --window-policy
+	// (default adaptive) chooses for users.
+	PolicyFixed WindowPolicy = iota
+	// PolicyAdaptive chooses each window's drafts (K-1, up to Window-1) and
+	// width (up to Width) from measured costs and the acceptance observed so
+	// far, stops drafting early on low sparse confidence, and falls back to
+	// dense decoding when drafting does not pay. It drafts token trees when
+	// Width > 1. With sampling (or threshold acceptance) the tokens then
+	// depend on the costs the engine measures, so runs are not repeatable
+	// token for token unless the costs are; strict greedy output always
+	// equals dense greedy.
+	PolicyAdaptive
+)
+
+var policyNames = []string{PolicyFixed: "fixed", PolicyAdaptive: "adaptive"}
+
+func (p WindowPolicy) String() string {
+	if p >= 0 && int(p) < len(policyNames) {
+		return policyNames[p]
+	}
+	return fmt.Sprintf("WindowPolicy(%d)", int(p))
+}
+
+// ParseWindowPolicy maps "adaptive" or "fixed" (case-insensitive).
+func ParseWindowPolicy(s string) (WindowPolicy, error) {
+	i := slices.Index(policyNames, strings.ToLower(strings.TrimSpace(s)))
+	if i < 0 {
+		return 0, fmt.Errorf("corrector: unknown window policy %q (valid: %s)", s, strings.Join(policyNames, ", "))
+	}
+	return WindowPolicy(i), nil
+}
+
+// Costs is how the engine tells the adaptive policy what its passes cost.
+// A Model that implements it is asked before every window; one that does
+// not gets the prior costs below. Both methods return the expected wall time
+// of one call as the engine runs it now (measured, e.g. a moving average of
+// the profiler's per-pass times), or 0 when it has no estimate; CostTable
+// does the bookkeeping. Costs must be cheap to call (a table lookup).
+type Costs interface {
+	// DraftCost is the time of one Draft call over branches branches (one
+	// sparse pass; the tree's paths are batched in it).
+	DraftCost(branches int) time.Duration
+	// CheckCost is the time of one Verify call over rows tokens in total
+	// (the sum of len(toks[b]) over branches; a dense step is 1 row).
+	CheckCost(rows int) time.Duration
+}
+
+// Prior costs, used for what Costs does not know (or when the Model does not
+// implement it): a check over r rows costs (1 + (r-1)/32) one-row passes,
+// and a draft over w branches half a one-row pass, plus a tenth per extra
+// branch. Only the ratios matter.
+const (
+	priorDraftRatio   = 0.5
+	priorDraftPerPath = 0.1
+	priorRowsPerPass  = 32
+)
+
+// WindowObserver may be implemented by a Model that wants to know each
+// window's plan before its first pass (to prefetch the weights of the pass
+// that comes next). Plan.Drafts is an upper bound: drafting may stop early.
+type WindowObserver interface {
+	WindowPlanned(p Plan)
+}
+
+// Plan is the policy's choice for one window.
+type Plan struct {
+	// Drafts is the most tokens each path drafts (K-1); 0 is a plain dense
+	// step (one full pass over one token).
+	Drafts int
+	// Width is the most paths (KV branches) the tree may open; 1 is a chain.
+	Width int
+	// StopBelow ends drafting after a draft whose sparse top probability is
+	// below it (that draft is still checked). 0 never stops early.
+	StopBelow float64
+	// BranchBelow: a tree opens new paths only at nodes whose sparse top
+	// probability is below it (where the sparse model is least sure).
+	BranchBelow float64
+	// Rate is the plan's expected tokens per second (the value every extra
+	// draft and path is held to); Expected its expected tokens per check.
+	Rate, Expected float64
+	// Probe marks a window drafted only to measure acceptance while dense
+	// decoding wins.
+	Probe bool
+	// Reason says why the plan is dense (empty otherwise).
+	Reason string
+
+	a, g float64 // the acceptance estimates it was made with
+}
+
+// Policy tuning. The forgetting factor keeps about 1/(1-rho) = 50 recent
+// judged drafts; confidence is calibrated in tenths.
+const (
+	rho           = 0.98
+	priorAlphaA   = 0.5  // Jeffreys Beta(1/2,1/2): α prior 1/2 with weight 1
+	priorAlphaN   = 1.0  //
+	priorGammaA   = 0.25 // γ prior 1/4 with weight 1
+	priorGammaN   = 1.0  //
+	binPrior      = 1.0  // weight of α in each confidence bin
+	confBins      = 10   //
+	probeEvery    = 2    // dense steps before the first probe
+	maxProbeEvery = 128  // the interval doubles up to this
+	maxFallbacks  = 16   // fallback events kept in PolicyStats
+	worthEps      = 1e-9 // relative margin for "better than"
+)
+
+type counts struct{ a, n float64 }
+
+func (c *counts) add(ok bool) {
+	c.a, c.n = rho*c.a, rho*c.n+1
+	if ok {
+		c.a++
+	}
+}
+
+// acceptModel is the acceptance estimate of one sequence.
+type acceptModel struct {
+	top  counts           // the first candidate at a node: kept?
+	alt  counts           // the top was rejected and there were others: one kept?
+	bins [confBins]counts // the first candidate by its sparse confidence: kept?
+	seen [confBins]float64
+}
+
+func (m *acceptModel) alpha() float64 { return (m.top.a + priorAlphaA) / (m.top.n + priorAlphaN) }
+func (m *acceptModel) gamma() float64 { return (m.alt.a + priorGammaA) / (m.alt.n + priorGammaN) }
+
+func bin(conf float64) int { return min(max(int(conf*confBins), 0), confBins-1) }
+
+// calBin is the calibrated chance that a first candidate drafted with
+// sparse top probability in bin b is kept (prior: α). Acceptance is assumed
+// not to fall as confidence rises, so a bin is credited with the best bin
+// below it (a running maximum): an empty or unlucky bin above well-measured
+// ones does not make the policy stop on confident drafts.
+func (m *acceptModel) calBin(b int) float64 {
+	best := 0.0
+	for i := 0; i <= b; i++ {
+		c := m.bins[i]
+		best = max(best, (c.a+binPrior*m.alpha())/(c.n+binPrior))
+	}
+	return best
+}
+
+func (m *acceptModel) cal(conf float64) float64 { return m.calBin(bin(conf)) }
+
+// above is what the policy knows of drafts whose confidence is at least
+// tau: the share of drafts that have it (pi) and their acceptance (a). With
+// no confidences seen yet it is (1, α).
+func (m *acceptModel) above(tau float64) (pi, a float64) {
+	var all, hi, acc float64
+	for b, n := range m.seen {
+		all += n
+		if float64(b)/confBins >= tau-1e-12 {
+			hi += n
+			acc += n * m.calBin(b)
+		}
+	}
+	if all <= 0 {
+		return 1, m.alpha()
+	}
+	if hi <= 0 {
+		return 0, 0
+	}
+	return hi / all, acc / hi
+}
+
+// level is the lowest confidence whose calibrated acceptance is at least
+// want (1 when none is).
+func (m *acceptModel) level(want float64) float64 {
+	for b := range confBins {
+		if m.calBin(b) >= want {
+			return float64(b) / confBins
+		}
+	}
+	return 1
+}
+
+// drafted records a draft's confidence (whether or not a check judges it).
+func (m *acceptModel) drafted(conf float64) {
+	for b := range m.seen {
+		m.seen[b] *= rho
+	}
+	m.seen[bin(conf)]++
+}
+
+func (m *acceptModel) observeTop(conf float64, ok bool) {
+	m.top.add(ok)
+	m.bins[bin(conf)].add(ok)
+}
+
+func (m *acceptModel) observeAlt(ok bool) { m.alt.add(ok) }
+
+// policy is the adaptive window policy of one generation.
+type policy struct {
+	maxDrafts, maxWidth int
+	costs               Costs
+	acc                 acceptModel
+
+	sinceProbe, probeEvery, probeDrafts int
+	drafting                            bool // the last non-probe plan drafted
+	planned                             bool // a plan was made
+	st                                  *PolicyStats
+}
+
+func newPolicy(maxDrafts, maxWidth int, costs Costs, st *PolicyStats) *policy {
+	return &policy{maxDrafts: maxDrafts, maxWidth: maxWidth, costs: costs, probeEvery: probeEvery, probeDrafts: 1, st: st}
+}
+
+// check is the time of a full pass over rows tokens, in seconds.
+func (p *policy) check(rows int) float64 {
+	if p.costs != nil {
+		if d := p.costs.CheckCost(rows); d > 0 {
+			return d.Seconds()
+		}
+	}
+	base := 1.0
+	if p.costs != nil {
+		if d := p.costs.CheckCost(1); d > 0 {
+			base = d.Seconds()
+		}
+	}
+	return base * (1 + float64(rows-1)/priorRowsPerPass)
+}
+
+// checkF is check at a fractional (expected) row count, interpolated.
+func (p *policy) checkF(rows float64) float64 {
+	lo := max(int(math.Floor(rows)), 1)
+	f := rows - float64(lo)
+	if f <= 0 {
+		return p.check(lo)
+	}
+	return (1-f)*p.check(lo) + f*p.check(lo+1)
+}
+
+// draft is the time of a sparse pass over w branches, in seconds.
+func (p *policy) draft(w int) float64 {
+	if p.costs != nil {
+		if d := p.costs.DraftCost(w); d > 0 {
+			return d.Seconds()
+		}
+	}
+	return p.check(1) * (priorDraftRatio + priorDraftPerPath*float64(w-1))
+}
+
+// geo is 1 + r + ... + r^(n-1).
+func geo(r float64, n int) float64 {
+	var s float64
+	x := 1.0
+	for range n {
+		s += x
+		x *= r
+	}
+	return s
+}
+
+// shape is the acceptance model a plan is evaluated with: a drafts are
+// kept on average, g alternatives when the top was not, and with a stop
+// level, a share pi of drafts is confident enough to draft on after, of
+// which a share ahi is kept.
+type shape struct{ a, g, pi, ahi float64 }
+
+// expect returns the expected tokens a check makes final and the expected
+// drafts per path for a tree of w paths drafted at most d deep (see the
+// file comment). Drafting goes on after draft i only if it was confident,
+// so draft i+1 is reached and its predecessors kept with r = pi*ahi each;
+// an extra path at the j-th draft rescues a rejected top draft with g and
+// then continues as a chain.
+func (s shape) expect(d, w int) (tokens, drafts float64) {
+	r := s.pi * s.ahi
+	tokens = 1 + s.a*geo(r, d)
+	for j := range min(w-1, d) {
+		tokens += math.Pow(r, float64(j)) * (1 - s.a) * s.g * (1 + s.a*geo(r, d-1-j))
+	}
+	return tokens, geo(s.pi, d)
+}
+
+// expectTokens is the chain-and-tree formula without a stop level.
+func expectTokens(a, g float64, d, w int) float64 {
+	e, _ := shape{a, g, 1, a}.expect(d, w)
+	return e
+}
+
+// cost is the planned time of a window with drafts expected drafts per
+// path over w paths: the sparse passes and one check over their rows.
+func (p *policy) cost(drafts float64, w int) float64 {
+	if drafts == 0 {
+		return p.check(1)
+	}
+	return drafts*p.draft(w) + p.checkF(float64(w)*(drafts+1))
+}
+
+// best returns the plan with the most expected tokens per second for the
+// acceptance estimates, with at most room drafts: every width, depth and
+// stop level (in tenths of confidence) is tried. Dense wins when nothing
+// beats it; ties go to the shorter, narrower, less eager plan.
+func (p *policy) best(a, g float64, room int) Plan {
+	best := Plan{Width: 1, Expected: 1, Rate: 1 / p.check(1)}
+	for b := range confBins {
+		tau := float64(b) / confBins
+		pi, ahi := p.acc.above(tau)
+		if b > 0 && pi <= 0 {
+			break
+		}
+		sh := shape{a, g, pi, ahi}
+		if b == 0 {
+			sh = shape{a, g, 1, a}
+		}
+		for w := 1; w <= p.maxWidth; w++ {
+			if w > 1 && g <= 0 {
+				break
+			}
+			for d := 1; d <= room; d++ {
+				e, dr := sh.expect(d, w)
+				if r := e / p.cost(dr, w); r > best.Rate*(1+worthEps) {
+					best = Plan{Drafts: d, Width: w, StopBelow: tau, Expected: e, Rate: r}
+				}
+			}
+		}
+	}
+	return best
+}
+
+// breakEven is the smallest per-draft acceptance at which some drafting plan
+// beats dense decoding (with the current γ), or 2 when none ever does.
+func (p *policy) breakEven(room int) float64 {
+	g := p.acc.gamma()
+	if p.best(1, g, room).Drafts == 0 {
+		return 2
+	}
+	lo, hi := 0.0, 1.0
+	for range 30 {
+		mid := (lo + hi) / 2
+		if p.best(mid, g, room).Drafts > 0 {
+			hi = mid
+		} else {
+			lo = mid
+		}
+	}
+	return hi
+}
+
+// next plans the next window; room bounds its drafts (the tokens left).
+func (p *policy) next(room, generated int) Plan {
+	room = min(room, p.maxDrafts)
+	a, g := p.acc.alpha(), p.acc.gamma()
+	pl := p.best(a, g, room)
+	switch {
+	case room == 0:
+		pl.Reason = "no room to draft: the output is almost complete"
+	case pl.Drafts == 0:
+		pl.Reason = p.denseReason(a, room)
+		if p.drafting || !p.planned {
+			p.st.addFallback(generated, pl.Reason)
+		}
+		p.drafting = false
+		p.sinceProbe++
+		if p.sinceProbe >= p.probeEvery {
+			d := min(p.probeDrafts, room)
+			e := expectTokens(a, g, d, 1)
+			pl = Plan{Drafts: d, Width: 1, Expected: e, Rate: e / p.cost(float64(d), 1), Probe: true}
+			p.sinceProbe = 0
+		}
+	default:
+		p.drafting = true
+		p.sinceProbe = 0
+		p.probeEvery, p.probeDrafts = probeEvery, 1
+	}
+	p.planned = true
+	if pl.Width > 1 {
+		// Branch only where the top candidate is less likely kept than
+		// the sequence's average draft (everywhere until calibrated).
+		pl.BranchBelow = p.acc.level(a + 0.01)
+		if pl.BranchBelow == 0 {
+			pl.BranchBelow = 1
+		}
+	}
+	return pl
+}
+
+func (p *policy) denseReason(a float64, room int) string {
+	be := p.breakEven(room)
+	costs := fmt.Sprintf("a draft costs %s, a 2-token check %s, a dense step %s",
+		secs(p.draft(1)), secs(p.check(2)), secs(p.check(1)))
+	if p.costs == nil || p.costs.CheckCost(1) <= 0 || p.costs.DraftCost(1) <= 0 {
+		costs = fmt.Sprintf("with assumed costs (not measured), a draft costs %.2f dense steps and a 2-token check %.2f",
+			p.draft(1)/p.check(1), p.check(2)/p.check(1))
+	}
+	if be > 1 {
+		return "drafting cannot pay at any acceptance: " + costs
+	}
+	return fmt.Sprintf("acceptance %.3f is below the break-even %.3f: %s", a, be, costs)
+}
+
+func secs(s float64) string { return time.Duration(s * float64(time.Second)).String() }
+
+// afterProbe adapts the probing schedule to a probe that kept kept of its d
+// drafts. When it kept them all, the next window probes again at once with
+// twice the drafts (unless the estimate now favours drafting): a sequence
+// whose drafts became good leaves dense decoding within a few windows.
+// Otherwise the next probe waits twice as long and drafts one token, so
+// probing a hopeless sequence costs less and less.
+func (p *policy) afterProbe(kept, d int) {
+	if d > 0 && kept == d {
+		p.probeDrafts = min(2*p.probeDrafts, max(1, p.maxDrafts))
+		p.sinceProbe = p.probeEvery
+		return
+	}
+	p.probeEvery, p.probeDrafts = min(2*p.probeEvery, maxProbeEvery), 1
+}
+
+// worthBranch says whether opening one more path at step (0-based) of a
+// d-deep tree that has paths paths now pays: v is the estimated chance that
+// the new path's first token is kept; if it is, it also brings its own chain
+// of d-1-step drafts. It must add at least pl.Rate tokens per second of the
+// extra check rows and extra sparse work it costs.
+func (p *policy) worthBranch(pl Plan, v float64, step, d, paths int) bool {
+	if paths >= pl.Width {
+		return false
+	}
+	rest := d - 1 - step
+	a := p.acc.alpha()
+	gain := v * (1 + a*geo(a, rest))
+	cost := p.check((paths+1)*(d+1)) - p.check(paths*(d+1)) + float64(rest)*(p.draft(paths+1)-p.draft(paths))
+	return gain >= pl.Rate*max(cost, 0)
+}
+
+// PolicyStats say what the window policy did in one generation.
+type PolicyStats struct {
+	Policy WindowPolicy
+	// Windows[k] counts checks whose plan allowed k tokens per path (k-1
+	// drafts; k = 1 is a dense step), Lengths[k] checks that actually
+	// covered k tokens per path (fewer after an early stop), Widths[w]
+	// checks over w paths.
+	Windows, Lengths, Widths []int
+	// Expected is the sum over checks of the tokens the policy expected
+	// each check to make final, for the shape actually drafted; compare
+	// ExpectedPerCheck with Stats.AAL (achieved).
+	Expected float64
+	// EarlyStops counts windows whose drafting stopped on low confidence.
+	EarlyStops int
+	// Probes counts windows drafted to re-measure acceptance while dense
+	// decoding was the plan; DenseSteps the dense steps the policy chose.
+	Probes, DenseSteps int
+	// Judged and Kept count drafts whose fate a check decided (the first
+	// candidate at each node reached): Kept/Judged is the acceptance rate.
+	// Alpha is the policy's final estimate (prior and forgetting included).
+	Judged, Kept int
+	Alpha        float64
+	// Fallbacks are the switches to dense decoding (the first window
+	// included when it was dense), with the numbers behind each;
+	// FallbackCount counts them all when more than maxFallbacks happened.
+	Fallbacks     []Fallback
+	FallbackCount int
+}
+
+// Fallback is one switch to dense decoding.
+type Fallback struct {
+	AtToken int    // tokens generated when it happened
+	Reason  string // e.g. "acceptance 0.12 is below the break-even 0.41: ..."
+}
+
+func (s *PolicyStats) addFallback(at int, reason string) {
+	s.FallbackCount++
+	if len(s.Fallbacks) < maxFallbacks {
+		s.Fallbacks = append(s.Fallbacks, Fallback{at, reason})
+	}
+}
+
+func bump(h []int, i int) []int {
+	for len(h) <= i {
+		h = append(h, 0)
+	}
+	h[i]++
+	return h
+}
+
+// AcceptanceRate is Kept/Judged (0 before any draft was judged).
+func (s PolicyStats) AcceptanceRate() float64 {
+	if s.Judged == 0 {
+		return 0
+	}
+	return float64(s.Kept) / float64(s.Judged)
+}
+
+// ExpectedPerCheck is the tokens per check the policy expected on average.
+func (s PolicyStats) ExpectedPerCheck() float64 {
+	n := 0
+	for _, c := range s.Lengths {
+		n += c
+	}
+	if n == 0 {
+		return 0
+	}
+	return s.Expected / float64(n)
+}
+
+// String prints the policy's decisions on a few lines for a run report, e.g.
+//
+//	policy adaptive: windows K=1:40 K=5:12 · widths 1:52 · 3 probes · 2 early stops
+//	acceptance 0.41 (estimate 0.38) · tokens per check expected 2.10
+//	fell back to dense 1 time: at token 12: acceptance 0.20 is below ...
+func (s PolicyStats) String() string {
+	var b strings.Builder
+	hist := func(h []int, label string) string {
+		var parts []string
+		for k, n := range h {
+			if n > 0 {
+				parts = append(parts, fmt.Sprintf("%s%d:%d", label, k, n))
+			}
+		}
+		if len(parts) == 0 {
+			return "none"
+		}
+		return strings.Join(parts, " ")
+	}
+	fmt.Fprintf(&b, "policy %s: windows %s · checked %s · widths %s · %d dense steps · %d probes · %d early stops\n",
+		s.Policy, hist(s.Windows, "K="), hist(s.Lengths, "K="), hist(s.Widths, ""), s.DenseSteps, s.Probes, s.EarlyStops)
+	fmt.Fprintf(&b, "acceptance %.2f of %d judged drafts (estimate %.2f) · tokens per check expected %.2f\n",
+		s.AcceptanceRate(), s.Judged, s.Alpha, s.ExpectedPerCheck())
+	if s.FallbackCount > 0 {
+		fmt.Fprintf(&b, "fell back to dense %d time(s):", s.FallbackCount)
+		for _, f := range s.Fallbacks {
+			fmt.Fprintf(&b, "\n  at token %d: %s", f.AtToken, f.Reason)
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+// CostTable turns per-pass timings into Costs: the engine calls
+// ObserveDraft/ObserveCheck after each pass with its measured time (the
+// profiler's) and passes the table (or a Model that forwards to it) to
+// Generate. Each key keeps an exponential moving average; a row count or
+// width never measured is interpolated linearly between the nearest measured
+// ones, extrapolated along the last two beyond the largest, and taken as the
+// smallest measured below it. Not safe for concurrent use.
+type CostTable struct {
+	draft, check map[int]time.Duration
+}
+
+// costWeight is the weight of a new measurement in the moving average.
+const costWeight = 0.25
+
+func observe(m *map[int]time.Duration, k int, d time.Duration) {
+	if k < 1 || d <= 0 {
+		return
+	}
+	if *m == nil {
+		*m = map[int]time.Duration{}
+	}
+	if old, ok := (*m)[k]; ok {
+		d = old + time.Duration(costWeight*float64(d-old))
+	}
+	(*m)[k] = d
+}
+
+// ObserveDraft records the time of one Draft call over branches branches.
+func (t *CostTable) ObserveDraft(branches int, d time.Duration) { observe(&t.draft, branches, d) }
+
+// ObserveCheck records the time of one Verify call over rows tokens.
+func (t *CostTable) ObserveCheck(rows int, d time.Duration) { observe(&t.check, rows, d) }
+
+// DraftCost implements Costs.
+func (t *CostTable) DraftCost(branches int) time.Duration { return lookup(t.draft, branches) }
+
+// CheckCost implements Costs.
+func (t *CostTable) CheckCost(rows int) time.Duration { return lookup(t.check, rows) }
+
+func lookup(m map[int]time.Duration, k int) time.Duration {
+	if d, ok := m[k]; ok {
+		return d
+	}
+	if len(m) == 0 {
+		return 0
+	}
+	keys := make([]int, 0, len(m))
+	for x := range m {
+		keys = append(keys, x)
+	}
+	slices.Sort(keys)
+	i, _ := slices.BinarySearch(keys, k)
+	lerp := func(k0, k1 int) time.Duration {
+		d0, d1 := float64(m[k0]), float64(m[k1])
+		v := d0 + (d1-d0)*float64(k-k0)/float64(k1-k0)
+		return time.Duration(max(v, 1))
+	}
+	switch {
+	case i == 0:
+		return m[keys[0]]
+	case i < len(keys):
+		return lerp(keys[i-1], keys[i])
+	case len(keys) == 1:
+		return m[keys[0]]
+	default:
+		return max(lerp(keys[len(keys)-2], keys[len(keys)-1]), m[keys[len(keys)-1]])
+	}
+}

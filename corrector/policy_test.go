@@ -1,0 +1,416 @@
+package corrector
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// costProfile is what a pass costs in a scripted setting.
+type costProfile struct {
+	name  string
+	draft func(branches int) time.Duration
+	check func(rows int) time.Duration
+}
+
+var (
+	// On a CPU a check is compute-bound: a 16-row check costs about 1.5
+	// one-row passes; a sparse pass about 0.6 of a full one.
+	cpuCosts = costProfile{"cpu",
+		func(w int) time.Duration {
+			return time.Duration(600 * (1 + 0.25*float64(w-1)) * float64(time.Microsecond))
+		},
+		func(r int) time.Duration {
+			return time.Duration(1000 * (1 + float64(r-1)/30) * float64(time.Microsecond))
+		}}
+	// Offloading: a check streams every layer once whatever its rows, and
+	// costs about twice a draft.
+	offloadCosts = costProfile{"offload",
+		func(w int) time.Duration {
+			return time.Duration(500 * (1 + 0.02*float64(w-1)) * float64(time.Microsecond))
+		},
+		func(r int) time.Duration {
+			return time.Duration(1000 * (1 + float64(r-1)/1000) * float64(time.Microsecond))
+		}}
+)
+
+// costed is a scripted model that reports its costs to the policy and
+// totals the modelled time of the passes it runs.
+type costed struct {
+	*fakeModel
+	prof  costProfile
+	spent time.Duration
+	plans []Plan
+}
+
+func (c *costed) DraftCost(w int) time.Duration { return c.prof.draft(w) }
+func (c *costed) CheckCost(r int) time.Duration { return c.prof.check(r) }
+func (c *costed) WindowPlanned(p Plan)          { c.plans = append(c.plans, p) }
+func (c *costed) Draft(toks []int, pos int) ([][]float32, error) {
+	c.spent += c.prof.draft(len(toks))
+	return c.fakeModel.Draft(toks, pos)
+}
+
+func (c *costed) Verify(toks [][]int, pos int) ([][][]float32, error) {
+	rows := 0
+	for _, t := range toks {
+		rows += len(t)
+	}
+	c.spent += c.prof.check(rows)
+	return c.fakeModel.Verify(toks, pos)
+}
+
+// logitsWithTop returns logits over v tokens whose softmax puts top on
+// target and spreads the rest evenly.
+func logitsWithTop(v, target int, top float64) []float32 {
+	l := make([]float32, v)
+	l[target] = float32(math.Log(top * float64(v-1) / (1 - top)))
+	return l
+}
+
+func ctxHash(ctx []int, seed uint64) float64 {
+	h := seed ^ 0x51ed27
+	for _, t := range ctx {
+		h = (h ^ uint64(t+1)) * 0x100000001b3
+	}
+	return float64(NewRNG(h|1).U32()) / (1 << 32)
+}
+
+// scriptedSparse drafts the full model's argmax with probability acc
+// (decided by a hash of the context, so the same context always gets the
+// same answer) and another token otherwise. Its top probability is
+// confRight when it is right and confWrong when it is wrong: equal values
+// make its confidence useless, different ones informative.
+func scriptedSparse(full func([]int) []float32, acc float64, confRight, confWrong float64) func([]int) []float32 {
+	return func(ctx []int) []float32 {
+		fl := full(ctx)
+		v, want := len(fl), Argmax(fl)
+		if ctxHash(ctx, 7) < acc {
+			return logitsWithTop(v, want, confRight)
+		}
+		wrong := 1 + (want+int(ctxHash(ctx, 11)*float64(v-2)))%(v-1)
+		if wrong == want {
+			wrong = 1 + wrong%(v-1)
+		}
+		return logitsWithTop(v, wrong, confWrong)
+	}
+}
+
+type runResult struct {
+	out   []int
+	st    Stats
+	spent time.Duration
+	plans []Plan
+}
+
+func runCosted(t *testing.T, full, sparse func([]int) []float32, prof costProfile, cfg Config) runResult {
+	t.Helper()
+	m := &costed{fakeModel: &fakeModel{full: full, sparse: sparse}, prof: prof}
+	out, st := generate(t, m, []int{1, 5}, cfg)
+	return runResult{out, st, m.spent, m.plans}
+}
+
+func policyCfg(policy WindowPolicy, window, width, maxTok int) Config {
+	c := DefaultConfig()
+	c.Policy, c.Window, c.Width, c.MaxTokens, c.Accept = policy, window, width, maxTok, AcceptStrict
+	return c
+}
+
+// TestPolicyTable runs the adaptive policy against scripted acceptance
+// (0, 1/2, 1) and costs (cheap checks on a CPU-like profile, checks that cost
+// a full streamed pass whatever their rows), and holds it to what the cost
+// model says is best: never more than 10% slower than dense, never more than
+// 10% slower than the best fixed window, and the expected decisions.
+func TestPolicyTable(t *testing.T) {
+	const v, n = 32, 300
+	full := hashModel(v, 3, 0)
+	type want struct {
+		dense bool // after warm-up nearly every window is a dense step, with probes
+		minK  int  // otherwise the most common window drafts at least minK-1 tokens
+		maxK  int  // ... and at most maxK-1
+	}
+	for _, tc := range []struct {
+		acc  float64
+		prof costProfile
+		want want
+	}{
+		{0, cpuCosts, want{dense: true}},
+		{0, offloadCosts, want{dense: true}},
+		{0.5, cpuCosts, want{dense: true}},
+		{0.5, offloadCosts, want{minK: 1, maxK: 3}},
+		{1, cpuCosts, want{minK: 16, maxK: 16}},
+		{1, offloadCosts, want{minK: 16, maxK: 16}},
+	} {
+		t.Run(fmt.Sprintf("acc=%v/%s", tc.acc, tc.prof.name), func(t *testing.T) {
+			sparse := scriptedSparse(full, tc.acc, 0.6, 0.6)
+			dcfg := policyCfg(PolicyFixed, 16, 1, n)
+			dcfg.Mode = Dense
+			dense := runCosted(t, full, sparse, tc.prof, dcfg)
+			ad := runCosted(t, full, sparse, tc.prof, policyCfg(PolicyAdaptive, 16, 1, n))
+			if !slices.Equal(ad.out, dense.out) {
+				t.Fatalf("strict adaptive differs from dense")
+			}
+			bestFixed, bestK := time.Duration(math.MaxInt64), 0
+			for _, k := range []int{2, 4, 8, 16} {
+				r := runCosted(t, full, sparse, tc.prof, policyCfg(PolicyFixed, k, 1, n))
+				if r.spent < bestFixed {
+					bestFixed, bestK = r.spent, k
+				}
+			}
+			ps := ad.st.Policy
+			t.Logf("dense %v, best fixed K=%d %v, adaptive %v (%.2fx dense, %.2fx best fixed)\n%s",
+				dense.spent, bestK, bestFixed, ad.spent, float64(ad.spent)/float64(dense.spent), float64(ad.spent)/float64(bestFixed), ps)
+			if float64(ad.spent) > 1.10*float64(dense.spent) {
+				t.Errorf("adaptive %v is more than 1.10x dense %v", ad.spent, dense.spent)
+			}
+			if float64(ad.spent) > 1.10*float64(bestFixed) {
+				t.Errorf("adaptive %v is more than 1.10x the best fixed window (K=%d, %v)", ad.spent, bestK, bestFixed)
+			}
+			// The most common planned window after the first 20.
+			hist := map[int]int{}
+			for _, p := range ad.plans[min(20, len(ad.plans)):] {
+				if !p.Probe {
+					hist[p.Drafts+1]++
+				}
+			}
+			common := 0
+			for k, c := range hist {
+				if c > hist[common] || (c == hist[common] && k > common) {
+					common = k
+				}
+			}
+			if tc.want.dense {
+				if common != 1 || ps.DenseSteps < n/2 || ps.Probes == 0 {
+					t.Errorf("want dense decoding with probes: most common K=%d, %d dense steps, %d probes", common, ps.DenseSteps, ps.Probes)
+				}
+				if len(ps.Fallbacks) == 0 || !strings.Contains(ps.Fallbacks[0].Reason, "break-even") {
+					t.Errorf("fallbacks %+v: want a reason naming the break-even acceptance", ps.Fallbacks)
+				}
+			} else if common < tc.want.minK || common > tc.want.maxK {
+				t.Errorf("most common K=%d, want %d..%d (histogram %v)", common, tc.want.minK, tc.want.maxK, hist)
+			}
+			if ps.Judged == 0 || math.Abs(ps.AcceptanceRate()-tc.acc) > 0.15 {
+				t.Errorf("observed acceptance %.2f over %d drafts, scripted %v", ps.AcceptanceRate(), ps.Judged, tc.acc)
+			}
+		})
+	}
+}
+
+// With acceptance 0 the policy leaves drafting within a few windows and
+// then only probes, less and less often.
+func TestPolicyZeroAcceptanceFallsBack(t *testing.T) {
+	full := hashModel(32, 4, 0)
+	sparse := scriptedSparse(full, 0, 0.6, 0.6)
+	cheap := costProfile{"cheap drafts",
+		func(int) time.Duration { return 100 * time.Microsecond },
+		func(int) time.Duration { return time.Millisecond }}
+	r := runCosted(t, full, sparse, cheap, policyCfg(PolicyAdaptive, 16, 1, 400))
+	first := slices.IndexFunc(r.plans, func(p Plan) bool { return p.Drafts == 0 })
+	if first < 0 || first > 8 {
+		t.Fatalf("first dense window at %d, want within the first 8 (plans %+v)", first, r.plans[:8])
+	}
+	var probes []int
+	for i, p := range r.plans[first:] {
+		if p.Drafts > 0 {
+			if !p.Probe || p.Drafts != 1 {
+				t.Fatalf("window %d after falling back drafts %d tokens (probe %v)", first+i, p.Drafts, p.Probe)
+			}
+			probes = append(probes, first+i)
+		}
+	}
+	for i := 2; i < len(probes); i++ {
+		if probes[i]-probes[i-1] < probes[i-1]-probes[i-2] {
+			t.Fatalf("probe intervals shrink: probes at %v", probes)
+		}
+	}
+	t.Logf("cheap drafts, acceptance 0: K=1 from window %d; probes at windows %v", first, probes)
+	if len(probes) > 8 {
+		t.Fatalf("%d probes in 400 tokens", len(probes))
+	}
+}
+
+// A sequence whose drafts become good after a bad start leaves dense
+// decoding: probes notice and the policy drafts long windows again.
+func TestPolicyRecoversWhenDraftsImprove(t *testing.T) {
+	const switchAt = 120
+	full := hashModel(32, 5, 0)
+	bad := scriptedSparse(full, 0, 0.6, 0.6)
+	sparse := func(ctx []int) []float32 {
+		if len(ctx) < switchAt {
+			return bad(ctx)
+		}
+		return full(ctx)
+	}
+	r := runCosted(t, full, sparse, offloadCosts, policyCfg(PolicyAdaptive, 16, 1, 400))
+	pos, back := 2, -1
+	for _, rec := range r.st.PerCheck {
+		if rec.Start > switchAt && rec.Drafted >= 8 {
+			back = rec.Start
+			break
+		}
+		pos = rec.Start
+	}
+	_ = pos
+	if back < 0 || back > switchAt+150 {
+		t.Fatalf("drafting resumed at position %d, want soon after %d\n%s", back, switchAt, r.st.Policy)
+	}
+	t.Logf("drafts became perfect at position %d; windows of >= 8 drafts resumed at %d", switchAt, back)
+}
+
+// When the sparse model's confidence tells right drafts from wrong ones,
+// the policy learns the level and stops drafting after unsure drafts.
+func TestPolicyStopsOnLowConfidence(t *testing.T) {
+	full := hashModel(32, 6, 0)
+	sparse := scriptedSparse(full, 0.7, 0.95, 0.15)
+	r := runCosted(t, full, sparse, offloadCosts, policyCfg(PolicyAdaptive, 16, 1, 400))
+	blind := runCosted(t, full, scriptedSparse(full, 0.7, 0.6, 0.6), offloadCosts, policyCfg(PolicyAdaptive, 16, 1, 400))
+	ps := r.st.Policy
+	t.Logf("informative confidence: %v modelled, %d early stops, AAL %.2f; uninformative: %v, %d early stops, AAL %.2f",
+		r.spent, ps.EarlyStops, r.st.AAL, blind.spent, blind.st.Policy.EarlyStops, blind.st.AAL)
+	if ps.EarlyStops == 0 {
+		t.Fatal("no early stops although low confidence always meant a wrong draft")
+	}
+	separating, long := 0, 0
+	for _, p := range r.plans {
+		if p.Drafts > 1 && !p.Probe {
+			long++
+			if p.StopBelow > 0.15 && p.StopBelow <= 0.95 {
+				separating++
+			}
+		}
+	}
+	if separating*10 < long*9 {
+		t.Fatalf("%d of %d multi-draft plans have a stop level between the confidences 0.15 and 0.95", separating, long)
+	}
+	if r.spent >= blind.spent {
+		t.Fatalf("informative confidence did not help: %v vs %v", r.spent, blind.spent)
+	}
+}
+
+// Trees: when check rows are nearly free (offloading), a tree keeps more
+// tokens per check than the best chain, strict output still equals dense,
+// and the modelled time is no worse.
+func TestPolicyTreesWhenRowsAreFree(t *testing.T) {
+	const v, n = 32, 400
+	full := hashModel(v, 8, 0)
+	// Right 70% of the time; when wrong, the right token is the runner-up.
+	sparse := func(ctx []int) []float32 {
+		fl := full(ctx)
+		want := Argmax(fl)
+		l := make([]float32, v)
+		other := 1 + (want+3)%(v-1)
+		if ctxHash(ctx, 7) < 0.7 {
+			l[want], l[other] = 3, 2
+		} else {
+			l[want], l[other] = 2.5, 3
+		}
+		return l
+	}
+	chain := runCosted(t, full, sparse, offloadCosts, policyCfg(PolicyAdaptive, 16, 1, n))
+	tree := runCosted(t, full, sparse, offloadCosts, policyCfg(PolicyAdaptive, 16, 4, n))
+	if !slices.Equal(chain.out, tree.out) {
+		t.Fatal("strict tree output differs from the chain's")
+	}
+	t.Logf("chain: AAL %.2f, %v modelled\ntree:  AAL %.2f, %v modelled\n%s", chain.st.AAL, chain.spent, tree.st.AAL, tree.spent, tree.st.Policy)
+	if tree.st.AAL <= chain.st.AAL {
+		t.Errorf("tree AAL %.2f <= chain %.2f", tree.st.AAL, chain.st.AAL)
+	}
+	if tree.spent > chain.spent {
+		t.Errorf("tree modelled time %v > chain %v", tree.spent, chain.spent)
+	}
+	wide := 0
+	for w, c := range tree.st.Policy.Widths {
+		if w > 1 {
+			wide += c
+		}
+	}
+	if wide == 0 {
+		t.Error("no window used more than one path")
+	}
+}
+
+// On a CPU-like profile extra rows are not free: with the same sparse model
+// the policy keeps to chains (or dense) rather than paying for paths.
+func TestPolicyNoTreesWhenRowsCost(t *testing.T) {
+	full := hashModel(32, 8, 0)
+	sparse := scriptedSparse(full, 0.9, 0.6, 0.6)
+	r := runCosted(t, full, sparse, cpuCosts, policyCfg(PolicyAdaptive, 16, 4, 300))
+	c := runCosted(t, full, sparse, cpuCosts, policyCfg(PolicyAdaptive, 16, 1, 300))
+	t.Logf("width<=4: %v, AAL %.2f; width 1: %v\n%s", r.spent, r.st.AAL, c.spent, r.st.Policy)
+	if float64(r.spent) > 1.05*float64(c.spent) {
+		t.Fatalf("allowing trees made the CPU profile slower: %v vs %v", r.spent, c.spent)
+	}
+}
+
+func TestPolicyNames(t *testing.T) {
+	for _, s := range []string{"adaptive", " Fixed"} {
+		if _, err := ParseWindowPolicy(s); err != nil {
+			t.Errorf("ParseWindowPolicy(%q): %v", s, err)
+		}
+	}
+	if _, err := ParseWindowPolicy("auto"); err == nil || !strings.Contains(err.Error(), "fixed, adaptive") {
+		t.Errorf("ParseWindowPolicy(auto): %v", err)
+	}
+	// Code that predates the policy (a zero Config, DefaultConfig) keeps the
+	// paper's fixed window.
+	if DefaultConfig().Policy != PolicyFixed || (Config{}).Policy != PolicyFixed || PolicyAdaptive.String() != "adaptive" {
+		t.Error("the zero and default policies must be fixed")
+	}
+}
+
+func TestCostTable(t *testing.T) {
+	var ct CostTable
+	if ct.CheckCost(4) != 0 || ct.DraftCost(1) != 0 {
+		t.Fatal("an empty table must say it knows nothing")
+	}
+	ct.ObserveCheck(1, 10*time.Millisecond)
+	if ct.CheckCost(16) != 10*time.Millisecond {
+		t.Fatalf("one measurement: check(16) = %v, want the one-row time", ct.CheckCost(16))
+	}
+	ct.ObserveCheck(16, 25*time.Millisecond)
+	ct.ObserveDraft(1, 4*time.Millisecond)
+	ct.ObserveDraft(1, 8*time.Millisecond) // moving average: 4 + (8-4)/4
+	for _, tc := range []struct {
+		got, want time.Duration
+	}{
+		{ct.CheckCost(1), 10 * time.Millisecond},
+		{ct.CheckCost(6), 15 * time.Millisecond},  // interpolated
+		{ct.CheckCost(31), 40 * time.Millisecond}, // extrapolated
+		{ct.CheckCost(0), 10 * time.Millisecond},
+		{ct.DraftCost(1), 5 * time.Millisecond},
+		{ct.DraftCost(3), 5 * time.Millisecond},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("got %v, want %v", tc.got, tc.want)
+		}
+	}
+	ct.ObserveCheck(-1, time.Second) // ignored
+	ct.ObserveCheck(4, -time.Second)
+	if ct.CheckCost(4) != 13*time.Millisecond {
+		t.Fatalf("bad observations changed the table: %v", ct.CheckCost(4))
+	}
+}
+
+// expectTokens is the chain formula at width 1 and grows with width.
+func TestExpectTokens(t *testing.T) {
+	if e := expectTokens(0.5, 0.3, 3, 1); math.Abs(e-1.875) > 1e-12 {
+		t.Fatalf("chain of 3 at 0.5: %v, want 1.875", e)
+	}
+	if e := expectTokens(1, 0.3, 15, 4); e != 16 {
+		t.Fatalf("perfect drafts: %v, want 16", e)
+	}
+	if e := expectTokens(0, 0.5, 4, 2); e != 1.5 {
+		t.Fatalf("no top draft kept, alternative half the time: %v, want 1.5", e)
+	}
+	prev := 0.0
+	for w := 1; w <= 4; w++ {
+		e := expectTokens(0.6, 0.4, 6, w)
+		if e <= prev {
+			t.Fatalf("width %d: %v not above %v", w, e, prev)
+		}
+		prev = e
+	}
+}
