@@ -1,6 +1,8 @@
 // Package synth writes synthetic Llama models: the real layer shapes of a
 // published architecture with seeded random weights, so that transfers and
-// kernels at 8B/70B shapes can be measured on a small machine.
+// kernels at 8B/70B shapes can be measured on a small machine. Random weights
+// are the bad case for sparse drafts; Options.Planted writes a model with
+// planted contextual sparsity instead (planted.go), the good case.
 package synth
 
 import (
@@ -24,6 +26,11 @@ type Options struct {
 	Vocab  int    // 0: the shape's
 	DType  string // "bf16", "f16" or "f32"
 	Seed   uint64
+	// Planted, if in (0, 1), plants contextual sparsity in the FFNs: for
+	// each input about this fraction of neurons has a large gate
+	// activation and the rest are near zero, the same ones throughout a
+	// sequence (see planted.go). 0 writes plain random weights.
+	Planted float64
 	// Progress, if set, is told the bytes written so far and the total.
 	Progress func(done, total int64)
 }
@@ -51,6 +58,13 @@ func Write(dir string, o Options) error {
 	}
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("synth: %w", err)
+	}
+	var plant *plantedParams
+	if o.Planted != 0 {
+		var err error
+		if plant, err = newPlanted(cfg, o.Planted, o.Seed); err != nil {
+			return err
+		}
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("synth: %w", err)
@@ -84,9 +98,11 @@ func Write(dir string, o Options) error {
 		total += n
 	}
 	var done int64
-	err := pager.WriteSafetensors(filepath.Join(dir, "model.safetensors"), specs, map[string]string{
-		"format": "pt", "offload.synthetic": o.Shape.Name, "offload.seed": fmt.Sprint(o.Seed),
-	}, func(i int, w io.Writer) error {
+	meta := map[string]string{"format": "pt", "offload.synthetic": o.Shape.Name, "offload.seed": fmt.Sprint(o.Seed)}
+	if plant != nil {
+		meta["offload.planted"] = fmt.Sprint(o.Planted)
+	}
+	err := pager.WriteSafetensors(filepath.Join(dir, "model.safetensors"), specs, meta, func(i int, w io.Writer) error {
 		s := specs[i]
 		rows, cols := 1, s.Shape[0]
 		if len(s.Shape) == 2 {
@@ -98,12 +114,28 @@ func Write(dir string, o Options) error {
 		scale := float32(math.Sqrt(3 / float64(cols)))
 		rng := xorshift(o.Seed*0x9E3779B97F4A7C15 + uint64(i) + 1)
 		buf := make([]byte, cols*dt.Size())
+		var us []float64
+		var vs []float32
+		if plant != nil {
+			us, vs = make([]float64, cols), make([]float32, cols)
+		}
 		for r := 0; r < rows; r++ {
+			if plant != nil {
+				for j := range us {
+					us[j] = float64(float32(rng.next()>>40)/float32(1<<24)*2 - 1)
+				}
+				plant.row(s.Name, r, us, vs)
+			}
 			for j := 0; j < cols; j++ {
-				u := float32(rng.next()>>40)/float32(1<<24)*2 - 1 // [-1, 1)
-				v := u * scale
-				if norm {
-					v = 1 + 0.1*u
+				var v float32
+				if plant != nil {
+					v = vs[j]
+				} else {
+					u := float32(rng.next()>>40)/float32(1<<24)*2 - 1 // [-1, 1)
+					v = u * scale
+					if norm {
+						v = 1 + 0.1*u
+					}
 				}
 				switch dt {
 				case pager.BF16:
