@@ -56,6 +56,7 @@ Example: offload synth --shape llama-3-70b --layers 2 --vocab 32000 -o /tmp/l70b
 			&cli.IntFlag{Name: "vocab", Usage: "vocabulary size (default: the shape's)"},
 			&cli.StringFlag{Name: "dtype", Value: "bf16", Usage: "bf16, f16 or f32"},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "random seed"},
+			&cli.Float64Flag{Name: "planted", Usage: "plant contextual sparsity: about this fraction of FFN neurons active per input, the same through a sequence (good sparse drafts); 0: random weights (bad drafts)"},
 			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Required: true, Usage: "output directory"},
 		},
 		Action: func(c *cli.Context) error {
@@ -65,7 +66,7 @@ Example: offload synth --shape llama-3-70b --layers 2 --vocab 32000 -o /tmp/l70b
 			}
 			out := c.String("out")
 			err = synth.Write(out, synth.Options{Shape: s, Layers: c.Int("layers"), Vocab: c.Int("vocab"),
-				DType: c.String("dtype"), Seed: c.Uint64("seed"), Progress: progressTo("writing " + out)})
+				DType: c.String("dtype"), Seed: c.Uint64("seed"), Planted: c.Float64("planted"), Progress: progressTo("writing " + out)})
 			if err != nil {
 				return err
 			}
