@@ -584,6 +584,7 @@ func (g *gen) adaptiveWindow() error {
 // windowDone records an adaptive window's shape for the statistics: d
 // drafts per path over paths paths, of which kept were kept.
 func (g *gen) windowDone(pl *Plan, d, paths, kept int) {
+	g.pol.ran(paths*(d+1), paths)
 	ps := &g.st.Policy
 	ps.Lengths = bump(ps.Lengths, d+1)
 	ps.Widths = bump(ps.Widths, paths)

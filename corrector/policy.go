@@ -38,6 +38,11 @@ import (
 //     one-row pass. Every depth, width and stop level is tried and the plan
 //     with the most expected tokens per second wins; dense (K = 1) is one of
 //     the candidates, so the policy never plans to be slower than dense.
+//   - It plans with an optimistic α (mean plus one posterior standard
+//     deviation), so that good drafts reach long windows within a few
+//     windows, and within a trust region: a check of at most twice the rows,
+//     and a tree of at most twice the paths, of the largest run so far, so
+//     that a cost extrapolated wrongly is paid once and small.
 //   - While dense wins no drafts are observed, so the policy probes: after
 //     a few dense steps it drafts one token. A fruitless probe doubles the
 //     wait (up to maxProbeEvery), so on a model whose drafts are always
@@ -172,9 +177,23 @@ type acceptModel struct {
 	alt  counts           // the top was rejected and there were others: one kept?
 	bins [confBins]counts // the first candidate by its sparse confidence: kept?
 	seen [confBins]float64
+	// changed: a draft was judged since the policy last planned in full.
+	changed bool
 }
 
 func (m *acceptModel) alpha() float64 { return (m.top.a + priorAlphaA) / (m.top.n + priorAlphaN) }
+
+// optimistic is α plus one standard deviation of its Beta posterior: the
+// acceptance the policy plans with. Optimism while little is known makes a
+// sequence with good drafts reach long windows within a few windows; the
+// bonus shrinks as drafts are judged (about 0.07 at α = 1/2 with the 50
+// judged drafts the forgetting keeps), and bad drafts pull the mean down as
+// fast as before.
+func (m *acceptModel) optimistic() float64 {
+	a, n := m.top.a+priorAlphaA, m.top.n+priorAlphaN
+	mean := a / n
+	return min(mean+math.Sqrt(mean*(1-mean)/(n+1)), 0.999)
+}
 func (m *acceptModel) gamma() float64 { return (m.alt.a + priorGammaA) / (m.alt.n + priorGammaN) }
 
 func bin(conf float64) int { return min(max(int(conf*confBins), 0), confBins-1) }
@@ -195,16 +214,25 @@ func (m *acceptModel) calBin(b int) float64 {
 
 func (m *acceptModel) cal(conf float64) float64 { return m.calBin(bin(conf)) }
 
+// calAll is calBin of every bin.
+func (m *acceptModel) calAll() [confBins]float64 {
+	var c [confBins]float64
+	for b := range c {
+		c[b] = m.calBin(b)
+	}
+	return c
+}
+
 // above is what the policy knows of drafts whose confidence is at least
-// tau: the share of drafts that have it (pi) and their acceptance (a). With
-// no confidences seen yet it is (1, α).
-func (m *acceptModel) above(tau float64) (pi, a float64) {
+// tau: the share of drafts that have it (pi) and their acceptance (a),
+// given the bins' calibration cal. With no confidences seen yet it is (1, α).
+func (m *acceptModel) above(tau float64, cal *[confBins]float64) (pi, a float64) {
 	var all, hi, acc float64
 	for b, n := range m.seen {
 		all += n
 		if float64(b)/confBins >= tau-1e-12 {
 			hi += n
-			acc += n * m.calBin(b)
+			acc += n * cal[b]
 		}
 	}
 	if all <= 0 {
@@ -236,6 +264,7 @@ func (m *acceptModel) drafted(conf float64) {
 }
 
 func (m *acceptModel) observeTop(conf float64, ok bool) {
+	m.changed = true
 	m.top.add(ok)
 	m.bins[bin(conf)].add(ok)
 }
@@ -252,6 +281,37 @@ type policy struct {
 	drafting                            bool // the last non-probe plan drafted
 	planned                             bool // a plan was made
 	st                                  *PolicyStats
+
+	// The largest check (rows) and tree (paths) run so far: plans stay
+	// within twice these, so costs are extrapolated only a little.
+	maxRows, maxPaths int
+	reason            string // why the policy last fell back to dense
+
+	// While dense decoding wins, the plan is reused until a draft is
+	// judged or replanEvery dense steps have passed (costs drift slowly),
+	// so that the policy costs next to nothing per dense token.
+	stale int // dense steps since the last full plan
+
+	// Costs resolved once per window (seconds; index: rows or branches).
+	checks, drafts []float64
+}
+
+// resolveCosts asks Costs (or the prior) once for every row count and
+// width a plan of this policy can use, so that planning does not call
+// into the engine thousands of times.
+func (p *policy) resolveCosts() {
+	p.checks, p.drafts = p.checks[:0], p.drafts[:0]
+	rows := p.maxWidth*(p.maxDrafts+1) + 1
+	c := make([]float64, rows+1)
+	for r := 1; r <= rows; r++ {
+		c[r] = p.checkRaw(r)
+	}
+	d := make([]float64, p.maxWidth+2)
+	p.checks = c // draftRaw's prior reads check(1)
+	for w := 1; w < len(d); w++ {
+		d[w] = p.draftRaw(w)
+	}
+	p.drafts = d
 }
 
 func newPolicy(maxDrafts, maxWidth int, costs Costs, st *PolicyStats) *policy {
@@ -260,6 +320,21 @@ func newPolicy(maxDrafts, maxWidth int, costs Costs, st *PolicyStats) *policy {
 
 // check is the time of a full pass over rows tokens, in seconds.
 func (p *policy) check(rows int) float64 {
+	if rows >= 1 && rows < len(p.checks) {
+		return p.checks[rows]
+	}
+	return p.checkRaw(rows)
+}
+
+// draft is the time of a sparse pass over w branches, in seconds.
+func (p *policy) draft(w int) float64 {
+	if w >= 1 && w < len(p.drafts) {
+		return p.drafts[w]
+	}
+	return p.draftRaw(w)
+}
+
+func (p *policy) checkRaw(rows int) float64 {
 	if p.costs != nil {
 		if d := p.costs.CheckCost(rows); d > 0 {
 			return d.Seconds()
@@ -284,8 +359,7 @@ func (p *policy) checkF(rows float64) float64 {
 	return (1-f)*p.check(lo) + f*p.check(lo+1)
 }
 
-// draft is the time of a sparse pass over w branches, in seconds.
-func (p *policy) draft(w int) float64 {
+func (p *policy) draftRaw(w int) float64 {
 	if p.costs != nil {
 		if d := p.costs.DraftCost(w); d > 0 {
 			return d.Seconds()
@@ -318,12 +392,33 @@ type shape struct{ a, g, pi, ahi float64 }
 // an extra path at the j-th draft rescues a rejected top draft with g and
 // then continues as a chain.
 func (s shape) expect(d, w int) (tokens, drafts float64) {
+	var t shapeTables
+	t.fill(s, d)
+	return t.expect(s, d, w)
+}
+
+// shapeTables hold the geometric sums expect needs, for depths up to n:
+// gr[k] = 1 + r + ... + r^(k-1), rp[k] = r^k and gp[k] the same sum for pi.
+type shapeTables struct{ gr, rp, gp []float64 }
+
+func (t *shapeTables) fill(s shape, n int) {
 	r := s.pi * s.ahi
-	tokens = 1 + s.a*geo(r, d)
-	for j := range min(w-1, d) {
-		tokens += math.Pow(r, float64(j)) * (1 - s.a) * s.g * (1 + s.a*geo(r, d-1-j))
+	t.gr, t.rp, t.gp = append(t.gr[:0], 0), append(t.rp[:0], 1), append(t.gp[:0], 0)
+	pp := 1.0
+	for k := 1; k <= n; k++ {
+		t.gr = append(t.gr, t.gr[k-1]+t.rp[k-1])
+		t.rp = append(t.rp, t.rp[k-1]*r)
+		t.gp = append(t.gp, t.gp[k-1]+pp)
+		pp *= s.pi
 	}
-	return tokens, geo(s.pi, d)
+}
+
+func (t *shapeTables) expect(s shape, d, w int) (tokens, drafts float64) {
+	tokens = 1 + s.a*t.gr[d]
+	for j := range min(w-1, d) {
+		tokens += t.rp[j] * (1 - s.a) * s.g * (1 + s.a*t.gr[d-1-j])
+	}
+	return tokens, t.gp[d]
 }
 
 // expectTokens is the chain-and-tree formula without a stop level.
@@ -341,28 +436,42 @@ func (p *policy) cost(drafts float64, w int) float64 {
 	return drafts*p.draft(w) + p.checkF(float64(w)*(drafts+1))
 }
 
+// ran records a window's shape: rows checked over paths paths.
+func (p *policy) ran(rows, paths int) {
+	p.maxRows, p.maxPaths = max(p.maxRows, rows), max(p.maxPaths, paths)
+}
+
 // best returns the plan with the most expected tokens per second for the
 // acceptance estimates, with at most room drafts: every width, depth and
 // stop level (in tenths of confidence) is tried. Dense wins when nothing
-// beats it; ties go to the shorter, narrower, less eager plan.
+// beats it; ties go to the shorter, narrower, less eager plan. A plan's
+// check may have at most twice the rows, and its tree twice the paths, of
+// the largest run so far in this sequence (trust region): costs beyond the
+// measured are guesses, and this bounds what a wrong guess can cost.
 func (p *policy) best(a, g float64, room int) Plan {
 	best := Plan{Width: 1, Expected: 1, Rate: 1 / p.check(1)}
+	maxRows, maxPaths := max(2, 2*p.maxRows), max(1, 2*p.maxPaths)
+	cal := p.acc.calAll()
+	var tab shapeTables
+	lastPi := -1.0
 	for b := range confBins {
 		tau := float64(b) / confBins
-		pi, ahi := p.acc.above(tau)
-		if b > 0 && pi <= 0 {
-			break
+		pi, ahi := p.acc.above(tau, &cal)
+		if b > 0 && (pi <= 0 || pi == lastPi) {
+			continue // no drafts in this bin: the same as the level below
 		}
+		lastPi = pi
 		sh := shape{a, g, pi, ahi}
 		if b == 0 {
 			sh = shape{a, g, 1, a}
 		}
-		for w := 1; w <= p.maxWidth; w++ {
+		tab.fill(sh, room)
+		for w := 1; w <= min(p.maxWidth, maxPaths); w++ {
 			if w > 1 && g <= 0 {
 				break
 			}
-			for d := 1; d <= room; d++ {
-				e, dr := sh.expect(d, w)
+			for d := 1; d <= room && w*(d+1) <= maxRows; d++ {
+				e, dr := tab.expect(sh, d, w)
 				if r := e / p.cost(dr, w); r > best.Rate*(1+worthEps) {
 					best = Plan{Drafts: d, Width: w, StopBelow: tau, Expected: e, Rate: r}
 				}
@@ -391,27 +500,40 @@ func (p *policy) breakEven(room int) float64 {
 	return hi
 }
 
+// replanEvery bounds how many dense steps reuse one plan.
+const replanEvery = 8
+
 // next plans the next window; room bounds its drafts (the tokens left).
 func (p *policy) next(room, generated int) Plan {
 	room = min(room, p.maxDrafts)
-	a, g := p.acc.alpha(), p.acc.gamma()
-	pl := p.best(a, g, room)
+	if p.planned && !p.drafting && !p.acc.changed && p.stale < replanEvery && room > 0 {
+		p.stale++
+		return p.dense(room, p.acc.alpha(), p.acc.gamma())
+	}
+	p.stale, p.acc.changed = 0, false
+	p.resolveCosts()
+	a, opt, g := p.acc.alpha(), p.acc.optimistic(), p.acc.gamma()
+	pl := p.best(opt, g, room)
+	if pl.Drafts > 0 {
+		// Expect with the mean, not the optimistic estimate.
+		sh := shape{a, g, 1, a}
+		if pl.StopBelow > 0 {
+			cal := p.acc.calAll()
+			pi, ahi := p.acc.above(pl.StopBelow, &cal)
+			sh = shape{a, g, pi, ahi}
+		}
+		pl.Expected, _ = sh.expect(pl.Drafts, pl.Width)
+	}
 	switch {
 	case room == 0:
 		pl.Reason = "no room to draft: the output is almost complete"
 	case pl.Drafts == 0:
-		pl.Reason = p.denseReason(a, room)
 		if p.drafting || !p.planned {
-			p.st.addFallback(generated, pl.Reason)
+			p.reason = p.denseReason(a, opt, room)
+			p.st.addFallback(generated, p.reason)
 		}
 		p.drafting = false
-		p.sinceProbe++
-		if p.sinceProbe >= p.probeEvery {
-			d := min(p.probeDrafts, room)
-			e := expectTokens(a, g, d, 1)
-			pl = Plan{Drafts: d, Width: 1, Expected: e, Rate: e / p.cost(float64(d), 1), Probe: true}
-			p.sinceProbe = 0
-		}
+		pl = p.dense(room, a, g)
 	default:
 		p.drafting = true
 		p.sinceProbe = 0
@@ -429,7 +551,19 @@ func (p *policy) next(room, generated int) Plan {
 	return pl
 }
 
-func (p *policy) denseReason(a float64, room int) string {
+// dense is a dense step, or a probe when one is due.
+func (p *policy) dense(room int, a, g float64) Plan {
+	p.sinceProbe++
+	if p.sinceProbe >= p.probeEvery {
+		p.sinceProbe = 0
+		d := min(p.probeDrafts, room)
+		e := expectTokens(a, g, d, 1)
+		return Plan{Drafts: d, Width: 1, Expected: e, Rate: e / p.cost(float64(d), 1), Probe: true}
+	}
+	return Plan{Width: 1, Expected: 1, Rate: 1 / p.check(1), Reason: p.reason}
+}
+
+func (p *policy) denseReason(a, opt float64, room int) string {
 	be := p.breakEven(room)
 	costs := fmt.Sprintf("a draft costs %s, a 2-token check %s, a dense step %s",
 		secs(p.draft(1)), secs(p.check(2)), secs(p.check(1)))
@@ -440,7 +574,7 @@ func (p *policy) denseReason(a float64, room int) string {
 	if be > 1 {
 		return "drafting cannot pay at any acceptance: " + costs
 	}
-	return fmt.Sprintf("acceptance %.3f is below the break-even %.3f: %s", a, be, costs)
+	return fmt.Sprintf("acceptance %.3f (planned with %.3f) is below the break-even %.3f: %s", a, opt, be, costs)
 }
 
 func secs(s float64) string { return time.Duration(s * float64(time.Second)).String() }
@@ -582,68 +716,85 @@ func (s PolicyStats) String() string {
 // CostTable turns per-pass timings into Costs: the engine calls
 // ObserveDraft/ObserveCheck after each pass with its measured time (the
 // profiler's) and passes the table (or a Model that forwards to it) to
-// Generate. Each key keeps an exponential moving average; a row count or
-// width never measured is interpolated linearly between the nearest measured
-// ones, extrapolated along the last two beyond the largest, and taken as the
-// smallest measured below it. Not safe for concurrent use.
+// Generate. Each key answers the lower median of its last costSamples
+// measurements, so that a cold first pass or a moment of contention does
+// not stick. A row count or width never measured is interpolated linearly
+// between the nearest measured ones, extrapolated beyond the largest along
+// the line through the smallest and the largest (never below the largest),
+// and taken as the smallest measured below all of them. The policy never
+// plans far beyond what it has run (see policy.best), so a poor
+// extrapolation costs one window at most. Not safe for concurrent use.
 type CostTable struct {
-	draft, check map[int]time.Duration
+	draft, check costSeries
 }
 
-// costWeight is the weight of a new measurement in the moving average.
-const costWeight = 0.25
+const costSamples = 8
 
-func observe(m *map[int]time.Duration, k int, d time.Duration) {
+// costSeries holds the measurements of one kind of pass by size (rows or
+// branches), sorted by size.
+type costSeries struct {
+	keys []int
+	vals []*samples
+}
+
+type samples struct {
+	d     [costSamples]time.Duration // ring of the last measurements
+	n     int                        // measurements so far
+	value time.Duration              // their lower median
+}
+
+func (s *costSeries) observe(k int, d time.Duration) {
 	if k < 1 || d <= 0 {
 		return
 	}
-	if *m == nil {
-		*m = map[int]time.Duration{}
+	i, ok := slices.BinarySearch(s.keys, k)
+	if !ok {
+		s.keys = slices.Insert(s.keys, i, k)
+		s.vals = slices.Insert(s.vals, i, &samples{})
 	}
-	if old, ok := (*m)[k]; ok {
-		d = old + time.Duration(costWeight*float64(d-old))
-	}
-	(*m)[k] = d
+	x := s.vals[i]
+	x.d[x.n%costSamples] = d
+	x.n++
+	v := slices.Clone(x.d[:min(x.n, costSamples)])
+	slices.Sort(v)
+	x.value = v[(len(v)-1)/2]
 }
 
 // ObserveDraft records the time of one Draft call over branches branches.
-func (t *CostTable) ObserveDraft(branches int, d time.Duration) { observe(&t.draft, branches, d) }
+func (t *CostTable) ObserveDraft(branches int, d time.Duration) { t.draft.observe(branches, d) }
 
 // ObserveCheck records the time of one Verify call over rows tokens.
-func (t *CostTable) ObserveCheck(rows int, d time.Duration) { observe(&t.check, rows, d) }
+func (t *CostTable) ObserveCheck(rows int, d time.Duration) { t.check.observe(rows, d) }
 
 // DraftCost implements Costs.
-func (t *CostTable) DraftCost(branches int) time.Duration { return lookup(t.draft, branches) }
+func (t *CostTable) DraftCost(branches int) time.Duration { return t.draft.lookup(branches) }
 
 // CheckCost implements Costs.
-func (t *CostTable) CheckCost(rows int) time.Duration { return lookup(t.check, rows) }
+func (t *CostTable) CheckCost(rows int) time.Duration { return t.check.lookup(rows) }
 
-func lookup(m map[int]time.Duration, k int) time.Duration {
-	if d, ok := m[k]; ok {
-		return d
-	}
-	if len(m) == 0 {
+func (s *costSeries) lookup(k int) time.Duration {
+	keys := s.keys
+	if len(keys) == 0 {
 		return 0
 	}
-	keys := make([]int, 0, len(m))
-	for x := range m {
-		keys = append(keys, x)
+	i, ok := slices.BinarySearch(keys, k)
+	if ok {
+		return s.vals[i].value
 	}
-	slices.Sort(keys)
-	i, _ := slices.BinarySearch(keys, k)
-	lerp := func(k0, k1 int) time.Duration {
-		d0, d1 := float64(m[k0]), float64(m[k1])
-		v := d0 + (d1-d0)*float64(k-k0)/float64(k1-k0)
+	at := func(i int) float64 { return float64(s.vals[i].value) }
+	line := func(i0, i1 int) time.Duration {
+		d0, d1 := at(i0), at(i1)
+		v := d0 + (d1-d0)*float64(k-keys[i0])/float64(keys[i1]-keys[i0])
 		return time.Duration(max(v, 1))
 	}
 	switch {
 	case i == 0:
-		return m[keys[0]]
+		return time.Duration(at(0))
 	case i < len(keys):
-		return lerp(keys[i-1], keys[i])
+		return line(i-1, i)
 	case len(keys) == 1:
-		return m[keys[0]]
+		return time.Duration(at(0))
 	default:
-		return max(lerp(keys[len(keys)-2], keys[len(keys)-1]), m[keys[len(keys)-1]])
+		return max(line(0, len(keys)-1), time.Duration(at(len(keys)-1)))
 	}
 }
