@@ -78,6 +78,9 @@ type Engine struct {
 	act  activations
 	grif griffinState
 	topk topkState
+	// costs are the measured times of draft and check passes, kept across
+	// requests, for the adaptive window policy.
+	costs corrector.CostTable
 
 	Prof *Profiler
 }

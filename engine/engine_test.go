@@ -56,7 +56,7 @@ func newTestEngine(t *testing.T, path string, mem int64, opt Options, cfg correc
 		d = DefaultDecoding()
 		d.Sparsity, d.Keep = opt.Sparsity, opt.Keep
 	}
-	d.Mode, d.Window, d.Width, d.Accept, d.Threshold = cfg.Mode, cfg.Window, max(cfg.Width, 1), cfg.Accept, cfg.Threshold
+	d.Mode, d.Policy, d.Window, d.Width, d.Accept, d.Threshold = cfg.Mode, cfg.Policy, cfg.Window, max(cfg.Width, 1), cfg.Accept, cfg.Threshold
 	opt.Decoding = d
 	m, err := model.Open(path)
 	if err != nil {

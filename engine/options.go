@@ -17,8 +17,12 @@ import (
 // engine and the corrector can never disagree about them.
 type Decoding struct {
 	Mode corrector.Mode
+	// Policy chooses each window's length and width: adaptive (from the
+	// measured pass costs and the acceptance seen so far; Window is then
+	// the maximum) or fixed (every window is Window long, as in the paper).
+	Policy corrector.WindowPolicy
 	// Window is the Sirius period K: a check covers the last checked token
-	// and K-1 drafts.
+	// and K-1 drafts (at most K-1 under the adaptive policy).
 	Window int
 	// Width is the number of branches drafted per window (beams).
 	Width int
@@ -30,12 +34,13 @@ type Decoding struct {
 	Keep     float64
 }
 
-// DefaultDecoding is Sirius over a Griffin model with the paper's settings:
-// keep 0.5, window 16, threshold 0.1.
+// DefaultDecoding is Sirius over a Griffin model with the paper's settings
+// (keep 0.5, threshold 0.1) and windows of up to 16 chosen by the adaptive
+// policy, which falls back to plain decoding when drafts do not pay.
 func DefaultDecoding() Decoding {
 	c := corrector.DefaultConfig()
-	return Decoding{Mode: corrector.Sirius, Window: c.Window, Width: 1, Accept: c.Accept, Threshold: c.Threshold,
-		Sparsity: sparsity.PolicyGriffin, Keep: 0.5}
+	return Decoding{Mode: corrector.Sirius, Policy: corrector.PolicyAdaptive, Window: c.Window, Width: 1, Accept: c.Accept,
+		Threshold: c.Threshold, Sparsity: sparsity.PolicyGriffin, Keep: 0.5}
 }
 
 // Validate checks the settings before anything is allocated.
@@ -68,7 +73,7 @@ func (d Decoding) Validate() error {
 // corrector is the corrector's configuration for one request.
 func (d Decoding) corrector(r Request) corrector.Config {
 	c := corrector.DefaultConfig()
-	c.Mode, c.Window, c.Width, c.Accept, c.Threshold = d.Mode, d.Window, d.Width, d.Accept, d.Threshold
+	c.Mode, c.Policy, c.Window, c.Width, c.Accept, c.Threshold = d.Mode, d.Policy, d.Window, d.Width, d.Accept, d.Threshold
 	c.Temperature, c.TopP, c.Seed = r.Temperature, r.TopP, r.Seed
 	c.MaxTokens, c.EOS, c.Stop = r.MaxTokens, r.EOS, r.Stop
 	return c

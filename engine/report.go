@@ -248,6 +248,10 @@ func (e *Engine) Report(r *Result, modelName string) *Report {
 		ds := e.SparseDensity()
 		rep.Sirius = &SiriusReport{Window: r.Stats.Window, Checks: r.Stats.Checks, AAL: r.Stats.AAL,
 			CorrectionsPer100: r.Stats.CorrectionsPer100(), EffectiveDensity: r.Stats.EffectiveDensity(ds, 1), SparseDensity: ds}
+		if r.Stats.Policy.Policy == corrector.PolicyAdaptive {
+			ps := r.Stats.Policy
+			rep.Sirius.Policy, rep.Sirius.PolicyStats = strings.TrimSpace(ps.String()), &ps
+		}
 	}
 	return rep
 }
@@ -258,6 +262,9 @@ func (e *Engine) modeString(m corrector.Mode) string {
 		return "dense"
 	case corrector.Sparse:
 		return fmt.Sprintf("sparse (%s, keep %g)", e.opt.Sparsity, e.opt.Keep)
+	}
+	if e.opt.Policy == corrector.PolicyAdaptive {
+		return fmt.Sprintf("sirius (%s, keep %g, adaptive windows up to %d)", e.opt.Sparsity, e.opt.Keep, e.opt.Window)
 	}
 	return fmt.Sprintf("sirius (%s, keep %g, window %d)", e.opt.Sparsity, e.opt.Keep, e.opt.Window)
 }
@@ -312,6 +319,10 @@ type SiriusReport struct {
 	CorrectionsPer100 float64 `json:"corrections_per_100"`
 	EffectiveDensity  float64 `json:"effective_density"`
 	SparseDensity     float64 `json:"sparse_density"`
+	// Policy is what the adaptive window policy chose and why (empty with
+	// the fixed window); Stats has the numbers.
+	Policy      string                 `json:"policy,omitempty"`
+	PolicyStats *corrector.PolicyStats `json:"policy_stats,omitempty"`
 }
 
 // PhaseReports turns the profiler's phases into report rows (phases with no
@@ -360,6 +371,11 @@ func (r *Report) String() string {
 	if s := r.Sirius; s != nil {
 		fmt.Fprintf(&b, "sirius     window %d, checks %d, AAL %.2f, corrections %.1f per 100 tokens, effective density %.3f (sparse %.3f)\n",
 			s.Window, s.Checks, s.AAL, s.CorrectionsPer100, s.EffectiveDensity, s.SparseDensity)
+		for _, line := range strings.Split(s.Policy, "\n") {
+			if line != "" {
+				fmt.Fprintf(&b, "           %s\n", line)
+			}
+		}
 	}
 	b.WriteString("\n")
 	fmt.Fprintf(&b, "%-8s %6s %7s %10s %10s %10s %9s %9s %9s %9s %8s %7s\n",

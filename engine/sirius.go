@@ -17,7 +17,26 @@ type siriusModel struct {
 	e          *Engine
 	ctx        context.Context
 	drafts     int // drafts since the last check
+	planned    int // drafts the window policy planned for this window
 	prefillDur time.Duration
+}
+
+// The engine tells the corrector what its passes cost, measured, so the
+// adaptive window policy can weigh drafting against plain decoding; it
+// hears each window's plan in return, to prefetch the right next pass.
+var (
+	_ corrector.Costs          = (*siriusModel)(nil)
+	_ corrector.WindowObserver = (*siriusModel)(nil)
+)
+
+func (m *siriusModel) DraftCost(branches int) time.Duration { return m.e.costs.DraftCost(branches) }
+func (m *siriusModel) CheckCost(rows int) time.Duration     { return m.e.costs.CheckCost(rows) }
+
+// WindowPlanned records how many drafts the coming window may run.
+func (m *siriusModel) WindowPlanned(p corrector.Plan) {
+	m.planned = p.Drafts
+	m.drafts = 0
+	m.expectNext()
 }
 
 // expectNext tells the engine what the corrector will run next, so that the
@@ -26,7 +45,7 @@ func (m *siriusModel) expectNext() {
 	switch mode := m.e.opt.Mode; {
 	case mode == corrector.Dense:
 		m.e.Expect(FFNFull)
-	case mode == corrector.Sparse || m.drafts < m.e.opt.Window-1:
+	case mode == corrector.Sparse || m.drafts < m.planned:
 		m.e.Expect(FFNSparse)
 	default:
 		m.e.Expect(FFNFull)
@@ -43,7 +62,10 @@ func (m *siriusModel) Prefill(prompt []int) ([]float32, error) {
 	}
 	chunk := e.act.MaxRows
 	var last []float32
-	m.drafts = 0
+	m.drafts, m.planned = 0, e.opt.Window-1
+	if e.opt.Policy == corrector.PolicyAdaptive {
+		m.planned = 0 // until the policy says otherwise: a plain step is the safer guess
+	}
 	for p := 0; p < len(prompt); p += chunk {
 		end := min(p+chunk, len(prompt))
 		if end == len(prompt) {
@@ -51,10 +73,14 @@ func (m *siriusModel) Prefill(prompt []int) ([]float32, error) {
 		} else {
 			e.Expect(FFNFull)
 		}
+		t0 := time.Now()
 		out, err := e.Forward(m.ctx, []Seq{{Toks: prompt[p:end], Pos: p, Logits: end == len(prompt), LastOnly: true}}, PhasePrefill, FFNFull)
 		if err != nil {
 			return nil, err
 		}
+		// A prefill chunk is a full pass over its rows: what a check of as
+		// many rows costs (the policy's first large-row data point).
+		e.costs.ObserveCheck(end-p, time.Since(t0))
 		if end == len(prompt) {
 			last = out[0][0]
 		}
@@ -79,10 +105,12 @@ func (m *siriusModel) Draft(toks []int, pos int) ([][]float32, error) {
 	}
 	m.drafts++
 	m.expectNext()
+	t0 := time.Now()
 	out, err := m.e.Forward(m.ctx, seqs, PhaseDraft, FFNSparse)
 	if err != nil {
 		return nil, err
 	}
+	m.e.costs.ObserveDraft(len(toks), time.Since(t0))
 	res := make([][]float32, len(toks))
 	for b := range out {
 		res[b] = out[b][0]
@@ -95,13 +123,25 @@ func (m *siriusModel) Verify(toks [][]int, pos int) ([][][]float32, error) {
 	for b, t := range toks {
 		seqs[b] = Seq{Branch: b, Toks: t, Pos: pos, Logits: true}
 	}
+	rows := 0
+	for _, t := range toks {
+		rows += len(t)
+	}
 	phase := PhaseCheck
-	if m.e.opt.Mode == corrector.Dense {
-		phase = PhaseDecode
+	if m.e.opt.Mode == corrector.Dense || (rows == 1 && m.planned == 0 && m.e.opt.Policy == corrector.PolicyAdaptive) {
+		phase = PhaseDecode // a plain step (the adaptive policy's dense fallback too)
 	}
 	m.drafts = 0
+	if m.e.opt.Policy == corrector.PolicyFixed {
+		m.planned = m.e.opt.Window - 1
+	}
 	m.expectNext()
-	return m.e.Forward(m.ctx, seqs, phase, FFNFull)
+	t0 := time.Now()
+	out, err := m.e.Forward(m.ctx, seqs, phase, FFNFull)
+	if err == nil {
+		m.e.costs.ObserveCheck(rows, time.Since(t0))
+	}
+	return out, err
 }
 
 func (m *siriusModel) Truncate(b, n int) error { return m.e.Truncate(b, n) }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"offload"
+	"offload/corrector"
 	"offload/device"
 	"offload/engine"
 	"offload/model"
@@ -22,7 +24,7 @@ import (
 func benchCommand() *cli.Command {
 	flags := []cli.Flag{
 		modelFlag(),
-		&cli.StringFlag{Name: "modes", Value: "resident,dense,sparse,sirius", Usage: "comma-separated modes to compare: resident (whole model on the device, dense), dense (streamed), sparse, sirius"},
+		&cli.StringFlag{Name: "modes", Value: "resident,dense,sparse,sirius", Usage: "comma-separated modes to compare: resident (whole model on the device, dense), dense (streamed), sparse, sirius (the --window-policy), sirius-fixed (the fixed --window) or sirius-fixed=K (a fixed window of K)"},
 		&cli.IntFlag{Name: "n", Value: 33, Usage: "tokens to generate per mode (the first comes from the prefill; speed is measured over the rest)"},
 		&cli.IntFlag{Name: "prompt-len", Value: 16, Usage: "prompt length in tokens (seeded random ids; models without a tokenizer work too)"},
 		&cli.StringFlag{Name: "prompt", Usage: "prompt text instead of random ids (needs the model's tokenizer)"},
@@ -87,13 +89,35 @@ func benchAction(c *cli.Context) error {
 	var modes []benchMode
 	for _, name := range strings.Split(c.String("modes"), ",") {
 		name = strings.TrimSpace(name)
-		modeName := name
-		if name == "resident" {
+		modeName, window, fixed := name, 0, false
+		switch {
+		case name == "resident":
 			modeName = "dense"
+		case strings.HasPrefix(name, "sirius-fixed"):
+			// sirius-fixed: the paper's fixed window (--window);
+			// sirius-fixed=K: a fixed window of K, to compare windows in one run.
+			modeName, fixed = "sirius", true
+			if k, ok := strings.CutPrefix(name, "sirius-fixed="); ok {
+				var err error
+				if window, err = strconv.Atoi(k); err != nil {
+					return fmt.Errorf("mode %s: the window %q is not a number", name, k)
+				}
+			} else if name != "sirius-fixed" {
+				return fmt.Errorf("mode %s: want sirius-fixed or sirius-fixed=K", name)
+			}
 		}
 		dec, err := readDecoding(c, modeName)
 		if err != nil {
 			return fmt.Errorf("mode %s: %w", name, err)
+		}
+		if fixed {
+			dec.Policy = corrector.PolicyFixed
+			if window > 0 {
+				dec.Window = window
+			}
+			if err := dec.Validate(); err != nil {
+				return fmt.Errorf("mode %s: %w", name, err)
+			}
 		}
 		modes = append(modes, benchMode{name, dec})
 	}

@@ -43,10 +43,11 @@ func decodeFlags() []cli.Flag {
 		&cli.StringFlag{Name: "mode", Value: "sirius", Usage: "dense (plain decoding), sparse (sparse model only) or sirius (sparse drafts, full checks)"},
 		&cli.StringFlag{Name: "sparsity", Value: "griffin", Usage: "sparse model: griffin (per-sequence neuron set from the prompt), topk (per-token top-k of |silu(gate x)|) or dense"},
 		&cli.Float64Flag{Name: "keep", Value: 0.5, Usage: "fraction of FFN neurons the sparse model keeps"},
-		&cli.IntFlag{Name: "window", Value: corrector.DefaultWindow, Usage: "Sirius period K: every K tokens the full model checks the window in one pass"},
+		&cli.IntFlag{Name: "window", Value: corrector.DefaultWindow, Usage: "Sirius period K: the full model checks up to K tokens in one pass (exactly K with --window-policy fixed)"},
+		&cli.StringFlag{Name: "window-policy", Value: "adaptive", Usage: "adaptive (choose each window's length and width from measured pass costs and the acceptance so far; never much slower than dense) or fixed (every window is --window long, as in the paper)"},
 		&cli.Float64Flag{Name: "threshold", Value: corrector.DefaultThreshold, Usage: "Sirius: keep a draft while the full model gives it at least this likelihood (at temperature 0.6)"},
 		&cli.StringFlag{Name: "accept", Value: "threshold", Usage: "threshold (the paper's rule), strict (keep a draft only if it is the full model's argmax: lossless), or all (diagnostic: keep every draft)"},
-		&cli.IntFlag{Name: "width", Value: 1, Usage: "Sirius beam width: drafts this many branches, all verified in one batched pass"},
+		&cli.IntFlag{Name: "width", Value: 1, Usage: "Sirius width: the most branches of a draft tree (adaptive) or beams (fixed), all verified in one batched pass"},
 		&cli.Float64Flag{Name: "temperature", Aliases: []string{"t"}, Value: 0, Usage: "0 is greedy; above 0 samples (Sirius then uses speculative-sampling acceptance)"},
 		&cli.Float64Flag{Name: "top-p", Aliases: []string{"p"}, Value: 0.9, Usage: "nucleus sampling cutoff when --temperature > 0"},
 		&cli.Uint64Flag{Name: "seed", Aliases: []string{"s"}, Value: 42, Usage: "random seed (same seed, same output)"},
@@ -109,6 +110,9 @@ func readDecoding(c *cli.Context, modeName string) (engine.Decoding, error) {
 	}
 	if d.Accept, err = corrector.ParseAccept(c.String("accept")); err != nil {
 		return d, fmt.Errorf("--accept: %w", err)
+	}
+	if d.Policy, err = corrector.ParseWindowPolicy(c.String("window-policy")); err != nil {
+		return d, fmt.Errorf("--window-policy: %w", err)
 	}
 	d.Keep, d.Window, d.Threshold, d.Width = c.Float64("keep"), c.Int("window"), c.Float64("threshold"), c.Int("width")
 	if err := d.Validate(); err != nil {
