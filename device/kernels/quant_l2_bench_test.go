@@ -1,0 +1,32 @@
+package kernels
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+)
+
+// BenchmarkMatVecQL2 measures the kernels' compute rate on one thread with
+// the weights in L2 (no DRAM limit): the headroom over the memory bound.
+func BenchmarkMatVecQL2(b *testing.B) {
+	defer SetThreads(0)
+	SetThreads(1)
+	for _, typ := range qTypes() {
+		b.Run(fmt.Sprint(typ), func(b *testing.B) {
+			const in, out = 4096, 128
+			r := rand.New(rand.NewPCG(1, 2))
+			w := qRandWeights(r, typ, in, out)
+			x := qRandX(r, in)
+			y := make([]float32, out)
+			b.SetBytes(int64(len(w)))
+			best := time.Duration(1 << 62)
+			for b.Loop() {
+				t0 := time.Now()
+				MatMulQ(typ, y, x, w, 1, in, out)
+				best = min(best, time.Since(t0))
+			}
+			b.ReportMetric(float64(len(w))/best.Seconds()/1e9, "best-GB/s")
+		})
+	}
+}
