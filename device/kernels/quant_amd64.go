@@ -46,6 +46,45 @@ func q6kMatVec4AVX512(y *float32, w *byte, x, xs *float32, rb, nb int)
 func q6kMatVecAVX512(y *float32, w *byte, x, xs *float32, nb int)
 
 //go:noescape
+func q4kDequantAVX512(dst *float32, src *byte, nb int)
+
+//go:noescape
+func q6kDequantAVX512(dst *float32, src *byte, nb int)
+
+//go:noescape
+func q8DequantAVX512(dst *float32, src *byte, nb int)
+
+//go:noescape
+func qTile4x4AVX512(acc *float32, w, x **float32, n int)
+
+//go:noescape
+func q4kMatVec2AVX2(y *float32, w *byte, xp, xs *float32, rb, nb int)
+
+//go:noescape
+func q4kMatVecAVX2(y *float32, w *byte, xp, xs *float32, nb int)
+
+//go:noescape
+func q8MatVec4AVX2(y *float32, w *byte, x *float32, rb, nb int)
+
+//go:noescape
+func q8MatVecAVX2(y *float32, w *byte, x *float32, nb int)
+
+//go:noescape
+func q6kMatVecAVX2(y *float32, w *byte, x, xs *float32, nb int)
+
+//go:noescape
+func q4kDequantAVX2(dst *float32, src *byte, nb int)
+
+//go:noescape
+func q6kDequantAVX2(dst *float32, src *byte, nb int)
+
+//go:noescape
+func q8DequantAVX2(dst *float32, src *byte, nb int)
+
+//go:noescape
+func qTile3x4AVX2(acc *float32, w, x **float32, n int)
+
+//go:noescape
 func qReadAVX2(p *byte, n int) uint64
 
 // qkernelASM installs the assembly kernels of level lvl (1 AVX2, 2 AVX-512)
@@ -54,6 +93,10 @@ func qkernelASM(k *qkern, lvl int) {
 	switch {
 	case k.t == quant.Q4_K && lvl >= 2:
 		k.name = "avx512"
+		k.dequant = func(dst []float32, src []byte, nb int) {
+			checkQDequant(len(dst), len(src), nb, 256, 144)
+			q4kDequantAVX512(&dst[0], &src[0], nb)
+		}
 		k.prepLen = func(in int) int { return in + in/32 }
 		k.prep = func(xp, x []float32) { q4kPrep(xp, x) }
 		k.matvec = func(y []float32, w []byte, xp []float32, nb int) {
@@ -69,6 +112,10 @@ func qkernelASM(k *qkern, lvl int) {
 		}
 	case k.t == quant.Q6_K && lvl >= 2:
 		k.name = "avx512"
+		k.dequant = func(dst []float32, src []byte, nb int) {
+			checkQDequant(len(dst), len(src), nb, 256, 210)
+			q6kDequantAVX512(&dst[0], &src[0], nb)
+		}
 		k.prepLen = func(in int) int { return in + in/16 }
 		k.prep = func(xp, x []float32) { copy(xp, x); groupSums(xp[len(x):], x, 16) }
 		k.matvec = func(y []float32, w []byte, xp []float32, nb int) {
@@ -84,6 +131,10 @@ func qkernelASM(k *qkern, lvl int) {
 		}
 	case k.t == quant.Q8_0 && lvl >= 2:
 		k.name = "avx512"
+		k.dequant = func(dst []float32, src []byte, nb int) {
+			checkQDequant(len(dst), len(src), nb, 32, 34)
+			q8DequantAVX512(&dst[0], &src[0], nb)
+		}
 		k.matvec = func(y []float32, w []byte, x []float32, nb int) {
 			checkQ(len(y), len(w), len(x), nb, 34, 32)
 			rb := nb * 34
@@ -95,7 +146,86 @@ func qkernelASM(k *qkern, lvl int) {
 				q8MatVecAVX512(&y[i], &w[i*rb], &x[0], nb)
 			}
 		}
+	case k.t == quant.Q4_K && lvl == 1:
+		k.name = "avx2"
+		k.dequant = func(dst []float32, src []byte, nb int) {
+			checkQDequant(len(dst), len(src), nb, 256, 144)
+			q4kDequantAVX2(&dst[0], &src[0], nb)
+		}
+		k.prepLen = func(in int) int { return in + in/32 }
+		k.prep = func(xp, x []float32) { q4kPrepAVX2(xp, x) }
+		k.matvec = func(y []float32, w []byte, xp []float32, nb int) {
+			checkQ(len(y), len(w), len(xp), nb, 144, 256+8)
+			rb, xs := nb*144, &xp[nb*256]
+			i := 0
+			for ; i+2 <= len(y); i += 2 {
+				q4kMatVec2AVX2(&y[i], &w[i*rb], &xp[0], xs, rb, nb)
+			}
+			if i < len(y) {
+				q4kMatVecAVX2(&y[i], &w[i*rb], &xp[0], xs, nb)
+			}
+		}
+	case k.t == quant.Q6_K && lvl == 1:
+		k.name = "avx2"
+		k.dequant = func(dst []float32, src []byte, nb int) {
+			checkQDequant(len(dst), len(src), nb, 256, 210)
+			q6kDequantAVX2(&dst[0], &src[0], nb)
+		}
+		k.prepLen = func(in int) int { return in + in/16 }
+		k.prep = func(xp, x []float32) {
+			copy(xp, x)
+			xs := xp[len(x):]
+			groupSums(xs, x, 16)
+			for i := range xs {
+				xs[i] *= 32
+			}
+		}
+		k.matvec = func(y []float32, w []byte, xp []float32, nb int) {
+			checkQ(len(y), len(w), len(xp), nb, 210, 256+16)
+			rb, xs := nb*210, &xp[nb*256]
+			for i := range y {
+				q6kMatVecAVX2(&y[i], &w[i*rb], &xp[0], xs, nb)
+			}
+		}
+	case k.t == quant.Q8_0 && lvl == 1:
+		k.name = "avx2"
+		k.dequant = func(dst []float32, src []byte, nb int) {
+			checkQDequant(len(dst), len(src), nb, 32, 34)
+			q8DequantAVX2(&dst[0], &src[0], nb)
+		}
+		k.matvec = func(y []float32, w []byte, x []float32, nb int) {
+			checkQ(len(y), len(w), len(x), nb, 34, 32)
+			rb := nb * 34
+			i := 0
+			for ; i+4 <= len(y); i += 4 {
+				q8MatVec4AVX2(&y[i], &w[i*rb], &x[0], rb, nb)
+			}
+			for ; i < len(y); i++ {
+				q8MatVecAVX2(&y[i], &w[i*rb], &x[0], nb)
+			}
+		}
 	}
+}
+
+// q4kPrepAVX2 is q4kPrep for the AVX2 kernel, whose vectors are one 32-byte
+// chunk c (eight dword lanes): element 64c + 32h + 4l + b for lane l.
+func q4kPrepAVX2(xp, x []float32) {
+	n := len(x)
+	for sb := 0; sb < n; sb += 256 {
+		o := xp[sb : sb+256]
+		for c := range 4 {
+			for h := range 2 {
+				for b := range 4 {
+					scale := float32(1) / float32(int(1)<<(8*(b&1)+4*h))
+					d := o[8*(8*c+4*h+b):]
+					for l := range 8 {
+						d[l] = x[sb+64*c+32*h+4*l+b] * scale
+					}
+				}
+			}
+		}
+	}
+	groupSums(xp[n:n+n/32], x, 32)
 }
 
 // q4kPrep lays out x for the Q4_K kernels: per super-block, the 256 values
@@ -130,10 +260,49 @@ func checkQ(rows, lw, lxp, nb, bb, xper int) {
 	}
 }
 
-func qTileRows() int { return qTileMax }
+// checkQDequant guards a dequantization call.
+func checkQDequant(ldst, lsrc, nb, be, bb int) {
+	if nb < 1 || ldst < nb*be || lsrc < nb*bb {
+		panic("kernels: quantized dequantization called with short slices")
+	}
+}
 
+// qTileRows is the number of weight rows per batched tile: 4 with AVX-512
+// (16 zmm accumulators), 3 with AVX2 (12 of the 16 ymm registers).
+func qTileRows() int {
+	if qLevel == 1 {
+		return 3
+	}
+	return qTileMax
+}
+
+// qTile multiplies a tile of dequantized weight rows by activation rows.
 func qTile(acc *[qTileMax * qTileCols]float32, w *[qTileMax][]float32, x *[qTileCols][]float32, in int) {
-	qTileGeneric(acc, w, x, qTileMax, in)
+	if qLevel == 1 && in%8 == 0 {
+		var wp [3]*float32
+		var xp [qTileCols]*float32
+		for i := range wp {
+			wp[i] = &w[i][:in][0]
+		}
+		for i := range xp {
+			xp[i] = &x[i][:in][0]
+		}
+		qTile3x4AVX2(&acc[0], &wp[0], &xp[0], in)
+		return
+	}
+	if qLevel < 2 || in%16 != 0 {
+		qTileGeneric(acc, w, x, qTileRows(), in)
+		return
+	}
+	var wp [qTileMax]*float32
+	var xp [qTileCols]*float32
+	for i := range wp {
+		wp[i] = &w[i][:in][0]
+	}
+	for i := range xp {
+		xp[i] = &x[i][:in][0]
+	}
+	qTile4x4AVX512(&acc[0], &wp[0], &xp[0], in)
 }
 
 // qRead reads p (the memory-read ceiling of the quantized benchmarks).

@@ -21,12 +21,12 @@ import (
 const qBenchMinBytes = 160 << 20
 
 type qBenchSet struct {
-	t          quant.Type
-	in, out    int
-	rb         int
-	mats       [][]byte
-	x, y       []float32
-	readSink   uint64
+	t           quant.Type
+	in, out     int
+	rb          int
+	mats        [][]byte
+	x, y        []float32
+	readSink    uint64
 	next, nextR int
 }
 

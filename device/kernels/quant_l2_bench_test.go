@@ -13,20 +13,25 @@ func BenchmarkMatVecQL2(b *testing.B) {
 	defer SetThreads(0)
 	SetThreads(1)
 	for _, typ := range qTypes() {
-		b.Run(fmt.Sprint(typ), func(b *testing.B) {
-			const in, out = 4096, 128
-			r := rand.New(rand.NewPCG(1, 2))
-			w := qRandWeights(r, typ, in, out)
-			x := qRandX(r, in)
-			y := make([]float32, out)
-			b.SetBytes(int64(len(w)))
-			best := time.Duration(1 << 62)
-			for b.Loop() {
-				t0 := time.Now()
-				MatMulQ(typ, y, x, w, 1, in, out)
-				best = min(best, time.Since(t0))
-			}
-			b.ReportMetric(float64(len(w))/best.Seconds()/1e9, "best-GB/s")
-		})
+		for lvl := qMaxLevel; lvl >= 0; lvl-- {
+			b.Run(fmt.Sprintf("%s/level%d", typ, lvl), func(b *testing.B) {
+				saved := qLevel
+				defer func() { qLevel = saved }()
+				qLevel = lvl
+				const in, out = 4096, 128
+				r := rand.New(rand.NewPCG(1, 2))
+				w := qRandWeights(r, typ, in, out)
+				x := qRandX(r, in)
+				y := make([]float32, out)
+				b.SetBytes(int64(len(w)))
+				best := time.Duration(1 << 62)
+				for b.Loop() {
+					t0 := time.Now()
+					MatMulQ(typ, y, x, w, 1, in, out)
+					best = min(best, time.Since(t0))
+				}
+				b.ReportMetric(float64(len(w))/best.Seconds()/1e9, "best-GB/s")
+			})
+		}
 	}
 }

@@ -202,3 +202,37 @@ func TestMatMulQShapes(t *testing.T) {
 		}()
 	}
 }
+
+// TestDequantQExact holds every level's dequantization kernel (the batched
+// path's first step) to quant.DequantizeRow bit for bit, signed zeros
+// included.
+func TestDequantQExact(t *testing.T) {
+	r := rand.New(rand.NewPCG(15, 16))
+	for _, typ := range qTypes() {
+		const in = 1024
+		w := qRandWeights(r, typ, in, 4)
+		// Also raw random bytes: any scale, infinities and NaNs included
+		// (a NaN may differ in payload only).
+		raw := make([]byte, len(w))
+		for i := range raw {
+			raw[i] = byte(r.Uint32())
+		}
+		for _, src := range [][]byte{w, raw} {
+			want := make([]float32, len(src)/typ.BlockBytes()*typ.BlockElems())
+			if err := quant.DequantizeRow(typ, want, src); err != nil {
+				t.Fatal(err)
+			}
+			withQLevel(func(lvl string) {
+				k := qkernelFor(typ)
+				got := make([]float32, len(want))
+				k.dequant(got, src, len(src)/typ.BlockBytes())
+				for i := range got {
+					g, w := math.Float32bits(got[i]), math.Float32bits(want[i])
+					if g != w && !(got[i] != got[i] && want[i] != want[i]) {
+						t.Fatalf("%s %s: element %d = %g (%#08x), want %g (%#08x)", typ, lvl, i, got[i], g, want[i], w)
+					}
+				}
+			})
+		}
+	}
+}
