@@ -85,11 +85,24 @@ func q8DequantAVX2(dst *float32, src *byte, nb int)
 func qTile3x4AVX2(acc *float32, w, x **float32, n int)
 
 //go:noescape
+func q5kMatVecAVX2(y *float32, w *byte, x, xs *float32, nb int)
+
+//go:noescape
+func q3kMatVecAVX2(y *float32, w *byte, x, xs *float32, nb int)
+
+//go:noescape
+func q2kMatVecAVX2(y *float32, w *byte, x, xs *float32, nb int)
+
+//go:noescape
+func qlMatVecAVX2(y *float32, w *byte, x, xs *float32, nb, kind int)
+
+//go:noescape
 func qReadAVX2(p *byte, n int) uint64
 
 // qkernelASM installs the assembly kernels of level lvl (1 AVX2, 2 AVX-512)
 // that exist for k's type; the others stay plain Go.
 func qkernelASM(k *qkern, lvl int) {
+	qRareASM(k, lvl)
 	switch {
 	case k.t == quant.Q4_K && lvl >= 2:
 		k.name = "avx512"
@@ -204,6 +217,73 @@ func qkernelASM(k *qkern, lvl int) {
 				q8MatVecAVX2(&y[i], &w[i*rb], &x[0], nb)
 			}
 		}
+	}
+}
+
+// qRareASM installs the AVX2 matvec kernels of the less common types, used at
+// both SIMD levels (see quant_rare_amd64.s); their batches use the plain Go
+// dequantization.
+func qRareASM(k *qkern, lvl int) {
+	if lvl < 1 {
+		return
+	}
+	// Sums of x per group, times mul, after x itself.
+	sums := func(group int, mul float32) {
+		k.prepLen = func(in int) int { return in + in/group }
+		k.prep = func(xp, x []float32) {
+			copy(xp, x)
+			xs := xp[len(x):]
+			groupSums(xs, x, group)
+			if mul != 1 {
+				for i := range xs {
+					xs[i] *= mul
+				}
+			}
+		}
+	}
+	bb, per := k.bytes, k.elems
+	one := func(f func(y *float32, w *byte, x, xs *float32, nb int)) {
+		k.name = "avx2"
+		k.matvec = func(y []float32, w []byte, xp []float32, nb int) {
+			// The prepared row: x, then per-block sums (k.prepLen).
+			checkQ(len(y), len(w), len(xp), nb, bb, k.prepLen(per))
+			rb := nb * bb
+			xs := &xp[nb*per]
+			for i := range y {
+				f(&y[i], &w[i*rb], &xp[0], xs, nb)
+			}
+		}
+	}
+	switch k.t {
+	case quant.Q5_K:
+		sums(32, 1)
+		one(q5kMatVecAVX2)
+	case quant.Q3_K:
+		sums(16, 4)
+		one(q3kMatVecAVX2)
+	case quant.Q2_K:
+		sums(16, 1)
+		one(q2kMatVecAVX2)
+	case quant.Q4_0, quant.Q4_1, quant.Q5_0, quant.Q5_1:
+		kind := map[quant.Type]int{quant.Q4_0: 0, quant.Q4_1: 1, quant.Q5_0: 2, quant.Q5_1: 3}[k.t]
+		// Per block, 8 lanes that total offset*Σx (Q4_0: 8, Q5_0: 16) or
+		// Σx/8 each (Q4_1, Q5_1: the min multiplies Σx).
+		lane := map[quant.Type]float32{quant.Q4_0: 1, quant.Q4_1: 1.0 / 8, quant.Q5_0: 2, quant.Q5_1: 1.0 / 8}[k.t]
+		k.prepLen = func(in int) int { return in + in/4 }
+		k.prep = func(xp, x []float32) {
+			copy(xp, x)
+			xs := xp[len(x):]
+			for b := 0; b < len(x)/32; b++ {
+				var s float32
+				for _, v := range x[32*b : 32*b+32] {
+					s += v
+				}
+				for l := range 8 {
+					xs[8*b+l] = s * lane
+				}
+			}
+		}
+		one(func(y *float32, w *byte, x, xs *float32, nb int) { qlMatVecAVX2(y, w, x, xs, nb, kind) })
 	}
 }
 
