@@ -22,16 +22,10 @@ var qMaxLevel = func() int {
 }()
 
 //go:noescape
-func q4kMatVec4AVX512(y *float32, w *byte, x, xs *float32, rb, nb int)
+func q4kMatVec4AVX512(y *float32, w *byte, xp, xs *float32, rb, nb int)
 
 //go:noescape
-func q4kMatVecAVX512(y *float32, w *byte, x, xs *float32, nb int)
-
-//go:noescape
-func q4kMatVec4AVX512v2(y *float32, w *byte, xp, xs *float32, rb, nb int)
-
-//go:noescape
-func q4kMatVecAVX512v2(y *float32, w *byte, xp, xs *float32, nb int)
+func q4kMatVecAVX512(y *float32, w *byte, xp, xs *float32, nb int)
 
 //go:noescape
 func q8MatVec4AVX512(y *float32, w *byte, x *float32, rb, nb int)
@@ -117,10 +111,10 @@ func qkernelASM(k *qkern, lvl int) {
 			rb, xs := nb*144, &xp[nb*256]
 			i := 0
 			for ; i+4 <= len(y); i += 4 {
-				q4kMatVec4AVX512v2(&y[i], &w[i*rb], &xp[0], xs, rb, nb)
+				q4kMatVec4AVX512(&y[i], &w[i*rb], &xp[0], xs, rb, nb)
 			}
 			for ; i < len(y); i++ {
-				q4kMatVecAVX512v2(&y[i], &w[i*rb], &xp[0], xs, nb)
+				q4kMatVecAVX512(&y[i], &w[i*rb], &xp[0], xs, nb)
 			}
 		}
 	case k.t == quant.Q6_K && lvl >= 2:
@@ -287,48 +281,66 @@ func qRareASM(k *qkern, lvl int) {
 	}
 }
 
-// q4kPrepAVX2 is q4kPrep for the AVX2 kernel, whose vectors are one 32-byte
-// chunk c (eight dword lanes): element 64c + 32h + 4l + b for lane l.
-func q4kPrepAVX2(xp, x []float32) {
-	n := len(x)
-	for sb := 0; sb < n; sb += 256 {
-		o := xp[sb : sb+256]
-		for c := range 4 {
-			for h := range 2 {
-				for b := range 4 {
-					scale := float32(1) / float32(int(1)<<(8*(b&1)+4*h))
-					d := o[8*(8*c+4*h+b):]
-					for l := range 8 {
-						d[l] = x[sb+64*c+32*h+4*l+b] * scale
-					}
-				}
-			}
-		}
-	}
-	groupSums(xp[n:n+n/32], x, 32)
-}
-
-// q4kPrep lays out x for the Q4_K kernels: per super-block, the 256 values
-// in nibble order (half z, nibble h, byte b, lane l: element
+// q4kPrep lays out x for the AVX-512 Q4_K kernel: per super-block, the 256
+// values in nibble order (half z, nibble h, byte b, lane l: element
 // 64(2z + l/8) + 32h + 4(l%8) + b), each scaled by 2^-(8(b&1)+4h) to undo
 // the in-place nibble's weight, then the sums of x per 32.
 func q4kPrep(xp, x []float32) {
-	n := len(x)
-	for sb := 0; sb < n; sb += 256 {
-		o := xp[sb : sb+256]
-		for z := range 2 {
-			for h := range 2 {
-				for b := range 4 {
-					scale := float32(1) / float32(int(1)<<(8*(b&1)+4*h))
-					d := o[16*(8*z+4*h+b):]
-					for l := range 16 {
-						d[l] = x[sb+64*(2*z+l/8)+32*h+4*(l%8)+b] * scale
-					}
+	qPermute(xp, x, &q4kPerm512)
+	groupSums(xp[len(x):len(x)+len(x)/32], x, 32)
+}
+
+// q4kPrepAVX2 is q4kPrep for the AVX2 kernel, whose vectors are one 32-byte
+// chunk c (eight dword lanes): element 64c + 32h + 4l + b for lane l.
+func q4kPrepAVX2(xp, x []float32) {
+	qPermute(xp, x, &q4kPermAVX2)
+	groupSums(xp[len(x):len(x)+len(x)/32], x, 32)
+}
+
+// qPerm maps each position of a prepared super-block to its element and
+// scale.
+type qPerm struct {
+	src   [256]uint8
+	scale [256]float32
+}
+
+var q4kPerm512, q4kPermAVX2 qPerm
+
+func init() {
+	i := 0
+	for z := range 2 {
+		for h := range 2 {
+			for b := range 4 {
+				for l := range 16 {
+					q4kPerm512.src[i] = uint8(64*(2*z+l/8) + 32*h + 4*(l%8) + b)
+					q4kPerm512.scale[i] = 1 / float32(int(1)<<(8*(b&1)+4*h))
+					i++
 				}
 			}
 		}
 	}
-	groupSums(xp[n:n+n/32], x, 32)
+	i = 0
+	for c := range 4 {
+		for h := range 2 {
+			for b := range 4 {
+				for l := range 8 {
+					q4kPermAVX2.src[i] = uint8(64*c + 32*h + 4*l + b)
+					q4kPermAVX2.scale[i] = 1 / float32(int(1)<<(8*(b&1)+4*h))
+					i++
+				}
+			}
+		}
+	}
+}
+
+// qPermute applies p to every super-block of x (len(x) a multiple of 256).
+func qPermute(xp, x []float32, p *qPerm) {
+	for sb := 0; sb+256 <= len(x); sb += 256 {
+		o, in := (*[256]float32)(xp[sb:]), (*[256]float32)(x[sb:])
+		for i := range o {
+			o[i] = in[p.src[i]] * p.scale[i]
+		}
+	}
 }
 
 // checkQ guards an assembly call: rows of nb blocks of bb bytes, and a

@@ -6,26 +6,6 @@
 // quant_amd64.go for the Go side). Register use: SI walks the weight blocks,
 // DX the activation row, BX its per-group sums, DI the outputs.
 
-// 0.0, 1.0, ..., 15.0: VPERMPS with this table turns a nibble (the low four
-// bits of each dword index) into its float value in one step.
-DATA qiota<>+0(SB)/4, $0x00000000
-DATA qiota<>+4(SB)/4, $0x3f800000
-DATA qiota<>+8(SB)/4, $0x40000000
-DATA qiota<>+12(SB)/4, $0x40400000
-DATA qiota<>+16(SB)/4, $0x40800000
-DATA qiota<>+20(SB)/4, $0x40a00000
-DATA qiota<>+24(SB)/4, $0x40c00000
-DATA qiota<>+28(SB)/4, $0x40e00000
-DATA qiota<>+32(SB)/4, $0x41000000
-DATA qiota<>+36(SB)/4, $0x41100000
-DATA qiota<>+40(SB)/4, $0x41200000
-DATA qiota<>+44(SB)/4, $0x41300000
-DATA qiota<>+48(SB)/4, $0x41400000
-DATA qiota<>+52(SB)/4, $0x41500000
-DATA qiota<>+56(SB)/4, $0x41600000
-DATA qiota<>+60(SB)/4, $0x41700000
-GLOBL qiota<>(SB), RODATA|NOPTR, $64
-
 // Dword indexes 0 (x8) then 1 (x8): spreads [d, dmin] over two halves.
 DATA qdperm<>+0(SB)/8, $0
 DATA qdperm<>+8(SB)/8, $0
@@ -125,67 +105,6 @@ GLOBL qc32<>(SB), RODATA|NOPTR, $4
 	SHLQ  $32, R12; \
 	ORQ   R12, CX
 
-// Q4K_PREP decodes the block at P: stores d*sc[j] (8 floats) then dmin*m[j]
-// (8 floats) at S(SP), and adds Σ_j dmin*m[j] * Σx[j] (Σx at (BX)) into the
-// ymm MIN. Uses Z4, Z5; needs Z30 = qdperm.
-#define Q4K_PREP(P, S, MIN) \
-	Q4K_SCALES(P); \
-	VMOVQ     AX, X4; \
-	VPINSRQ   $1, CX, X4, X4; \
-	VPMOVZXBD X4, Z4; \
-	VCVTDQ2PS Z4, Z4; \
-	VMOVD     (P), X5; \
-	VCVTPH2PS X5, X5; \
-	VPERMPS   Z5, Z30, Z5; \
-	VMULPS    Z5, Z4, Z4; \
-	VMOVUPS   Z4, S(SP); \
-	VEXTRACTF64X4 $1, Z4, Y5; \
-	VFMADD231PS (BX), Y5, MIN
-
-// Q4K_CHUNK handles bytes Q..Q+31 of the block at P (groups G=2c and 2c+1):
-// low nibbles times x in Z20, Z21, high nibbles times x in Z22, Z23, each
-// sum scaled by its d*sc (at S(SP), S+4(SP)) into A0 and A1. Uses Z6-Z9;
-// needs Z31 = qiota.
-#define Q4K_CHUNK(P, Q, S, A0, A1) \
-	VPMOVZXBD Q(P), Z6; \
-	VPMOVZXBD Q+16(P), Z7; \
-	VPSRLD    $4, Z6, Z8; \
-	VPSRLD    $4, Z7, Z9; \
-	VPANDD    Z29, Z6, Z6; \
-	VPANDD    Z29, Z7, Z7; \
-	VCVTDQ2PS Z6, Z6; \
-	VCVTDQ2PS Z7, Z7; \
-	VCVTDQ2PS Z8, Z8; \
-	VCVTDQ2PS Z9, Z9; \
-	VMULPS    Z20, Z6, Z6; \
-	VFMADD231PS Z21, Z7, Z6; \
-	VMULPS    Z22, Z8, Z8; \
-	VFMADD231PS Z23, Z9, Z8; \
-	VFMADD231PS.BCST S(SP), Z6, A0; \
-	VFMADD231PS.BCST S+4(SP), Z8, A1
-
-// Q_LOADX loads the 64 floats at OFF(DX) into Z20-Z23.
-#define Q_LOADX(OFF) \
-	VMOVUPS OFF(DX), Z20; \
-	VMOVUPS OFF+64(DX), Z21; \
-	VMOVUPS OFF+128(DX), Z22; \
-	VMOVUPS OFF+192(DX), Z23
-
-// Q_REDUCE stores hsum(A0 + A1) - hsum(MIN) (MIN a ymm; A0, A1 zmm whose
-// low halves are ymm YA0) at OUT. Clobbers A0, A1, MIN, X6.
-#define Q_REDUCE(A0, A1, YA0, XA0, MIN, XMIN, OUT) \
-	VADDPS    A1, A0, A0; \
-	VEXTRACTF64X4 $1, A0, Y6; \
-	VADDPS    Y6, YA0, YA0; \
-	VSUBPS    MIN, YA0, YA0; \
-	VEXTRACTF32X4 $1, YA0, X6; \
-	VADDPS    X6, XA0, XA0; \
-	VPERMILPS $0x4e, XA0, X6; \
-	VADDPS    X6, XA0, XA0; \
-	VPERMILPS $0xb1, XA0, X6; \
-	VADDSS    X6, XA0, XA0; \
-	VMOVSS    XA0, OUT
-
 // Q8_BLOCK adds d * Σ q·x for the Q8_0 block at OFF(P) into ACC, x in Z20,
 // Z21. Uses Z6-Z8.
 #define Q8_BLOCK(P, OFF, ACC) \
@@ -268,10 +187,10 @@ GLOBL qc32<>(SB), RODATA|NOPTR, $4
 	VSUBPS    MIN, A0, A0; \
 	Q_HSUM(A0, YA0, XA0, OUT)
 
-// Q4K2_HALF: half z of the block at P (qs bytes 16+64z..), x' at
+// Q4K_HALF: half z of the block at P (qs bytes 16+64z..), x' at
 // X(DX) (= 1024*sb + 512z), scale/min vector in SC, row total in TOT.
 // IH0, IH1: permutation indexes picking [dsc(4z+h) x8, dsc(4z+2+h) x8].
-#define Q4K2_HALF(P, Q, X, SC, IH0, IH1, TOT) \
+#define Q4K_HALF(P, Q, X, SC, IH0, IH1, TOT) \
 	VMOVDQU32 Q(P), Z6; \
 	VPSRLD    $16, Z6, Z7; \
 	VPANDD    Z26, Z6, Z8; \
@@ -303,9 +222,9 @@ GLOBL qc32<>(SB), RODATA|NOPTR, $4
 	VPERMPS   SC, IH1, Z12; \
 	VFMADD231PS Z12, Z10, TOT
 
-// Q4K2_PREP: Z4-like SC = [d*sc[0..7], dmin*m[0..7]] for the block at P,
+// Q4K_PREP: Z4-like SC = [d*sc[0..7], dmin*m[0..7]] for the block at P,
 // and MIN += dmin*m * Σx (Σx per 32 at (BX)). Uses Z5.
-#define Q4K2_PREP(P, SC, YSC, MIN) \
+#define Q4K_PREP(P, SC, YSC, MIN) \
 	Q4K_SCALES(P); \
 	VMOVQ     AX, X5; \
 	VPINSRQ   $1, CX, X5, X5; \
@@ -318,12 +237,12 @@ GLOBL qc32<>(SB), RODATA|NOPTR, $4
 	VEXTRACTF64X4 $1, SC, Y5; \
 	VFMADD231PS (BX), Y5, MIN
 
-#define Q4K2_ROW(P, SC, YSC, TOT, MIN) \
-	Q4K2_PREP(P, SC, YSC, MIN); \
-	Q4K2_HALF(P, 16, 0, SC, Z22, Z23, TOT); \
-	Q4K2_HALF(P, 80, 512, SC, Z24, Z25, TOT)
+#define Q4K_ROW(P, SC, YSC, TOT, MIN) \
+	Q4K_PREP(P, SC, YSC, MIN); \
+	Q4K_HALF(P, 16, 0, SC, Z22, Z23, TOT); \
+	Q4K_HALF(P, 80, 512, SC, Z24, Z25, TOT)
 
-#define Q4K2_CONSTS \
+#define Q4K_CONSTS \
 	VMOVDQU32 qdperm<>(SB), Z30; \
 	VPBROADCASTD qm0<>(SB), Z26; \
 	VPBROADCASTD qm1<>(SB), Z27; \
@@ -334,8 +253,8 @@ GLOBL qc32<>(SB), RODATA|NOPTR, $4
 	VMOVDQU32 qi10<>(SB), Z24; \
 	VMOVDQU32 qi11<>(SB), Z25
 
-// Q4K2_OUT stores hsum(TOT) - hsum(MIN) (MIN a ymm).
-#define Q4K2_OUT(TOT, YTOT, XTOT, MIN, OUT) \
+// Q4K_OUT stores hsum(TOT) - hsum(MIN) (MIN a ymm).
+#define Q4K_OUT(TOT, YTOT, XTOT, MIN, OUT) \
 	VEXTRACTF64X4 $1, TOT, Y6; \
 	VADDPS    Y6, YTOT, YTOT; \
 	VSUBPS    MIN, YTOT, YTOT; \
@@ -410,116 +329,6 @@ GLOBL qc32<>(SB), RODATA|NOPTR, $4
 	Q6KD_STORE(Z7, 8*H+2+S, 512*H+128+64*S); \
 	Q6KD_STORE(Z10, 8*H+4+S, 512*H+256+64*S); \
 	Q6KD_STORE(Z12, 8*H+6+S, 512*H+384+64*S)
-
-// func q4kMatVec4AVX512(y *float32, w *byte, x, xs *float32, rb, nb int)
-// Four consecutive Q4_K rows of nb super-blocks (rb bytes apart), walked
-// together so each 64 floats of x is loaded once for all four:
-// y[r] = Σ_groups d*sc * Σ q·x  -  Σ_groups dmin*m * Σx (Σx per 32 from xs).
-TEXT ·q4kMatVec4AVX512(SB), NOSPLIT, $256-48
-	MOVQ      w+8(FP), SI
-	MOVQ      x+16(FP), DX
-	MOVQ      xs+24(FP), BX
-	MOVQ      rb+32(FP), AX
-	LEAQ      (SI)(AX*1), R8
-	LEAQ      (R8)(AX*1), R9
-	LEAQ      (R9)(AX*1), R10
-	MOVQ      SI, R11
-	ADDQ      AX, R11             // end of row 0
-	VMOVUPS   qiota<>(SB), Z31
-	VMOVDQU32 qdperm<>(SB), Z30
-	VPBROADCASTD qd0f<>(SB), Z29
-	VPXORD    Z10, Z10, Z10
-	VPXORD    Z11, Z11, Z11
-	VPXORD    Z12, Z12, Z12
-	VPXORD    Z13, Z13, Z13
-	VPXORD    Z14, Z14, Z14
-	VPXORD    Z15, Z15, Z15
-	VPXORD    Z16, Z16, Z16
-	VPXORD    Z17, Z17, Z17
-	VPXORD    Z24, Z24, Z24
-	VPXORD    Z25, Z25, Z25
-	VPXORD    Z26, Z26, Z26
-	VPXORD    Z27, Z27, Z27
-
-q4k4Block:
-	Q4K_PREP(SI, 0, Y24)
-	Q4K_PREP(R8, 64, Y25)
-	Q4K_PREP(R9, 128, Y26)
-	Q4K_PREP(R10, 192, Y27)
-
-	Q_LOADX(0)
-	Q4K_CHUNK(SI, 16, 0, Z10, Z11)
-	Q4K_CHUNK(R8, 16, 64, Z12, Z13)
-	Q4K_CHUNK(R9, 16, 128, Z14, Z15)
-	Q4K_CHUNK(R10, 16, 192, Z16, Z17)
-	Q_LOADX(256)
-	Q4K_CHUNK(SI, 48, 8, Z10, Z11)
-	Q4K_CHUNK(R8, 48, 72, Z12, Z13)
-	Q4K_CHUNK(R9, 48, 136, Z14, Z15)
-	Q4K_CHUNK(R10, 48, 200, Z16, Z17)
-	Q_LOADX(512)
-	Q4K_CHUNK(SI, 80, 16, Z10, Z11)
-	Q4K_CHUNK(R8, 80, 80, Z12, Z13)
-	Q4K_CHUNK(R9, 80, 144, Z14, Z15)
-	Q4K_CHUNK(R10, 80, 208, Z16, Z17)
-	Q_LOADX(768)
-	Q4K_CHUNK(SI, 112, 24, Z10, Z11)
-	Q4K_CHUNK(R8, 112, 88, Z12, Z13)
-	Q4K_CHUNK(R9, 112, 152, Z14, Z15)
-	Q4K_CHUNK(R10, 112, 216, Z16, Z17)
-
-	ADDQ $144, SI
-	ADDQ $144, R8
-	ADDQ $144, R9
-	ADDQ $144, R10
-	ADDQ $1024, DX
-	ADDQ $32, BX
-	CMPQ SI, R11
-	JB   q4k4Block
-
-	MOVQ y+0(FP), DI
-	Q_REDUCE(Z10, Z11, Y10, X10, Y24, X24, (DI))
-	Q_REDUCE(Z12, Z13, Y12, X12, Y25, X25, 4(DI))
-	Q_REDUCE(Z14, Z15, Y14, X14, Y26, X26, 8(DI))
-	Q_REDUCE(Z16, Z17, Y16, X16, Y27, X27, 12(DI))
-	VZEROUPPER
-	RET
-
-// func q4kMatVecAVX512(y *float32, w *byte, x, xs *float32, nb int)
-// One Q4_K row (the rows left over from groups of four).
-TEXT ·q4kMatVecAVX512(SB), NOSPLIT, $64-40
-	MOVQ      w+8(FP), SI
-	MOVQ      x+16(FP), DX
-	MOVQ      xs+24(FP), BX
-	MOVQ      nb+32(FP), R11
-	IMUL3Q    $144, R11, R11
-	ADDQ      SI, R11
-	VMOVUPS   qiota<>(SB), Z31
-	VMOVDQU32 qdperm<>(SB), Z30
-	VPXORD    Z10, Z10, Z10
-	VPXORD    Z11, Z11, Z11
-	VPXORD    Z24, Z24, Z24
-
-q4k1Block:
-	Q4K_PREP(SI, 0, Y24)
-	Q_LOADX(0)
-	Q4K_CHUNK(SI, 16, 0, Z10, Z11)
-	Q_LOADX(256)
-	Q4K_CHUNK(SI, 48, 8, Z10, Z11)
-	Q_LOADX(512)
-	Q4K_CHUNK(SI, 80, 16, Z10, Z11)
-	Q_LOADX(768)
-	Q4K_CHUNK(SI, 112, 24, Z10, Z11)
-	ADDQ $144, SI
-	ADDQ $1024, DX
-	ADDQ $32, BX
-	CMPQ SI, R11
-	JB   q4k1Block
-
-	MOVQ y+0(FP), DI
-	Q_REDUCE(Z10, Z11, Y10, X10, Y24, X24, (DI))
-	VZEROUPPER
-	RET
 
 // func q8MatVec4AVX512(y *float32, w *byte, x *float32, rb, nb int)
 // Four consecutive Q8_0 rows of nb blocks, rb bytes apart.
@@ -700,7 +509,7 @@ q6k1Block:
 	VZEROUPPER
 	RET
 
-// Q4_K, second form: the quants stay in their bytes. A dword lane of 64
+// Q4_K: the quants stay in their bytes. A dword lane of 64
 // qs bytes holds 8 nibbles; masking nibble (b, h) in place (b the byte,
 // h low/high) and converting gives q * 2^s' exactly (s' = 8(b&1) + 4h, the
 // top two bytes first shifted down 16), and the activation row is prepared
@@ -708,8 +517,8 @@ q6k1Block:
 // Lanes 0-7 of a 64-byte half z belong to group 4z+h, lanes 8-15 to
 // 4z+2+h, so the group scales are applied per half with a permuted vector.
 
-// func q4kMatVec4AVX512v2(y *float32, w *byte, xp, xs *float32, rb, nb int)
-TEXT ·q4kMatVec4AVX512v2(SB), NOSPLIT, $0-48
+// func q4kMatVec4AVX512(y *float32, w *byte, xp, xs *float32, rb, nb int)
+TEXT ·q4kMatVec4AVX512(SB), NOSPLIT, $0-48
 	MOVQ      w+8(FP), SI
 	MOVQ      xp+16(FP), DX
 	MOVQ      xs+24(FP), BX
@@ -719,7 +528,7 @@ TEXT ·q4kMatVec4AVX512v2(SB), NOSPLIT, $0-48
 	LEAQ      (R9)(AX*1), R10
 	MOVQ      SI, R11
 	ADDQ      AX, R11
-	Q4K2_CONSTS
+	Q4K_CONSTS
 	VPXORD    Z14, Z14, Z14
 	VPXORD    Z15, Z15, Z15
 	VPXORD    Z16, Z16, Z16
@@ -730,10 +539,10 @@ TEXT ·q4kMatVec4AVX512v2(SB), NOSPLIT, $0-48
 	VPXORD    Z21, Z21, Z21
 
 q4k2x4Block:
-	Q4K2_ROW(SI, Z4, Y4, Z14, Y18)
-	Q4K2_ROW(R8, Z4, Y4, Z15, Y19)
-	Q4K2_ROW(R9, Z4, Y4, Z16, Y20)
-	Q4K2_ROW(R10, Z4, Y4, Z17, Y21)
+	Q4K_ROW(SI, Z4, Y4, Z14, Y18)
+	Q4K_ROW(R8, Z4, Y4, Z15, Y19)
+	Q4K_ROW(R9, Z4, Y4, Z16, Y20)
+	Q4K_ROW(R10, Z4, Y4, Z17, Y21)
 	ADDQ $144, SI
 	ADDQ $144, R8
 	ADDQ $144, R9
@@ -744,27 +553,27 @@ q4k2x4Block:
 	JB   q4k2x4Block
 
 	MOVQ y+0(FP), DI
-	Q4K2_OUT(Z14, Y14, X14, Y18, (DI))
-	Q4K2_OUT(Z15, Y15, X15, Y19, 4(DI))
-	Q4K2_OUT(Z16, Y16, X16, Y20, 8(DI))
-	Q4K2_OUT(Z17, Y17, X17, Y21, 12(DI))
+	Q4K_OUT(Z14, Y14, X14, Y18, (DI))
+	Q4K_OUT(Z15, Y15, X15, Y19, 4(DI))
+	Q4K_OUT(Z16, Y16, X16, Y20, 8(DI))
+	Q4K_OUT(Z17, Y17, X17, Y21, 12(DI))
 	VZEROUPPER
 	RET
 
-// func q4kMatVecAVX512v2(y *float32, w *byte, xp, xs *float32, nb int)
-TEXT ·q4kMatVecAVX512v2(SB), NOSPLIT, $0-40
+// func q4kMatVecAVX512(y *float32, w *byte, xp, xs *float32, nb int)
+TEXT ·q4kMatVecAVX512(SB), NOSPLIT, $0-40
 	MOVQ      w+8(FP), SI
 	MOVQ      xp+16(FP), DX
 	MOVQ      xs+24(FP), BX
 	MOVQ      nb+32(FP), R11
 	IMUL3Q    $144, R11, R11
 	ADDQ      SI, R11
-	Q4K2_CONSTS
+	Q4K_CONSTS
 	VPXORD    Z14, Z14, Z14
 	VPXORD    Z18, Z18, Z18
 
 q4k2x1Block:
-	Q4K2_ROW(SI, Z4, Y4, Z14, Y18)
+	Q4K_ROW(SI, Z4, Y4, Z14, Y18)
 	ADDQ $144, SI
 	ADDQ $1024, DX
 	ADDQ $32, BX
@@ -772,7 +581,7 @@ q4k2x1Block:
 	JB   q4k2x1Block
 
 	MOVQ y+0(FP), DI
-	Q4K2_OUT(Z14, Y14, X14, Y18, (DI))
+	Q4K_OUT(Z14, Y14, X14, Y18, (DI))
 	VZEROUPPER
 	RET
 
