@@ -16,3 +16,6 @@ func qTile(acc *[qTileMax * qTileCols]float32, w *[qTileMax][]float32, x *[qTile
 
 // qRead reads p (the memory-read ceiling of the quantized benchmarks).
 func qRead(p []byte) uint64 { return qReadGeneric(p) }
+
+// qMultiRowMin is unused without assembly (see quant_amd64.go).
+var qMultiRowMin = 0

@@ -117,13 +117,21 @@ func qRandX(r *rand.Rand, n int) []float32 {
 	return x
 }
 
-// withQLevel runs f at every kernel level this CPU has, plain Go first.
+// withQLevel runs f at every kernel level this CPU has, plain Go first,
+// and the SIMD levels both with one row at a time and with rows walked
+// together (see qMultiRow).
 func withQLevel(f func(name string)) {
-	saved := qLevel
-	defer func() { qLevel = saved }()
+	saved, savedMin := qLevel, qMultiRowMin
+	defer func() { qLevel, qMultiRowMin = saved, savedMin }()
 	for lvl := 0; lvl <= qMaxLevel; lvl++ {
 		qLevel = lvl
-		f(fmt.Sprintf("level%d", lvl))
+		for _, m := range []int{1 << 30, 0} {
+			qMultiRowMin = m
+			f(fmt.Sprintf("level%d/multirow=%v", lvl, m == 0))
+			if lvl == 0 {
+				break
+			}
+		}
 	}
 }
 
