@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"sort"
 	"strings"
 	"testing"
 )
@@ -114,7 +115,8 @@ func TestRowLengthErrors(t *testing.T) {
 }
 
 // f16Ref is the half-precision value nearest to f (ties to even), found the
-// slow way: the two representable neighbours, compared in float64.
+// slow way: a binary search over the finite halves (ordered by value), then
+// the two neighbours compared in float64.
 func f16Ref(f float32) uint16 {
 	if f != f {
 		return 0x7e00 | uint16(math.Float32bits(f)>>16)&0x8000
@@ -127,11 +129,13 @@ func f16Ref(f float32) uint16 {
 	if a >= 65520 { // halfway between 65504 and 2^16 and above: infinity
 		return sign | 0x7c00
 	}
-	best, bestErr := uint16(0), math.Inf(1)
-	for h := uint16(0); h < 0x7c00; h++ {
-		e := math.Abs(float64(F16ToF32(h)) - a)
-		if e < bestErr || e == bestErr && h&1 == 0 {
-			best, bestErr = h, e
+	lo := uint16(sort.Search(0x7c00, func(h int) bool { return float64(F16ToF32(uint16(h))) >= a }))
+	best := lo
+	if lo > 0 {
+		below := lo - 1
+		eb, ea := a-float64(F16ToF32(below)), float64(F16ToF32(lo))-a
+		if lo == 0x7c00 || eb < ea || eb == ea && below&1 == 0 {
+			best = below
 		}
 	}
 	return sign | best
