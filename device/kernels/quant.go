@@ -8,22 +8,28 @@ package kernels
 // each worker's rows once and dequantize in registers. They use the blocks'
 // structure: a quant group's weights are scale*q - min (or scale*(q-offset)),
 // so a group contributes scale*Σq·x - min*Σx, where Σx over each group of
-// the activation row is computed once per call and shared by every weight
-// row. The inner loop is then just "widen the small integers, convert, FMA",
-// and the scales are applied once per group. Sums are float32 throughout;
-// results differ from quant.Dot (exact dequantization, sequential sum) only
-// by rounding, bounded by the magnitudes of the two terms.
+// the activation row is computed once per call (with any reordering of x a
+// kernel wants) and shared by every weight row. The inner loop is then just
+// "isolate the small integers, convert, FMA", and the scales are applied
+// once per group. Sums are float32 throughout; results differ from
+// quant.Dot (exact dequantization, sequential sum) only by rounding, bounded
+// by the magnitudes of the two terms.
 //
 // Batches (n >= 2 rows, the prefill and the Sirius check pass) are compute
 // bound: each group of weight rows is dequantized exactly once per call into
 // a small per-worker scratch (bit-exact with quant.DequantizeRow), and
 // register tiles of weight rows x activation rows are multiplied from there,
-// so the weights are read from memory once whatever n is.
+// so the weights are read from memory once whatever n is. Their cost is
+// float32 FMAs: n*in*out of them, which on two cores is several single-row
+// passes for 4-bit weights (see BenchmarkBatchQ).
 //
-// On amd64 the kernels are Go assembly for AVX-512 (F, BW, VL) or AVX2+FMA+
-// F16C, chosen at run time; other types, CPUs and the purego build use the
-// plain Go path (exact dequantization into scratch, then float32 dots), which
-// is also what the fuzz tests hold the assembly to.
+// On amd64 the kernels are Go assembly, chosen at run time: Q4_K, Q6_K and
+// Q8_0 have AVX-512 (F, BW, VL) and AVX2 (+FMA, F16C) forms; the other types
+// one AVX2 form used at both levels (on Zen 4 the 8-lane kernels run as fast
+// as 16-lane ones), with batches dequantized in plain Go. Other CPUs and the
+// purego build use the plain Go path (exact dequantization into scratch,
+// then float32 dots), which the fuzz tests hold the assembly to along with
+// quant.Dot.
 
 import (
 	"encoding/binary"
