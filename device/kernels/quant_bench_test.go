@@ -3,6 +3,7 @@ package kernels
 import (
 	"fmt"
 	"math/rand/v2"
+	"sort"
 	"sync"
 	"testing"
 	"time"
@@ -16,7 +17,8 @@ import (
 // last-level cache) that every call streams its weights from DRAM, and pairs
 // each product with a parallel read of the same number of bytes from the same
 // rotation: the same-run memory-read ceiling. Reported: weight GB/s of the
-// best product and of the best read, and their ratio.
+// best product and of the best read, their ratio, and the median of the
+// per-iteration (paired) ratios.
 
 const qBenchMinBytes = 160 << 20
 
@@ -84,6 +86,18 @@ func (s *qBenchSet) read() {
 	})
 }
 
+// median of a sample (the paired per-iteration ratios: on a shared machine
+// the pairs see the same load, so their median is steadier than a ratio of
+// best times).
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	return s[len(s)/2]
+}
+
 var qBenchShapes = []struct{ in, out int }{{4096, 14336}, {14336, 4096}}
 
 // BenchmarkMatVecQ: one activation row (decode).
@@ -95,6 +109,7 @@ func BenchmarkMatVecQ(b *testing.B) {
 				bytes := float64(s.rb * s.out)
 				b.SetBytes(int64(bytes))
 				bestMV, bestRead := time.Duration(1<<62), time.Duration(1<<62)
+				var ratios []float64
 				for b.Loop() {
 					t0 := time.Now()
 					s.read()
@@ -103,11 +118,13 @@ func BenchmarkMatVecQ(b *testing.B) {
 					t2 := time.Now()
 					bestRead = min(bestRead, t1.Sub(t0))
 					bestMV = min(bestMV, t2.Sub(t1))
+					ratios = append(ratios, float64(t1.Sub(t0))/float64(t2.Sub(t1)))
 				}
 				gbs := func(d time.Duration) float64 { return bytes / d.Seconds() / 1e9 }
 				b.ReportMetric(gbs(bestMV), "GB/s")
 				b.ReportMetric(gbs(bestRead), "read-GB/s")
 				b.ReportMetric(gbs(bestMV)/gbs(bestRead), "of-ceiling")
+				b.ReportMetric(median(ratios), "paired-of-ceiling")
 				b.ReportMetric(float64(Threads()), "threads")
 				b.ReportMetric(float64(qkernelFor(typ).level()), "isa-level")
 			})
@@ -126,6 +143,7 @@ func BenchmarkBatchQ(b *testing.B) {
 				s := qBench(typ, sh.in, sh.out)
 				b.SetBytes(int64(s.rb * s.out))
 				best1, bestN := time.Duration(1<<62), time.Duration(1<<62)
+				var ratios []float64
 				for b.Loop() {
 					t0 := time.Now()
 					s.matvec(1)
@@ -134,7 +152,9 @@ func BenchmarkBatchQ(b *testing.B) {
 					t2 := time.Now()
 					best1 = min(best1, t1.Sub(t0))
 					bestN = min(bestN, t2.Sub(t1))
+					ratios = append(ratios, float64(t2.Sub(t1))/float64(t1.Sub(t0)))
 				}
+				b.ReportMetric(median(ratios), "paired-passes")
 				b.ReportMetric(float64(best1.Microseconds())/1e3, "n1-ms")
 				b.ReportMetric(float64(bestN.Microseconds())/1e3, "batch-ms")
 				b.ReportMetric(float64(bestN)/float64(best1), "passes")
