@@ -91,6 +91,18 @@ func q2kMatVecAVX2(y *float32, w *byte, x, xs *float32, nb int)
 func qlMatVecAVX2(y *float32, w *byte, x, xs *float32, nb, kind int)
 
 //go:noescape
+func q5kDequantAVX2(dst *float32, src *byte, nb int)
+
+//go:noescape
+func q3kDequantAVX2(dst *float32, src *byte, nb int)
+
+//go:noescape
+func q2kDequantAVX2(dst *float32, src *byte, nb int)
+
+//go:noescape
+func qlDequantAVX2(dst *float32, src *byte, nb, kind int)
+
+//go:noescape
 func qReadAVX2(p *byte, n int) uint64
 
 // qkernelASM installs the assembly kernels of level lvl (1 AVX2, 2 AVX-512)
@@ -214,9 +226,8 @@ func qkernelASM(k *qkern, lvl int) {
 	}
 }
 
-// qRareASM installs the AVX2 matvec kernels of the less common types, used at
-// both SIMD levels (see quant_rare_amd64.s); their batches use the plain Go
-// dequantization.
+// qRareASM installs the AVX2 kernels of the less common types, used at both
+// SIMD levels (see quant_rare_amd64.s).
 func qRareASM(k *qkern, lvl int) {
 	if lvl < 1 {
 		return
@@ -236,6 +247,12 @@ func qRareASM(k *qkern, lvl int) {
 		}
 	}
 	bb, per := k.bytes, k.elems
+	deq := func(f func(dst *float32, src *byte, nb int)) {
+		k.dequant = func(dst []float32, src []byte, nb int) {
+			checkQDequant(len(dst), len(src), nb, per, bb)
+			f(&dst[0], &src[0], nb)
+		}
+	}
 	one := func(f func(y *float32, w *byte, x, xs *float32, nb int)) {
 		k.name = "avx2"
 		k.matvec = func(y []float32, w []byte, xp []float32, nb int) {
@@ -252,12 +269,15 @@ func qRareASM(k *qkern, lvl int) {
 	case quant.Q5_K:
 		sums(32, 1)
 		one(q5kMatVecAVX2)
+		deq(q5kDequantAVX2)
 	case quant.Q3_K:
 		sums(16, 4)
 		one(q3kMatVecAVX2)
+		deq(q3kDequantAVX2)
 	case quant.Q2_K:
 		sums(16, 1)
 		one(q2kMatVecAVX2)
+		deq(q2kDequantAVX2)
 	case quant.Q4_0, quant.Q4_1, quant.Q5_0, quant.Q5_1:
 		kind := map[quant.Type]int{quant.Q4_0: 0, quant.Q4_1: 1, quant.Q5_0: 2, quant.Q5_1: 3}[k.t]
 		// Per block, 8 lanes that total offset*Σx (Q4_0: 8, Q5_0: 16) or
@@ -278,6 +298,7 @@ func qRareASM(k *qkern, lvl int) {
 			}
 		}
 		one(func(y *float32, w *byte, x, xs *float32, nb int) { qlMatVecAVX2(y, w, x, xs, nb, kind) })
+		deq(func(dst *float32, src *byte, nb int) { qlDequantAVX2(dst, src, nb, kind) })
 	}
 }
 

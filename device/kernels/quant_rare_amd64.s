@@ -25,6 +25,10 @@ DATA qrd10<>+0(SB)/4, $0x00000010
 GLOBL qrd10<>(SB), RODATA|NOPTR, $4
 DATA qrd20<>+0(SB)/4, $0x00000020
 GLOBL qrd20<>(SB), RODATA|NOPTR, $4
+DATA qrd04<>+0(SB)/4, $0x00000004
+GLOBL qrd04<>(SB), RODATA|NOPTR, $4
+DATA qrd08<>+0(SB)/4, $0x00000008
+GLOBL qrd08<>(SB), RODATA|NOPTR, $4
 
 // Shift counts 0..31 for the 32 fifth bits of a Q5_0/Q5_1 block.
 DATA qrsh<>+0(SB)/8, $0x0000000100000000
@@ -129,6 +133,169 @@ GLOBL qrsh<>(SB), RODATA|NOPTR, $128
 	VPOR      Y11, Y9, Y9; \
 	VMOVDQU   Y9, 96+64*(C)(SP)
 
+// Q2K_PART: the 32 two-bit quants of bits 2S..2S+1 of qs[32H..32H+32]
+// (elements 128H+32S..) to 64+128H+32S(SP). Y8 holds those qs bytes;
+// Y0 = 0x03 bytes.
+#define Q2K_PART(H, S) \
+	VPSRLW    $(2*(S)), Y8, Y9; \
+	VPAND     Y0, Y9, Y9; \
+	VMOVDQU   Y9, 64+128*(H)+32*(S)(SP)
+
+#define Q2K_HALF(H) \
+	VMOVDQU   16+32*(H)(SI), Y8; \
+	Q2K_PART(H, 0); \
+	Q2K_PART(H, 1); \
+	Q2K_PART(H, 2); \
+	Q2K_PART(H, 3)
+
+// Q3K_PART: the 32 quants of elements 128H+32S.. : two bits from qs (bytes
+// in Y8, shifted by 2S) plus 4 times bit 4H+S of hmask (Y10), moved to bit
+// 2 by SH (a shift by N). Stored at 64+128H+32S(SP). Y0 = 0x03, Y1 = 0x04.
+#define Q3K_PART(H, S, SH, N) \
+	VPSRLW    $(2*(S)), Y8, Y9; \
+	VPAND     Y0, Y9, Y9; \
+	SH        $N, Y10, Y11; \
+	VPAND     Y1, Y11, Y11; \
+	VPOR      Y11, Y9, Y9; \
+	VMOVDQU   Y9, 64+128*(H)+32*(S)(SP)
+
+// QL_NIBBLES: the 32 four-bit quants at Q(SI) as floats: Y4 = elements
+// 0..7, Y5 = 8..15 (low nibbles), Y6 = 16..23, Y7 = 24..31 (high).
+// Y0 = 0x0f per dword.
+#define QL_NIBBLES(Q) \
+	VPMOVZXBD Q(SI), Y4; \
+	VPMOVZXBD Q+8(SI), Y5; \
+	VPSRLD    $4, Y4, Y6; \
+	VPSRLD    $4, Y5, Y7; \
+	VPAND     Y0, Y4, Y4; \
+	VPAND     Y0, Y5, Y5
+
+// QL_FIFTH ORs the fifth bits (bit j of the u32 at QH(SI) for element j)
+// into Y4-Y7 as 16. Y1 = 0x10 per dword. Uses Y8, Y9.
+#define QL_FIFTH(QH) \
+	VPBROADCASTD QH(SI), Y8; \
+	VPSRLVD   qrsh<>+0(SB), Y8, Y9; \
+	VPSLLD    $4, Y9, Y9; \
+	VPAND     Y1, Y9, Y9; \
+	VPOR      Y9, Y4, Y4; \
+	VPSRLVD   qrsh<>+32(SB), Y8, Y9; \
+	VPSLLD    $4, Y9, Y9; \
+	VPAND     Y1, Y9, Y9; \
+	VPOR      Y9, Y5, Y5; \
+	VPSRLVD   qrsh<>+64(SB), Y8, Y9; \
+	VPSLLD    $4, Y9, Y9; \
+	VPAND     Y1, Y9, Y9; \
+	VPOR      Y9, Y6, Y6; \
+	VPSRLVD   qrsh<>+96(SB), Y8, Y9; \
+	VPSLLD    $4, Y9, Y9; \
+	VPAND     Y1, Y9, Y9; \
+	VPOR      Y9, Y7, Y7
+
+// QL_DOT: Y4 = Σ q·x (lanes) over the block's 32 quants in Y4-Y7.
+#define QL_DOT \
+	VCVTDQ2PS Y4, Y4; \
+	VCVTDQ2PS Y5, Y5; \
+	VCVTDQ2PS Y6, Y6; \
+	VCVTDQ2PS Y7, Y7; \
+	VMULPS    (DX), Y4, Y4; \
+	VMULPS    32(DX), Y5, Y5; \
+	VFMADD231PS 64(DX), Y6, Y4; \
+	VFMADD231PS 96(DX), Y7, Y5; \
+	VADDPS    Y5, Y4, Y4
+
+// QL_SCALE: TOT += d*Y4, with d the f16 at D(SI); then TERM (VFNMADD231PS
+// for an offset, VFMADD231PS for a min) adds M times the block's prepared
+// sums at (BX) (8 lanes whose total is offset*Σx, or Σx/8 for a min of f16
+// M(SI); M = D for the offsets).
+#define QL_SCALE(D, M, TERM) \
+	VPBROADCASTW D(SI), X10; \
+	VCVTPH2PS X10, Y10; \
+	VFMADD231PS Y10, Y4, Y14; \
+	VPBROADCASTW M(SI), X11; \
+	VCVTPH2PS X11, Y11; \
+	TERM      (BX), Y11, Y15
+
+// QRD_MS8: 8 quants (bytes at B(SP)) times Y14 minus Y15, stored at OUT(DI).
+#define QRD_MS8(B, OUT) \
+	VPMOVZXBD B(SP), Y8; \
+	VCVTDQ2PS Y8, Y8; \
+	VMULPS    Y14, Y8, Y8; \
+	VSUBPS    Y15, Y8, Y8; \
+	VMOVUPS   Y8, OUT(DI)
+
+#define Q5KD_GROUP(G) \
+	VBROADCASTSS 4*(G)(SP), Y14; \
+	VBROADCASTSS 32+4*(G)(SP), Y15; \
+	QRD_MS8(64+32*(G), 128*(G)); \
+	QRD_MS8(72+32*(G), 128*(G)+32); \
+	QRD_MS8(80+32*(G), 128*(G)+64); \
+	QRD_MS8(88+32*(G), 128*(G)+96)
+
+#define Q2KD_GROUP(G) \
+	VBROADCASTSS 4*(G)(SP), Y14; \
+	VBROADCASTSS 320+4*(G)(SP), Y15; \
+	QRD_MS8(64+16*(G), 64*(G)); \
+	QRD_MS8(72+16*(G), 64*(G)+32)
+
+// Q3KD_GROUP: group G's 16 quants minus 4 (Y3), times d*sc[G], stored.
+#define Q3KD_8(B, OUT) \
+	VPMOVZXBD B(SP), Y8; \
+	VPSUBD    Y3, Y8, Y8; \
+	VCVTDQ2PS Y8, Y8; \
+	VMULPS    Y14, Y8, Y8; \
+	VMOVUPS   Y8, OUT(DI)
+
+#define Q3KD_GROUP(G) \
+	VBROADCASTSS 4*(G)(SP), Y14; \
+	Q3KD_8(64+16*(G), 64*(G)); \
+	Q3KD_8(72+16*(G), 64*(G)+32)
+
+// QLD_OFF: the block's quants in Y4-Y7 minus the offset in Y2, times d
+// (f16 at D(SI)), stored (32 floats at (DI)).
+#define QLD_OFF(D) \
+	VPBROADCASTW D(SI), X10; \
+	VCVTPH2PS X10, Y10; \
+	VPSUBD    Y2, Y4, Y4; \
+	VPSUBD    Y2, Y5, Y5; \
+	VPSUBD    Y2, Y6, Y6; \
+	VPSUBD    Y2, Y7, Y7; \
+	VCVTDQ2PS Y4, Y4; \
+	VCVTDQ2PS Y5, Y5; \
+	VCVTDQ2PS Y6, Y6; \
+	VCVTDQ2PS Y7, Y7; \
+	VMULPS    Y10, Y4, Y4; \
+	VMULPS    Y10, Y5, Y5; \
+	VMULPS    Y10, Y6, Y6; \
+	VMULPS    Y10, Y7, Y7; \
+	VMOVUPS   Y4, (DI); \
+	VMOVUPS   Y5, 32(DI); \
+	VMOVUPS   Y6, 64(DI); \
+	VMOVUPS   Y7, 96(DI)
+
+// QLD_MIN: the block's quants in Y4-Y7 times d plus m (f16 at 0 and
+// 2(SI)), stored.
+#define QLD_MIN \
+	VPBROADCASTW (SI), X10; \
+	VCVTPH2PS X10, Y10; \
+	VPBROADCASTW 2(SI), X11; \
+	VCVTPH2PS X11, Y11; \
+	VCVTDQ2PS Y4, Y4; \
+	VCVTDQ2PS Y5, Y5; \
+	VCVTDQ2PS Y6, Y6; \
+	VCVTDQ2PS Y7, Y7; \
+	VMULPS    Y10, Y4, Y4; \
+	VMULPS    Y10, Y5, Y5; \
+	VMULPS    Y10, Y6, Y6; \
+	VMULPS    Y10, Y7, Y7; \
+	VADDPS    Y11, Y4, Y4; \
+	VADDPS    Y11, Y5, Y5; \
+	VADDPS    Y11, Y6, Y6; \
+	VADDPS    Y11, Y7, Y7; \
+	VMOVUPS   Y4, (DI); \
+	VMOVUPS   Y5, 32(DI); \
+	VMOVUPS   Y6, 64(DI); \
+	VMOVUPS   Y7, 96(DI)
+
 // func q5kMatVecAVX2(y *float32, w *byte, x, xs *float32, nb int)
 // One Q5_K row: Σ_g d*sc[g] Σ q·x - Σ_g dmin*m[g] Σx[g] (xs: Σx per 32).
 TEXT ·q5kMatVecAVX2(SB), NOSPLIT, $320-40
@@ -183,21 +350,6 @@ q5kBlock:
 	QR_HSUM(Y14, X14, (DI))
 	VZEROUPPER
 	RET
-
-// Q2K_PART: the 32 two-bit quants of bits 2S..2S+1 of qs[32H..32H+32]
-// (elements 128H+32S..) to 64+128H+32S(SP). Y8 holds those qs bytes;
-// Y0 = 0x03 bytes.
-#define Q2K_PART(H, S) \
-	VPSRLW    $(2*(S)), Y8, Y9; \
-	VPAND     Y0, Y9, Y9; \
-	VMOVDQU   Y9, 64+128*(H)+32*(S)(SP)
-
-#define Q2K_HALF(H) \
-	VMOVDQU   16+32*(H)(SI), Y8; \
-	Q2K_PART(H, 0); \
-	Q2K_PART(H, 1); \
-	Q2K_PART(H, 2); \
-	Q2K_PART(H, 3)
 
 // func q2kMatVecAVX2(y *float32, w *byte, x, xs *float32, nb int)
 // One Q2_K row: Σ_g d*(sc[g]&15) Σ q·x - Σ_g dmin*(sc[g]>>4) Σx[g] (xs: Σx
@@ -266,17 +418,6 @@ q2kBlock:
 	QR_HSUM(Y14, X14, (DI))
 	VZEROUPPER
 	RET
-
-// Q3K_PART: the 32 quants of elements 128H+32S.. : two bits from qs (bytes
-// in Y8, shifted by 2S) plus 4 times bit 4H+S of hmask (Y10), moved to bit
-// 2 by SH (a shift by N). Stored at 64+128H+32S(SP). Y0 = 0x03, Y1 = 0x04.
-#define Q3K_PART(H, S, SH, N) \
-	VPSRLW    $(2*(S)), Y8, Y9; \
-	VPAND     Y0, Y9, Y9; \
-	SH        $N, Y10, Y11; \
-	VPAND     Y1, Y11, Y11; \
-	VPOR      Y11, Y9, Y9; \
-	VMOVDQU   Y9, 64+128*(H)+32*(S)(SP)
 
 // func q3kMatVecAVX2(y *float32, w *byte, x, xs *float32, nb int)
 // One Q3_K row: Σ_g d*sc[g] Σ q·x - Σ_g d*sc[g] 4Σx[g], q the unsigned
@@ -386,62 +527,6 @@ q3kBlock:
 	VZEROUPPER
 	RET
 
-// QL_NIBBLES: the 32 four-bit quants at Q(SI) as floats: Y4 = elements
-// 0..7, Y5 = 8..15 (low nibbles), Y6 = 16..23, Y7 = 24..31 (high).
-// Y0 = 0x0f per dword.
-#define QL_NIBBLES(Q) \
-	VPMOVZXBD Q(SI), Y4; \
-	VPMOVZXBD Q+8(SI), Y5; \
-	VPSRLD    $4, Y4, Y6; \
-	VPSRLD    $4, Y5, Y7; \
-	VPAND     Y0, Y4, Y4; \
-	VPAND     Y0, Y5, Y5
-
-// QL_FIFTH ORs the fifth bits (bit j of the u32 at QH(SI) for element j)
-// into Y4-Y7 as 16. Y1 = 0x10 per dword. Uses Y8, Y9.
-#define QL_FIFTH(QH) \
-	VPBROADCASTD QH(SI), Y8; \
-	VPSRLVD   qrsh<>+0(SB), Y8, Y9; \
-	VPSLLD    $4, Y9, Y9; \
-	VPAND     Y1, Y9, Y9; \
-	VPOR      Y9, Y4, Y4; \
-	VPSRLVD   qrsh<>+32(SB), Y8, Y9; \
-	VPSLLD    $4, Y9, Y9; \
-	VPAND     Y1, Y9, Y9; \
-	VPOR      Y9, Y5, Y5; \
-	VPSRLVD   qrsh<>+64(SB), Y8, Y9; \
-	VPSLLD    $4, Y9, Y9; \
-	VPAND     Y1, Y9, Y9; \
-	VPOR      Y9, Y6, Y6; \
-	VPSRLVD   qrsh<>+96(SB), Y8, Y9; \
-	VPSLLD    $4, Y9, Y9; \
-	VPAND     Y1, Y9, Y9; \
-	VPOR      Y9, Y7, Y7
-
-// QL_DOT: Y4 = Σ q·x (lanes) over the block's 32 quants in Y4-Y7.
-#define QL_DOT \
-	VCVTDQ2PS Y4, Y4; \
-	VCVTDQ2PS Y5, Y5; \
-	VCVTDQ2PS Y6, Y6; \
-	VCVTDQ2PS Y7, Y7; \
-	VMULPS    (DX), Y4, Y4; \
-	VMULPS    32(DX), Y5, Y5; \
-	VFMADD231PS 64(DX), Y6, Y4; \
-	VFMADD231PS 96(DX), Y7, Y5; \
-	VADDPS    Y5, Y4, Y4
-
-// QL_SCALE: TOT += d*Y4, with d the f16 at D(SI); then TERM (VFNMADD231PS
-// for an offset, VFMADD231PS for a min) adds M times the block's prepared
-// sums at (BX) (8 lanes whose total is offset*Σx, or Σx/8 for a min of f16
-// M(SI); M = D for the offsets).
-#define QL_SCALE(D, M, TERM) \
-	VPBROADCASTW D(SI), X10; \
-	VCVTPH2PS X10, Y10; \
-	VFMADD231PS Y10, Y4, Y14; \
-	VPBROADCASTW M(SI), X11; \
-	VCVTPH2PS X11, Y11; \
-	TERM      (BX), Y11, Y15
-
 // func qlMatVecAVX2(y *float32, w *byte, x, xs *float32, nb, kind int)
 // One row of nb 32-element blocks of a legacy type: kind 0 Q4_0, 1 Q4_1,
 // 2 Q5_0, 3 Q5_1. xs holds 8 floats per block (see qlPrep).
@@ -511,5 +596,269 @@ qlDone:
 	VADDPS Y15, Y14, Y14
 	MOVQ   y+0(FP), DI
 	QR_HSUM(Y14, X14, (DI))
+	VZEROUPPER
+	RET
+
+// Exact dequantization of the less common types for the batched products
+// (bit-identical with quant.DequantizeRow): the same unpacking as the
+// matvec kernels above, then each group's scale*q - min (or scale*(q -
+// offset)) in float32 with the operations ggml uses, never fused.
+
+// func q5kDequantAVX2(dst *float32, src *byte, nb int)
+TEXT ·q5kDequantAVX2(SB), NOSPLIT, $320-24
+	MOVQ   dst+0(FP), DI
+	MOVQ   src+8(FP), SI
+	MOVQ   nb+16(FP), R11
+	IMUL3Q $176, R11, R11
+	ADDQ   SI, R11
+	VPBROADCASTD qr0f<>(SB), Y0
+	VPBROADCASTD qr10<>(SB), Y1
+
+q5kdBlock:
+	Q5K_SCALES
+	VMOVQ     AX, X4
+	VPMOVZXBD X4, Y4
+	VCVTDQ2PS Y4, Y4
+	VMOVQ     CX, X5
+	VPMOVZXBD X5, Y5
+	VCVTDQ2PS Y5, Y5
+	VPBROADCASTW (SI), X6
+	VCVTPH2PS X6, Y6
+	VPBROADCASTW 2(SI), X7
+	VCVTPH2PS X7, Y7
+	VMULPS    Y6, Y4, Y4
+	VMULPS    Y7, Y5, Y5
+	VMOVUPS   Y4, (SP)
+	VMOVUPS   Y5, 32(SP)
+	VMOVDQU   16(SI), Y10
+	Q5K_CHUNK(0, VPSLLW, 4, VPSLLW, 3)
+	Q5K_CHUNK(1, VPSLLW, 2, VPSLLW, 1)
+	Q5K_CHUNK(2, VPSLLW, 0, VPSRLW, 1)
+	Q5K_CHUNK(3, VPSRLW, 2, VPSRLW, 3)
+	Q5KD_GROUP(0)
+	Q5KD_GROUP(1)
+	Q5KD_GROUP(2)
+	Q5KD_GROUP(3)
+	Q5KD_GROUP(4)
+	Q5KD_GROUP(5)
+	Q5KD_GROUP(6)
+	Q5KD_GROUP(7)
+	ADDQ $176, SI
+	ADDQ $1024, DI
+	CMPQ SI, R11
+	JB   q5kdBlock
+	VZEROUPPER
+	RET
+
+// func q2kDequantAVX2(dst *float32, src *byte, nb int)
+TEXT ·q2kDequantAVX2(SB), NOSPLIT, $384-24
+	MOVQ   dst+0(FP), DI
+	MOVQ   src+8(FP), SI
+	MOVQ   nb+16(FP), R11
+	IMUL3Q $84, R11, R11
+	ADDQ   SI, R11
+	VPBROADCASTD qr03<>(SB), Y0
+	VPBROADCASTD qrd0f<>(SB), Y1
+
+q2kdBlock:
+	VPBROADCASTW 80(SI), X6
+	VCVTPH2PS X6, Y6
+	VPBROADCASTW 82(SI), X7
+	VCVTPH2PS X7, Y7
+	VPMOVZXBD (SI), Y4
+	VPMOVZXBD 8(SI), Y5
+	VPSRLD    $4, Y4, Y2
+	VPSRLD    $4, Y5, Y3
+	VPAND     Y1, Y4, Y4
+	VPAND     Y1, Y5, Y5
+	VCVTDQ2PS Y4, Y4
+	VCVTDQ2PS Y5, Y5
+	VCVTDQ2PS Y2, Y2
+	VCVTDQ2PS Y3, Y3
+	VMULPS    Y6, Y4, Y4
+	VMULPS    Y6, Y5, Y5
+	VMULPS    Y7, Y2, Y2
+	VMULPS    Y7, Y3, Y3
+	VMOVUPS   Y4, (SP)
+	VMOVUPS   Y5, 32(SP)
+	VMOVUPS   Y2, 320(SP)
+	VMOVUPS   Y3, 352(SP)
+	Q2K_HALF(0)
+	Q2K_HALF(1)
+	Q2KD_GROUP(0)
+	Q2KD_GROUP(1)
+	Q2KD_GROUP(2)
+	Q2KD_GROUP(3)
+	Q2KD_GROUP(4)
+	Q2KD_GROUP(5)
+	Q2KD_GROUP(6)
+	Q2KD_GROUP(7)
+	Q2KD_GROUP(8)
+	Q2KD_GROUP(9)
+	Q2KD_GROUP(10)
+	Q2KD_GROUP(11)
+	Q2KD_GROUP(12)
+	Q2KD_GROUP(13)
+	Q2KD_GROUP(14)
+	Q2KD_GROUP(15)
+	ADDQ $84, SI
+	ADDQ $1024, DI
+	CMPQ SI, R11
+	JB   q2kdBlock
+	VZEROUPPER
+	RET
+
+// func q3kDequantAVX2(dst *float32, src *byte, nb int)
+TEXT ·q3kDequantAVX2(SB), NOSPLIT, $320-24
+	MOVQ   dst+0(FP), DI
+	MOVQ   src+8(FP), SI
+	MOVQ   nb+16(FP), R11
+	IMUL3Q $110, R11, R11
+	ADDQ   SI, R11
+	VPBROADCASTD qr03<>(SB), Y0
+	VPBROADCASTD qr04<>(SB), Y1
+	VPBROADCASTD qrd20<>(SB), Y2
+	VPBROADCASTD qrd04<>(SB), Y3
+
+q3kdBlock:
+	MOVL  96(SI), AX
+	MOVL  100(SI), CX
+	MOVL  104(SI), R12
+	MOVL  AX, R13
+	ANDL  $0x0f0f0f0f, R13
+	MOVL  R12, R8
+	ANDL  $0x03030303, R8
+	SHLL  $4, R8
+	ORL   R8, R13
+	MOVL  CX, R9
+	ANDL  $0x0f0f0f0f, R9
+	MOVL  R12, R8
+	SHRL  $2, R8
+	ANDL  $0x03030303, R8
+	SHLL  $4, R8
+	ORL   R8, R9
+	SHLQ  $32, R9
+	ORQ   R9, R13
+	SHRL  $4, AX
+	ANDL  $0x0f0f0f0f, AX
+	MOVL  R12, R8
+	SHRL  $4, R8
+	ANDL  $0x03030303, R8
+	SHLL  $4, R8
+	ORL   R8, AX
+	SHRL  $4, CX
+	ANDL  $0x0f0f0f0f, CX
+	SHRL  $6, R12
+	ANDL  $0x03030303, R12
+	SHLL  $4, R12
+	ORL   R12, CX
+	SHLQ  $32, CX
+	ORQ   CX, AX
+	VMOVQ     R13, X4
+	VMOVQ     AX, X5
+	VPMOVZXBD X4, Y4
+	VPMOVZXBD X5, Y5
+	VPSUBD    Y2, Y4, Y4
+	VPSUBD    Y2, Y5, Y5
+	VCVTDQ2PS Y4, Y4
+	VCVTDQ2PS Y5, Y5
+	VPBROADCASTW 108(SI), X6
+	VCVTPH2PS X6, Y6
+	VMULPS    Y4, Y6, Y4
+	VMULPS    Y5, Y6, Y5
+	VMOVUPS   Y4, (SP)
+	VMOVUPS   Y5, 32(SP)
+	VMOVDQU (SI), Y10
+	VMOVDQU 32(SI), Y8
+	Q3K_PART(0, 0, VPSLLW, 2)
+	Q3K_PART(0, 1, VPSLLW, 1)
+	Q3K_PART(0, 2, VPSRLW, 0)
+	Q3K_PART(0, 3, VPSRLW, 1)
+	VMOVDQU 64(SI), Y8
+	Q3K_PART(1, 0, VPSRLW, 2)
+	Q3K_PART(1, 1, VPSRLW, 3)
+	Q3K_PART(1, 2, VPSRLW, 4)
+	Q3K_PART(1, 3, VPSRLW, 5)
+	Q3KD_GROUP(0)
+	Q3KD_GROUP(1)
+	Q3KD_GROUP(2)
+	Q3KD_GROUP(3)
+	Q3KD_GROUP(4)
+	Q3KD_GROUP(5)
+	Q3KD_GROUP(6)
+	Q3KD_GROUP(7)
+	Q3KD_GROUP(8)
+	Q3KD_GROUP(9)
+	Q3KD_GROUP(10)
+	Q3KD_GROUP(11)
+	Q3KD_GROUP(12)
+	Q3KD_GROUP(13)
+	Q3KD_GROUP(14)
+	Q3KD_GROUP(15)
+	ADDQ $110, SI
+	ADDQ $1024, DI
+	CMPQ SI, R11
+	JB   q3kdBlock
+	VZEROUPPER
+	RET
+
+// func qlDequantAVX2(dst *float32, src *byte, nb, kind int)
+// kind 0 Q4_0, 1 Q4_1, 2 Q5_0, 3 Q5_1.
+TEXT ·qlDequantAVX2(SB), NOSPLIT, $0-32
+	MOVQ   dst+0(FP), DI
+	MOVQ   src+8(FP), SI
+	MOVQ   nb+16(FP), CX
+	MOVQ   kind+24(FP), AX
+	VPBROADCASTD qrd0f<>(SB), Y0
+	VPBROADCASTD qrd10<>(SB), Y1
+	CMPQ   AX, $1
+	JEQ    qld41
+	CMPQ   AX, $2
+	JEQ    qld50
+	CMPQ   AX, $3
+	JEQ    qld51
+	VPBROADCASTD qrd08<>(SB), Y2
+
+qld40:
+	QL_NIBBLES(2)
+	QLD_OFF(0)
+	ADDQ $18, SI
+	ADDQ $128, DI
+	DECQ CX
+	JNZ  qld40
+	JMP  qldDone
+
+qld41:
+	QL_NIBBLES(4)
+	QLD_MIN
+	ADDQ $20, SI
+	ADDQ $128, DI
+	DECQ CX
+	JNZ  qld41
+	JMP  qldDone
+
+qld50:
+	VPBROADCASTD qrd10<>(SB), Y2
+
+qld50Loop:
+	QL_NIBBLES(6)
+	QL_FIFTH(2)
+	QLD_OFF(0)
+	ADDQ $22, SI
+	ADDQ $128, DI
+	DECQ CX
+	JNZ  qld50Loop
+	JMP  qldDone
+
+qld51:
+	QL_NIBBLES(8)
+	QL_FIFTH(4)
+	QLD_MIN
+	ADDQ $24, SI
+	ADDQ $128, DI
+	DECQ CX
+	JNZ  qld51
+
+qldDone:
 	VZEROUPPER
 	RET
