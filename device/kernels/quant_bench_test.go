@@ -3,6 +3,7 @@ package kernels
 import (
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"sort"
 	"sync"
 	"testing"
@@ -34,19 +35,21 @@ type qBenchSet struct {
 
 var (
 	qBenchMu   sync.Mutex
-	qBenchSets = map[string]*qBenchSet{}
+	qBenchLast *qBenchSet // only the latest set is kept: each is 160+ MiB
 )
 
-// qBench builds (once per type and shape) the rotation of weight matrices:
-// 64 distinct quantized rows tiled over the matrix (speed does not depend on
-// the values, and quantizing 58M weights for every run would dominate).
+// qBench builds the rotation of weight matrices for a type and shape (reused
+// by consecutive calls with the same arguments): 64 distinct quantized rows
+// tiled over the matrix (speed does not depend on the values, and
+// quantizing 58M weights for every run would dominate).
 func qBench(t quant.Type, in, out int) *qBenchSet {
-	key := fmt.Sprintf("%s/%dx%d", t, in, out)
 	qBenchMu.Lock()
 	defer qBenchMu.Unlock()
-	if s := qBenchSets[key]; s != nil {
+	if s := qBenchLast; s != nil && s.t == t && s.in == in && s.out == out {
 		return s
 	}
+	qBenchLast = nil
+	runtime.GC() // let the previous rotation go before allocating the next
 	r := rand.New(rand.NewPCG(21, 22))
 	rb, _ := t.RowBytes(in)
 	base := qRandWeights(r, t, in, 64)
@@ -62,7 +65,7 @@ func qBench(t quant.Type, in, out int) *qBenchSet {
 	}
 	s.x = qRandX(r, 64*in)
 	s.y = make([]float32, 64*out)
-	qBenchSets[key] = s
+	qBenchLast = s
 	return s
 }
 
