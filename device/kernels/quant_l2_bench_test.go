@@ -3,7 +3,6 @@ package kernels
 import (
 	"fmt"
 	"math/rand/v2"
-	"offload/quant"
 	"testing"
 	"time"
 )
@@ -42,8 +41,8 @@ func BenchmarkMatVecQL2(b *testing.B) {
 func BenchmarkBatchQL2(b *testing.B) {
 	defer SetThreads(0)
 	SetThreads(1)
-	for _, typ := range []quant.Type{quant.Q4_K, quant.Q6_K, quant.Q8_0} {
-		for lvl := qMaxLevel; lvl >= 1; lvl-- {
+	for _, typ := range qTypes() {
+		for lvl := qMaxLevel; lvl >= max(1, qMaxLevel-1); lvl-- {
 			b.Run(fmt.Sprintf("%s/level%d/n=16", typ, lvl), func(b *testing.B) {
 				saved := qLevel
 				defer func() { qLevel = saved }()
