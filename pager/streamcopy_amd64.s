@@ -1,3 +1,5 @@
+//go:build amd64 && !purego
+
 #include "textflag.h"
 
 // func copyNTAVX2(dst, src *byte, n int)
