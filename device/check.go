@@ -118,6 +118,9 @@ func CheckRMSNorm(y, x, w Tensor, eps float32, wtypes []DType) error {
 	if err := CheckOperands(op, F32Op("y", y), F32Op("x", x), Operand{"w", w, wtypes}); err != nil {
 		return err
 	}
+	if w.DType.Quantized() {
+		return fmt.Errorf("%s: w is %s; a norm weight must be a plain float type", op, w.DType)
+	}
 	if y.Rows != x.Rows || y.Cols != x.Cols || w.Rows != 1 || w.Cols != x.Cols {
 		return fmt.Errorf("%s: y %dx%d, x %dx%d, w %dx%d: want y shaped like x and w 1x%d", op, y.Rows, y.Cols, x.Rows, x.Cols, w.Rows, w.Cols, x.Cols)
 	}

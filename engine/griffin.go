@@ -96,12 +96,15 @@ func (e *Engine) packGriffin() error {
 			return fmt.Errorf("griffin rows: %w", err)
 		}
 		res.packedBuf = buf
-		if res.ffn != nil {
-			// Gather on the device from the resident FFN.
+		if res.ffn != nil && !(res.ffn.Down.DType.Quantized() && !res.ffn.DownT) {
+			// Gather on the device from the resident FFN (rows of any
+			// type; the columns of a quantized down matrix cannot be cut
+			// out on the device, so that case is packed on the host below).
 			k := len(e.grif.sel[l])
-			dt := res.ffn.Gate.DType
-			rowB := alignUp(int64(k) * dt.RowBytes(cfg.Dim))
-			f := model.FFNWeights{Gate: tensorAt(buf, 0, dt, k, cfg.Dim), Up: tensorAt(buf, rowB, dt, k, cfg.Dim), Down: tensorAt(buf, 2*rowB, dt, k, cfg.Dim), DownT: true, K: k}
+			var pl layout
+			f := model.FFNWeights{Gate: tensorAt(buf, pl.place(res.ffn.Gate.DType, k, cfg.Dim), res.ffn.Gate.DType, k, cfg.Dim),
+				Up:    tensorAt(buf, pl.place(res.ffn.Up.DType, k, cfg.Dim), res.ffn.Up.DType, k, cfg.Dim),
+				Down:  tensorAt(buf, pl.place(res.ffn.Down.DType, k, cfg.Dim), res.ffn.Down.DType, k, cfg.Dim), DownT: true, K: k}
 			ib := make([]byte, 4*k)
 			i32Bytes(ib, e.grif.sel[l])
 			d, s := e.dev, e.comp
@@ -204,10 +207,10 @@ func (e *Engine) packHost() error {
 // packedLayout places a layer's host-packed Griffin rows (laid out as
 // ffnLayout's staging: gate, up and down rows at aligned offsets) as one
 // contiguous transfer.
-func packedLayout(lo *layout, buf device.Buffer, packed []byte, k, dim int, dt device.DType) model.FFNWeights {
-	g := lo.place(dt, k, dim)
-	u := lo.place(dt, k, dim)
-	d := lo.place(dt, k, dim)
+func packedLayout(lo *layout, buf device.Buffer, packed []byte, k, dim int, L *model.Layer) model.FFNWeights {
+	var tmp layout
+	f := ffnLayout(&tmp, buf, L, dim, 0, make([]int32, k), 1) // placement only: nothing is gathered here
+	lo.off = tmp.off
 	lo.items = append(lo.items, xfer{bytes: int64(len(packed)), direct: packed})
-	return model.FFNWeights{Gate: tensorAt(buf, g, dt, k, dim), Up: tensorAt(buf, u, dt, k, dim), Down: tensorAt(buf, d, dt, k, dim), DownT: true, K: k}
+	return f
 }

@@ -121,7 +121,7 @@ func (e *Engine) prepare(u int, ffn FFNMode) (*unit, error) {
 			case res.packed != nil:
 				un.ffn = *res.packed
 			case e.grif.hostPacked != nil && e.grif.hostPacked[u] != nil:
-				un.ffn = packedLayout(lo, buf, e.grif.hostPacked[u], len(e.grif.sel[u]), cfg.Dim, mustDType(ffnSource(L)))
+				un.ffn = packedLayout(lo, buf, e.grif.hostPacked[u], len(e.grif.sel[u]), cfg.Dim, L)
 			default:
 				un.ffn = ffnLayout(lo, buf, L, cfg.Dim, cfg.Hidden, e.grif.sel[u], e.opt.Workers)
 			}

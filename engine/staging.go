@@ -9,6 +9,7 @@ import (
 	"offload/device"
 	"offload/model"
 	"offload/pager"
+	"offload/quant"
 )
 
 // align is the alignment of every tensor placed in a device buffer (cuBLAS
@@ -136,6 +137,10 @@ func attnLayout(lo *layout, buf device.Buffer, L *model.Layer) model.AttnWeights
 // of them). A file-layout FFN with idx == nil is copied as is; everything
 // else is gathered into staging: rows of gate and up, columns of down
 // (transposed into rows), or whole neuron bundles split into their parts.
+// Gate, up and down keep their own types (quantized files mix them), except
+// that columns of a quantized down matrix cut across its blocks: they are
+// dequantized to f32 rows (correct, if four to eight times the bytes of a
+// bundle that stores them requantized).
 func ffnLayout(lo *layout, buf device.Buffer, L *model.Layer, dim, hidden int, idx []int32, workers int) model.FFNWeights {
 	if L.Bundle == nil && idx == nil {
 		g := lo.direct(buf, L.Gate)
@@ -143,33 +148,23 @@ func ffnLayout(lo *layout, buf device.Buffer, L *model.Layer, dim, hidden int, i
 		d := lo.direct(buf, L.Down)
 		return model.FFNWeights{Gate: g, Up: u, Down: d, K: hidden}
 	}
-	var src *pager.Tensor
-	if L.Bundle != nil {
-		src = L.Bundle
-	} else {
-		src = L.Gate
-	}
-	dt := mustDType(src)
-	es := int64(dt.BlockBytes())
 	k := hidden
 	if idx != nil {
 		k = len(idx)
 	}
-	part := int64(k) * int64(dim) * es
-	gOff := lo.place(dt, k, dim)
-	uOff := lo.place(dt, k, dim)
-	dOff := lo.place(dt, k, dim)
-	f := model.FFNWeights{Gate: tensorAt(buf, gOff, dt, k, dim), Up: tensorAt(buf, uOff, dt, k, dim), Down: tensorAt(buf, dOff, dt, k, dim), DownT: true, K: k}
 	row := func(i int) int {
 		if idx == nil {
 			return i
 		}
 		return int(idx[i])
 	}
-	rowB := int64(dim) * es
-	pa := alignUp(part) // the parts sit at aligned offsets, as placed above
 	if L.Bundle != nil {
 		// One contiguous read per neuron: gate_j | up_j | downT_j.
+		dt := mustDType(L.Bundle)
+		rowB := dt.RowBytes(dim)
+		part := int64(k) * rowB
+		pa := alignUp(part) // the parts sit at aligned offsets, as placed below
+		gOff, uOff, dOff := lo.place(dt, k, dim), lo.place(dt, k, dim), lo.place(dt, k, dim)
 		lo.gathered(2*pa+part, func(dst []byte) {
 			parallel(k, workers, func(i0, i1 int) {
 				for i := i0; i < i1; i++ {
@@ -180,20 +175,61 @@ func ffnLayout(lo *layout, buf device.Buffer, L *model.Layer, dim, hidden int, i
 				}
 			})
 		})
-		return f
+		return model.FFNWeights{Gate: tensorAt(buf, gOff, dt, k, dim), Up: tensorAt(buf, uOff, dt, k, dim),
+			Down: tensorAt(buf, dOff, dt, k, dim), DownT: true, K: k}
 	}
-	lo.gathered(2*pa+part, func(dst []byte) {
+	gt, ut, dt := mustDType(L.Gate), mustDType(L.Up), downRowType(L)
+	gOff, uOff, dOff := lo.place(gt, k, dim), lo.place(ut, k, dim), lo.place(dt, k, dim)
+	gRow, uRow := gt.RowBytes(dim), ut.RowBytes(dim)
+	gPart, uPart := alignUp(int64(k)*gRow), alignUp(int64(k)*uRow)
+	lo.gathered(gPart+uPart+int64(k)*dt.RowBytes(dim), func(dst []byte) {
 		parallel(k, workers, func(i0, i1 int) {
 			for i := i0; i < i1; i++ {
 				j := row(i)
-				pager.StreamCopy(dst[int64(i)*rowB:], L.Gate.Row(j))
-				pager.StreamCopy(dst[pa+int64(i)*rowB:], L.Up.Row(j))
+				pager.StreamCopy(dst[int64(i)*gRow:], L.Gate.Row(j))
+				pager.StreamCopy(dst[gPart+int64(i)*uRow:], L.Up.Row(j))
 			}
-			// Down is [dim, hidden]: column j is strided; write it as row i.
-			gatherColsT(dst[2*pa:], L.Down.Data, dim, hidden, int(es), i0, i1, row)
 		})
+		gatherDown(dst[gPart+uPart:], L, dim, hidden, k, row, workers)
 	})
-	return f
+	return model.FFNWeights{Gate: tensorAt(buf, gOff, gt, k, dim), Up: tensorAt(buf, uOff, ut, k, dim),
+		Down: tensorAt(buf, dOff, dt, k, dim), DownT: true, K: k}
+}
+
+// downRowType is the type of a gathered down column: the file's for plain
+// types, f32 for quantized ones.
+func downRowType(L *model.Layer) device.DType {
+	if dt := mustDType(L.Down); !dt.Quantized() {
+		return dt
+	}
+	return device.F32
+}
+
+// gatherDown writes down columns row(i), i < k, of L.Down ([dim, hidden]) as
+// rows i of dst ([k, dim] of downRowType).
+func gatherDown(dst []byte, L *model.Layer, dim, hidden, k int, row func(int) int, workers int) {
+	dt := mustDType(L.Down)
+	if !dt.Quantized() {
+		parallel(k, workers, func(i0, i1 int) {
+			gatherColsT(dst, L.Down.Data, dim, hidden, dt.BlockBytes(), i0, i1, row)
+		})
+		return
+	}
+	// Each source row is dequantized once and its selected elements are
+	// scattered into the k destination rows.
+	qt := quant.Type(L.Down.DType)
+	out := f32s(dst[:int64(k)*int64(dim)*4])
+	parallel(dim, workers, func(r0, r1 int) {
+		buf := make([]float32, hidden)
+		for r := r0; r < r1; r++ {
+			if err := quant.DequantizeRow(qt, buf, L.Down.Row(r)); err != nil {
+				panic(err) // sizes were checked when the model opened
+			}
+			for i := range k {
+				out[i*dim+r] = buf[row(i)]
+			}
+		}
+	})
 }
 
 // gateLayout places only the gate matrix (per-token top-k needs all of it to
@@ -217,36 +253,38 @@ func gateLayout(lo *layout, buf device.Buffer, L *model.Layer, dim, hidden, work
 
 // upDownLayout places the up rows and down columns of the selected neurons.
 func upDownLayout(lo *layout, buf device.Buffer, L *model.Layer, dim, hidden int, idx []int32, workers int) (up, downT device.Tensor) {
-	var src *pager.Tensor = L.Up
-	if L.Bundle != nil {
-		src = L.Bundle
-	}
-	dt := mustDType(src)
-	es := int64(dt.BlockBytes())
 	k := len(idx)
-	rowB := int64(dim) * es
-	part := int64(k) * rowB
-	pa := alignUp(part)
-	uOff := lo.place(dt, k, dim)
-	dOff := lo.place(dt, k, dim)
-	lo.gathered(pa+part, func(dst []byte) {
-		parallel(k, workers, func(i0, i1 int) {
-			for i := i0; i < i1; i++ {
-				j := int64(idx[i])
-				if L.Bundle != nil {
-					b := L.Bundle.Row(int(j))
+	row := func(i int) int { return int(idx[i]) }
+	if L.Bundle != nil {
+		dt := mustDType(L.Bundle)
+		rowB := dt.RowBytes(dim)
+		part := int64(k) * rowB
+		pa := alignUp(part)
+		uOff, dOff := lo.place(dt, k, dim), lo.place(dt, k, dim)
+		lo.gathered(pa+part, func(dst []byte) {
+			parallel(k, workers, func(i0, i1 int) {
+				for i := i0; i < i1; i++ {
+					b := L.Bundle.Row(row(i))
 					pager.StreamCopy(dst[int64(i)*rowB:], b[rowB:2*rowB])
 					pager.StreamCopy(dst[pa+int64(i)*rowB:], b[2*rowB:3*rowB])
-					continue
 				}
-				pager.StreamCopy(dst[int64(i)*rowB:], L.Up.Row(int(j)))
-			}
-			if L.Bundle == nil {
-				gatherColsT(dst[pa:], L.Down.Data, dim, hidden, int(es), i0, i1, func(i int) int { return int(idx[i]) })
+			})
+		})
+		return tensorAt(buf, uOff, dt, k, dim), tensorAt(buf, dOff, dt, k, dim)
+	}
+	ut, dt := mustDType(L.Up), downRowType(L)
+	uRow := ut.RowBytes(dim)
+	uPart := alignUp(int64(k) * uRow)
+	uOff, dOff := lo.place(ut, k, dim), lo.place(dt, k, dim)
+	lo.gathered(uPart+int64(k)*dt.RowBytes(dim), func(dst []byte) {
+		parallel(k, workers, func(i0, i1 int) {
+			for i := i0; i < i1; i++ {
+				pager.StreamCopy(dst[int64(i)*uRow:], L.Up.Row(row(i)))
 			}
 		})
+		gatherDown(dst[uPart:], L, dim, hidden, k, row, workers)
 	})
-	return tensorAt(buf, uOff, dt, k, dim), tensorAt(buf, dOff, dt, k, dim)
+	return tensorAt(buf, uOff, ut, k, dim), tensorAt(buf, dOff, dt, k, dim)
 }
 
 // headLayout places the final norm and the LM head.

@@ -61,17 +61,33 @@ func (e *Engine) topkFFN(l int, un *unit, rows int, pass *passRec) (model.FFNWei
 		pass.inputBytes += int64(len(ib))
 		ix := tensorAt(e.act.idx.Buf, e.act.idx.Off, device.I32, 1, k)
 		f.Up = tensorAt(e.act.sel.Buf, e.act.sel.Off, res.ffn.Up.DType, k, cfg.Dim)
-		f.Down = tensorAt(e.act.sel.Buf, e.act.sel.Off+alignUp(f.Up.Bytes()), res.ffn.Up.DType, k, cfg.Dim)
+		downType := res.ffn.Down.DType
+		if downType.Quantized() && !res.ffn.DownT {
+			downType = device.F32
+		}
+		f.Down = tensorAt(e.act.sel.Buf, e.act.sel.Off+alignUp(f.Up.Bytes()), downType, k, cfg.Dim)
 		if err := d.GatherRows(s, f.Up, res.ffn.Up, ix); err != nil {
 			return model.FFNWeights{}, err
 		}
-		if res.ffn.DownT {
+		switch {
+		case res.ffn.Down.DType.Quantized() && !res.ffn.DownT:
+			// Columns of a quantized matrix cut across its blocks: gather
+			// them dequantized on the host from the file and send them.
+			host := grow(&e.topk.scratch.down, int(f.Down.Bytes()))
+			gatherDown(host, &e.M.Layers[l], cfg.Dim, H, k, func(i int) int { return int(idx[i]) }, e.opt.Workers)
+			if err := d.CopyToDevice(s, f.Down.Buf, f.Down.Off, host); err != nil {
+				return model.FFNWeights{}, err
+			}
+			pass.inputBytes += int64(len(host))
+		case res.ffn.DownT:
 			err := d.GatherRows(s, f.Down, res.ffn.Down, ix)
 			if err != nil {
 				return model.FFNWeights{}, err
 			}
-		} else if err := d.GatherColsT(s, f.Down, res.ffn.Down, ix); err != nil {
-			return model.FFNWeights{}, err
+		default:
+			if err := d.GatherColsT(s, f.Down, res.ffn.Down, ix); err != nil {
+				return model.FFNWeights{}, err
+			}
 		}
 		// Keep the device's copy of the selected gate values from being
 		// overwritten before use: sel is synchronous here.
@@ -117,7 +133,7 @@ func (e *Engine) topkFFN(l int, un *unit, rows int, pass *passRec) (model.FFNWei
 type topkState struct {
 	sel     sparsity.Selector
 	stage   []byte
-	scratch struct{ gate, mag, sel, idx, stats []byte }
+	scratch struct{ gate, mag, sel, idx, stats, down []byte }
 }
 
 // grow returns (*b)[:n], reallocating only when the buffer is too small:

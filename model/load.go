@@ -8,6 +8,7 @@ import (
 	"offload/device"
 	"offload/internal/half"
 	"offload/pager"
+	"offload/quant"
 )
 
 // Layer holds one transformer block's weights as views into the mapped file.
@@ -51,18 +52,22 @@ func Open(path string) (*Model, error) {
 	return m, nil
 }
 
+// dtypes maps the weight file types the kernels compute with to the
+// device's.
+var dtypes = map[pager.DType]device.DType{
+	pager.F32: device.F32, pager.F16: device.F16, pager.BF16: device.BF16,
+	pager.Q4_0: device.Q4_0, pager.Q4_1: device.Q4_1, pager.Q5_0: device.Q5_0, pager.Q5_1: device.Q5_1,
+	pager.Q8_0: device.Q8_0, pager.Q2_K: device.Q2_K, pager.Q3_K: device.Q3_K, pager.Q4_K: device.Q4_K,
+	pager.Q5_K: device.Q5_K, pager.Q6_K: device.Q6_K,
+}
+
 // DType maps a weight file's dtype to the device's, or fails for the ones the
 // compute kernels do not handle yet.
 func DType(d pager.DType) (device.DType, error) {
-	switch d {
-	case pager.F32:
-		return device.F32, nil
-	case pager.F16:
-		return device.F16, nil
-	case pager.BF16:
-		return device.BF16, nil
+	if dt, ok := dtypes[d]; ok {
+		return dt, nil
 	}
-	return 0, fmt.Errorf("dtype %s is not supported yet (supported: F32, F16, BF16)", d)
+	return 0, fmt.Errorf("dtype not supported yet: %s", d)
 }
 
 // DefaultContext is the context length assumed when a file does not give one.
@@ -126,8 +131,13 @@ func fromFile(f *pager.Model) (*Model, error) {
 		if err := checkShape(t, shape); err != nil {
 			return nil, fmt.Errorf("%s: tensor %s: %w", f.Path, name, err)
 		}
-		if _, err := DType(t.DType); err != nil {
+		dt, err := DType(t.DType)
+		if err != nil {
 			return nil, fmt.Errorf("%s: tensor %s: %w", f.Path, name, err)
+		}
+		if len(shape) == 1 && dt.Quantized() {
+			// Norm weights are read whole, element by element.
+			return nil, fmt.Errorf("%s: tensor %s: a %s vector is not supported (norms must be F32, F16 or BF16)", f.Path, name, t.DType)
 		}
 		return t, nil
 	}
@@ -231,7 +241,9 @@ func (m *Model) EmbedRow(dst []float32, tok int) error {
 			dst[i] = half.BF16ToF32(binary.LittleEndian.Uint16(row[2*i:]))
 		}
 	default:
-		return fmt.Errorf("token_embd.weight: dtype %s is not supported", m.Embed.DType)
+		if err := quant.DequantizeRow(quant.Type(m.Embed.DType), dst, row); err != nil {
+			return fmt.Errorf("token_embd.weight: row %d: %w", tok, err)
+		}
 	}
 	return nil
 }

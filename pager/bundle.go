@@ -391,6 +391,9 @@ func bundleTensor(l int, p LlamaParams, byGGUF map[string]*Tensor) (outTensor, e
 	if err != nil {
 		return outTensor{}, err
 	}
+	if !gate.DType.Float() || !up.DType.Float() || !down.DType.Float() {
+		return outTensor{}, fmt.Errorf("layer %d: ffn dtype %s: bundling quantized FFNs is not supported yet (the down columns must be requantized)", l, down.DType)
+	}
 	if gate.DType != up.DType || gate.DType != down.DType {
 		return outTensor{}, fmt.Errorf("layer %d: ffn dtypes differ (gate %s, up %s, down %s)", l, gate.DType, up.DType, down.DType)
 	}

@@ -77,7 +77,7 @@ var dtypes = map[DType]dtypeInfo{
 }
 
 // supportedNames is the list quoted in "not supported" errors.
-const supportedNames = "F32, F16, BF16"
+const supportedNames = "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K"
 
 // String returns the GGML name of the type ("F32", "Q4_K", ...), or
 // "dtype(N)" for an id ggml never defined.
@@ -94,8 +94,20 @@ func (d DType) Known() bool {
 	return ok && info.block > 0
 }
 
-// Supported reports whether the runtime computes with d (F32, F16, BF16).
-func (d DType) Supported() bool { return d == F32 || d == F16 || d == BF16 }
+// Supported reports whether the runtime computes with d: F32, F16, BF16 and
+// ggml's block-quantized Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and Q2_K..Q6_K (which
+// llama.cpp's quantizer mixes per tensor in its *_K_S/M/L files).
+func (d DType) Supported() bool {
+	switch d {
+	case F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K:
+		return true
+	}
+	return false
+}
+
+// Float reports whether d is a plain float type (F32, F16, BF16): the types
+// safetensors files hold and the ones whose columns can be cut out of a row.
+func (d DType) Float() bool { return d == F32 || d == F16 || d == BF16 }
 
 // Size is the number of bytes per element for unquantised types (F32: 4,
 // F16/BF16: 2, I8..F64), and 0 for block-quantised or unknown types, whose

@@ -165,7 +165,10 @@ func TestOpenErrors(t *testing.T) {
 	}
 }
 
-func TestQuantizedOpensButIsRefused(t *testing.T) {
+// TestQuantizedTypes: a quantized GGUF opens, sizes its tensors by block,
+// and passes CheckDTypes; a type the runtime does not compute with is
+// refused naming the tensor and the type.
+func TestQuantizedTypes(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "X.gguf")
 	writeFile(t, path, buildGGUF(3, 2, 0, nil, []rawTensor{
 		{"blk.0.attn_norm.weight", []uint64{256}, uint32(F32), 0},
@@ -176,12 +179,19 @@ func TestQuantizedOpensButIsRefused(t *testing.T) {
 	if up.DType != Q4_K || len(up.Data) != 2*144 || up.Rows() != 2 || len(up.Row(1)) != 144 {
 		t.Fatalf("Q4_K tensor: %s %v %d bytes", up.DType, up.Shape, len(up.Data))
 	}
-	err := m.CheckDTypes()
-	want := fmt.Sprintf("gguf %s: tensor blk.0.ffn_up.weight has dtype Q4_K, which offload does not support yet (supported: F32, F16, BF16)", path)
+	if err := m.CheckDTypes(); err != nil {
+		t.Errorf("CheckDTypes() = %v for a Q4_K tensor", err)
+	}
+	iq := filepath.Join(t.TempDir(), "IQ.gguf")
+	writeFile(t, iq, buildGGUF(3, 2, 0, nil, []rawTensor{
+		{"blk.0.attn_norm.weight", []uint64{256}, uint32(F32), 0},
+		{"blk.0.ffn_up.weight", []uint64{256, 2}, uint32(IQ2_XS), 1024},
+	}, 1024+2*74))
+	err := openT(t, iq).CheckDTypes()
+	want := fmt.Sprintf("gguf %s: tensor blk.0.ffn_up.weight: dtype not supported yet: IQ2_XS (supported: %s)", iq, supportedNames)
 	if err == nil || err.Error() != want {
 		t.Errorf("CheckDTypes() = %v\nwant %s", err, want)
 	}
-	wantErr(t, BundleFFN(m, filepath.Join(t.TempDir(), "out.gguf"), nil), "dtype Q4_K")
 }
 
 func TestHFConfigErrors(t *testing.T) {

@@ -14,7 +14,7 @@ func exercise(t *testing.T, m *Model, dir string) {
 	var sum int64
 	for _, tn := range m.Tensors {
 		sum += int64(len(tn.Data))
-		if tn.DType.Supported() && int64(len(tn.Data)) != tn.Elements()*int64(tn.DType.Size()) {
+		if want, err := tensorBytes(tn.DType, tn.Shape); tn.DType.Supported() && (err != nil || int64(len(tn.Data)) != want) {
 			t.Fatalf("%s: %d bytes for %d elements of %s", tn.Name, len(tn.Data), tn.Elements(), tn.DType)
 		}
 		if tn.Rows() > 0 && len(tn.Data) > 0 {

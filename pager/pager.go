@@ -179,7 +179,7 @@ func (m *Model) Close() error {
 func (m *Model) CheckDTypes() error {
 	for _, t := range m.Tensors {
 		if !t.DType.Supported() {
-			return fmt.Errorf("%s %s: tensor %s has dtype %s, which offload does not support yet (supported: %s)",
+			return fmt.Errorf("%s %s: tensor %s: dtype not supported yet: %s (supported: %s)",
 				m.Format, m.Path, t.Name, t.DType, supportedNames)
 		}
 	}

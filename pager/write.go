@@ -121,8 +121,8 @@ func specSizes(specs []TensorSpec, onlySupported bool) ([]int64, error) {
 			return nil, fmt.Errorf("tensor %d: empty or duplicate name %q", i, s.Name)
 		}
 		seen[s.Name] = true
-		if onlySupported && !s.DType.Supported() {
-			return nil, fmt.Errorf("tensor %s: dtype %s is not supported (supported: %s)", s.Name, s.DType, supportedNames)
+		if onlySupported && !s.DType.Float() {
+			return nil, fmt.Errorf("tensor %s: dtype %s is not supported in safetensors (supported: F32, F16, BF16)", s.Name, s.DType)
 		}
 		n, err := tensorBytes(s.DType, s.Shape)
 		if err != nil {

@@ -65,6 +65,7 @@ func Run(t *testing.T, newDev func(t *testing.T, capacity int64) device.Device) 
 		{"Errors/Shapes", 4 * mib, testShapeErrors},
 		{"Kernel/MatMul", 16 * mib, func(f *fixture) { testMatMul(f, false) }},
 		{"Kernel/MatMulT", 16 * mib, func(f *fixture) { testMatMul(f, true) }},
+		{"Kernel/MatMulQuant", 16 * mib, testMatMulQuant},
 		{"Kernel/RMSNorm", 4 * mib, testRMSNorm},
 		{"Kernel/RoPE", 4 * mib, testRoPE},
 		{"Kernel/RoPEFreqs", 4 * mib, testRoPEFreqs},

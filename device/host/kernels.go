@@ -8,6 +8,7 @@ import (
 
 	"offload/device"
 	"offload/device/kernels"
+	"offload/quant"
 )
 
 // bytes returns the bytes of tensors already checked by the device package's
@@ -61,7 +62,14 @@ func i32s(b []byte) []int32 {
 }
 
 // caps are the host backend's capabilities.
-var caps = device.Capabilities{WeightTypes: []device.DType{device.F32, device.F16, device.BF16}, MapsHost: true}
+var caps = device.Capabilities{WeightTypes: device.WeightTypes, MapsHost: true}
+
+// quantTypes maps the device's block-quantized types to the kernels' (ggml's).
+var quantTypes = map[device.DType]quant.Type{
+	device.Q4_0: quant.Q4_0, device.Q4_1: quant.Q4_1, device.Q5_0: quant.Q5_0, device.Q5_1: quant.Q5_1,
+	device.Q8_0: quant.Q8_0, device.Q2_K: quant.Q2_K, device.Q3_K: quant.Q3_K, device.Q4_K: quant.Q4_K,
+	device.Q5_K: quant.Q5_K, device.Q6_K: quant.Q6_K,
+}
 
 // Caps says which weight types the CPU kernels compute with.
 func (d *Device) Caps() device.Capabilities { return caps }
@@ -92,6 +100,9 @@ func (d *Device) matmul(op string, s device.Stream, y, x, w device.Tensor, trans
 	yv, xv, n := f32s(b[0]), f32s(b[1]), x.Rows
 	var fn func()
 	switch {
+	case w.DType.Quantized():
+		qt := quantTypes[w.DType]
+		fn = func() { kernels.MatMulQ(qt, yv, xv, b[2], n, in, out) }
 	case w.DType == device.F32 && !transposed:
 		fn = func() { kernels.MatMulF32(yv, xv, f32s(b[2]), n, in, out) }
 	case w.DType == device.F16 && !transposed:

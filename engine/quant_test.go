@@ -1,0 +1,152 @@
+package engine
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"offload/corrector"
+	"offload/internal/fixtures"
+	"offload/model"
+)
+
+// quantOracle is ../shared/models/stories260K-q/oracle_greedy.json: the
+// exact-dequantization numpy forward's greedy runs and logits per file.
+type quantOracle struct {
+	Models map[string]struct {
+		File string `json:"file"`
+		Runs []struct {
+			PromptIDs []int `json:"prompt_ids"`
+			Greedy    []int `json:"greedy_ids"`
+		} `json:"runs"`
+		LogitsFile string `json:"logits_file"`
+		LogitsIDs  []int  `json:"logits_input_ids"`
+	} `json:"models"`
+}
+
+func loadQuantOracle(t *testing.T) (string, quantOracle) {
+	dir := filepath.Join(fixtures.Shared(t), "models", "stories260K-q")
+	b, err := os.ReadFile(filepath.Join(dir, "oracle_greedy.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var o quantOracle
+	if err := json.Unmarshal(b, &o); err != nil {
+		t.Fatal(err)
+	}
+	if len(o.Models) < 12 {
+		t.Fatalf("oracle has %d models", len(o.Models))
+	}
+	return dir, o
+}
+
+// TestQuantizedOracle runs every quantized fixture (every GGUF type the
+// runtime reads, and llama.cpp's mixed *_K_M/_K_S files) against the
+// exact-dequantization oracle: the logits of the first 16 positions within
+// 1e-4 of the largest, and the greedy tokens of four prompts, dense and
+// strict Sirius (fixed and adaptive windows), resident and streamed.
+func TestQuantizedOracle(t *testing.T) {
+	dir, o := loadQuantOracle(t)
+	for typ, m := range o.Models {
+		t.Run(typ, func(t *testing.T) {
+			path := filepath.Join(dir, m.File)
+			raw, err := os.ReadFile(filepath.Join(dir, m.LogitsFile))
+			if err != nil {
+				t.Fatal(err)
+			}
+			const V = 512
+			want := make([]float32, len(raw)/4)
+			for i := range want {
+				want[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
+			}
+			mm, err := model.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Half the weights plus the KV cache and activations: every
+			// file streams some layers.
+			stream := mm.WeightBytes()/2 + 1200<<10
+			mm.Close()
+			for _, mem := range []int64{0, stream} {
+				e := newTestEngine(t, path, mem, Options{Context: 96}, denseCfg())
+				if mem > 0 && (e.Prof.Plan.SlotBytes == 0 || e.Prof.Plan.Resident >= e.M.WeightBytes()) {
+					t.Fatalf("budget %d should make layers stream: %v", mem, e.Prof.Plan)
+				}
+				var worst float64
+				for p, id := range m.LogitsIDs {
+					out, err := e.Forward(context.Background(), []Seq{{Toks: []int{id}, Pos: p, Logits: true}}, PhaseDecode, FFNFull)
+					if err != nil {
+						t.Fatal(err)
+					}
+					row := want[p*V : (p+1)*V]
+					var maxAbs float64
+					for _, v := range row {
+						maxAbs = max(maxAbs, math.Abs(float64(v)))
+					}
+					for j, v := range out[0][0] {
+						worst = max(worst, math.Abs(float64(v-row[j]))/maxAbs)
+					}
+				}
+				if worst > 1e-4 {
+					t.Fatalf("mem %d: max |logit error| / max |logit| = %.3g > 1e-4", mem, worst)
+				}
+				t.Logf("mem %d: logits within %.2g of the oracle", mem, worst)
+			}
+			for _, run := range []struct {
+				name   string
+				mem    int64
+				mode   corrector.Mode
+				policy corrector.WindowPolicy
+			}{
+				{"dense", 0, corrector.Dense, corrector.PolicyFixed},
+				{"dense-streamed", stream, corrector.Dense, corrector.PolicyFixed},
+				{"strict-fixed", 0, corrector.Sirius, corrector.PolicyFixed},
+				{"strict-fixed-streamed", stream, corrector.Sirius, corrector.PolicyFixed},
+				{"strict-adaptive-streamed", stream, corrector.Sirius, corrector.PolicyAdaptive},
+			} {
+				cfg := corrector.DefaultConfig()
+				cfg.Mode, cfg.Policy, cfg.Accept, cfg.Window, cfg.MaxTokens = run.mode, run.policy, corrector.AcceptStrict, 4, 64
+				e := newTestEngine(t, path, run.mem, Options{Context: 96}, cfg)
+				for _, r := range m.Runs {
+					res, err := gen(e, r.PromptIDs, cfg)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if fmt.Sprint(res.Tokens) != fmt.Sprint(r.Greedy) {
+						t.Fatalf("%s, prompt %v:\n got    %v\n oracle %v", run.name, r.PromptIDs, res.Tokens, r.Greedy)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestQuantizedTopK: per-token top-k on a quantized file (whose down
+// columns are gathered dequantized, on the host) still gives the oracle's
+// greedy tokens under strict acceptance, resident and streamed.
+func TestQuantizedTopK(t *testing.T) {
+	dir, o := loadQuantOracle(t)
+	m := o.Models["Q4_K_M"]
+	path := filepath.Join(dir, m.File)
+	for _, mem := range []int64{0, 2100 << 10} {
+		cfg := corrector.DefaultConfig()
+		cfg.Accept, cfg.Window, cfg.MaxTokens = corrector.AcceptStrict, 4, 64
+		e := newTestEngine(t, path, mem, Options{Context: 96, Decoding: Decoding{Sparsity: "topk"}}, cfg)
+		if mem > 0 && e.Prof.Plan.SlotBytes == 0 {
+			t.Fatal("the budget should make layers stream")
+		}
+		r := m.Runs[0]
+		res, err := gen(e, r.PromptIDs, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(res.Tokens) != fmt.Sprint(r.Greedy) {
+			t.Fatalf("mem %d: strict top-k Sirius\n got    %v\n oracle %v", mem, res.Tokens, r.Greedy)
+		}
+	}
+}
