@@ -103,8 +103,8 @@ func (e *Engine) packGriffin() error {
 			k := len(e.grif.sel[l])
 			var pl layout
 			f := model.FFNWeights{Gate: tensorAt(buf, pl.place(res.ffn.Gate.DType, k, cfg.Dim), res.ffn.Gate.DType, k, cfg.Dim),
-				Up:    tensorAt(buf, pl.place(res.ffn.Up.DType, k, cfg.Dim), res.ffn.Up.DType, k, cfg.Dim),
-				Down:  tensorAt(buf, pl.place(res.ffn.Down.DType, k, cfg.Dim), res.ffn.Down.DType, k, cfg.Dim), DownT: true, K: k}
+				Up:   tensorAt(buf, pl.place(res.ffn.Up.DType, k, cfg.Dim), res.ffn.Up.DType, k, cfg.Dim),
+				Down: tensorAt(buf, pl.place(res.ffn.Down.DType, k, cfg.Dim), res.ffn.Down.DType, k, cfg.Dim), DownT: true, K: k}
 			ib := make([]byte, 4*k)
 			i32Bytes(ib, e.grif.sel[l])
 			d, s := e.dev, e.comp
@@ -208,7 +208,7 @@ func (e *Engine) packHost() error {
 // ffnLayout's staging: gate, up and down rows at aligned offsets) as one
 // contiguous transfer.
 func packedLayout(lo *layout, buf device.Buffer, packed []byte, k, dim int, L *model.Layer) model.FFNWeights {
-	var tmp layout
+	tmp := layout{off: lo.off}
 	f := ffnLayout(&tmp, buf, L, dim, 0, make([]int32, k), 1) // placement only: nothing is gathered here
 	lo.off = tmp.off
 	lo.items = append(lo.items, xfer{bytes: int64(len(packed)), direct: packed})
