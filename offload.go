@@ -21,6 +21,7 @@ import (
 	"strings"
 	"sync"
 
+	"offload/corrector"
 	_ "offload/cuda" // registers the "cuda" backend
 	"offload/device"
 	_ "offload/device/host" // registers the "host" backend
@@ -213,7 +214,7 @@ func (s *Session) Generate(ctx context.Context, req Request, emit func(text stri
 	switch {
 	case ctx.Err() != nil:
 		r.Finish = FinishCancelled
-	case out.stopped || (len(res.Tokens) < req.MaxTokens && res.CappedFrom == 0):
+	case out.stopped || res.Stats.StopReason == corrector.StopEOS || (len(res.Tokens) < req.MaxTokens && res.CappedFrom == 0):
 		r.Finish = FinishStop
 	default:
 		r.Finish = FinishLength

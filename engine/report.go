@@ -241,8 +241,17 @@ func (e *Engine) Report(r *Result, modelName string) *Report {
 			"run `offload convert` once to store each neuron contiguously")
 	}
 	if r.CappedFrom > 0 {
-		rep.Notes = append(rep.Notes, fmt.Sprintf("%d tokens were asked for, but the KV cache holds %d positions: generation stopped at %d",
-			r.CappedFrom, e.opt.Context, r.Stats.Generated))
+		// Say the cache stopped the generation only when it did: a text
+		// that ended first (end of text, a stop string, an interruption)
+		// owes nothing to the cache.
+		room := e.opt.Context - r.Stats.PromptTokens - e.opt.Window
+		if r.Stats.StopReason == corrector.StopMaxTokens || r.Stats.Generated >= room {
+			rep.Notes = append(rep.Notes, fmt.Sprintf("%d tokens were asked for, but the KV cache holds %d positions: generation stopped at %d",
+				r.CappedFrom, e.opt.Context, r.Stats.Generated))
+		} else {
+			rep.Notes = append(rep.Notes, fmt.Sprintf("%d tokens were asked for; the KV cache (%d positions) had room for %d, but generation ended before that, after %d (%s)",
+				r.CappedFrom, e.opt.Context, room, r.Stats.Generated, stopWords(r.Stats.StopReason)))
+		}
 	}
 	if r.Stats.Mode == corrector.Sirius {
 		ds := e.SparseDensity()
@@ -254,6 +263,19 @@ func (e *Engine) Report(r *Result, modelName string) *Report {
 		}
 	}
 	return rep
+}
+
+// stopWords says why a generation ended, for the report.
+func stopWords(reason string) string {
+	switch reason {
+	case corrector.StopEOS:
+		return "end of text"
+	case corrector.StopString:
+		return "a stop string"
+	case "":
+		return "stopped early"
+	}
+	return reason
 }
 
 func (e *Engine) modeString(m corrector.Mode) string {
@@ -268,6 +290,39 @@ func (e *Engine) modeString(m corrector.Mode) string {
 	}
 	return fmt.Sprintf("sirius (%s, keep %g, window %d)", e.opt.Sparsity, e.opt.Keep, e.opt.Window)
 }
+
+// Glossary explains the report's words; `offload run --help` prints it and
+// the README quotes it (a test keeps the two equal).
+const Glossary = `Reading the report:
+  transfers          host->device bytes of the decode passes, per token they made (the first token
+                     comes from the prefill); "once at setup" is what was sent once (resident
+                     weights, packed sparse rows).
+  prefetched unused  weights copied ahead for a pass that never came (the generation ended, or the
+                     next pass was of another kind than expected): they crossed the link for nothing.
+  AAL                average advance length: tokens made final per full-model check (the drafts it
+                     kept plus the token the check supplies itself), at most --window. Higher is better.
+  corrections        checks that rejected a draft, per 100 generated tokens.
+  effective density  the share of the full model's weights used per generated token:
+                     ((window-1) x sparse density + 1) / AAL. Each window drafts window-1 tokens with
+                     the sparse model, then one full check; a correction throws away every draft
+                     after the first rejected one, and those tokens are drafted and checked again. With
+                     a low AAL that recomputation costs more than dense decoding (density 1), so the
+                     figure can exceed 1: Sirius then uses more weights per token than dense.
+                     "sparse" is the sparse model's own density (embeddings included).
+  phases             prefill (the prompt), decode (one dense token), draft (one sparse token), check
+                     (one batched full pass over a window).
+  weights, inputs    bytes sent host->device: streamed weights; embeddings and indices.
+  outputs            bytes read back device->host (logits, activations).
+  copy, compute      time the copy stream and the compute stream were busy.
+  stall              time the compute stream sat idle inside a pass, between one layer and the next,
+                     waiting for that layer's weights to arrive (or for the host).
+  wall               time from a pass's first copy or compute to its last, summed over the passes.
+  GB/s               weight bytes over copy time.
+  overlap            share of the shorter of copy and compute that ran hidden under the other: 100%
+                     when wall = max(copy, compute), 0% when wall = copy + compute.
+  @N (offload eval)  the first generated token, counted from 0, where a mode's output differs from
+                     dense's; "-" means the outputs are identical.
+`
 
 // Report is the end-of-run summary: what was generated, how fast, and where
 // every byte and millisecond went.
