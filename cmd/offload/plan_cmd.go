@@ -42,7 +42,7 @@ Example: offload plan --shape llama-3-70b --gpu rtx-4090 --link pcie4 --window 1
 			&cli.StringFlag{Name: "flops", Usage: "achieved compute rate, e.g. 100T (replaces the GPU table's)"},
 			&cli.StringFlag{Name: "mem-bw", Usage: "achieved memory bandwidth, e.g. 800GB/s (replaces the GPU table's)"},
 			&cli.BoolFlag{Name: "paper", Usage: "the paper's setting: only embeddings, head and norms resident, layers double-buffered"},
-			&cli.StringFlag{Name: "measured", Usage: "per-layer copy and compute times from `offload bench --json` instead of the tables"},
+			&cli.StringFlag{Name: "measured", Usage: "per-layer copy and compute times from `FILE` (written by offload bench --json) instead of the tables"},
 			&cli.BoolFlag{Name: "json", Usage: "print the prediction as JSON"},
 			&cli.StringFlag{Name: "plot", Usage: "draw s/token per mode and a copy/compute timeline to this .svg or .png"},
 			&cli.StringFlag{Name: "timeline", Value: "dense/full", Usage: "the pass --plot draws: MODE/PHASE, e.g. sirius/check, sparse/sparse"},
