@@ -32,7 +32,7 @@ func benchCommand() *cli.Command {
 		&cli.StringFlag{Name: "plot", Usage: "draw s/token per mode and the copy/compute timeline of the last mode to this .svg or .png"},
 		&cli.StringFlag{Name: "trace", Usage: "write the last mode's Chrome trace-event timeline to this file"},
 	}
-	flags = append(flags, decodeFlags()...)
+	flags = append(flags, except(decodeFlags(), "mode")...) // --modes lists them
 	flags = append(flags, deviceFlags()...)
 	return &cli.Command{
 		Name:  "bench",
@@ -71,9 +71,6 @@ type BenchResult struct {
 
 func benchAction(c *cli.Context) error {
 	n := c.Int("n")
-	if n < 1 {
-		return fmt.Errorf("-n must be at least 1")
-	}
 	base, err := readSampling(c, n)
 	if err != nil {
 		return err
@@ -144,7 +141,10 @@ func benchAction(c *cli.Context) error {
 	var lastProf *engine.Profiler
 	for _, bm := range modes {
 		name := bm.name
-		opt := engineOptions(c, m, bm.dec, n, len(prompt))
+		opt, ctxNote := engineOptions(c, m, bm.dec, n, len(prompt))
+		if ctxNote != "" {
+			fmt.Fprintln(os.Stderr, "note: "+ctxNote)
+		}
 		opt.ResidentAll = name == "resident"
 		opt.StreamAll = name != "resident" && c.String("device-mem") == ""
 		opt.Trace = opt.Trace || c.String("plot") != ""

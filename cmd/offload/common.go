@@ -3,7 +3,11 @@ package main
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
+	"runtime"
+	"slices"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -21,20 +25,32 @@ const defaultModel = "models/stories260K.gguf"
 
 func modelFlag() cli.Flag {
 	return &cli.StringFlag{Name: "model", Aliases: []string{"m"}, Value: defaultModel,
-		Usage: "model: a GGUF file, a Hugging Face directory (config.json + *.safetensors) or a llama2.c .bin"}
+		Usage: "model `PATH`: a GGUF file, a Hugging Face directory (config.json + *.safetensors) or a llama2.c .bin"}
 }
 
 // deviceFlags choose and bound the device.
 func deviceFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "device", Value: "auto", Usage: "auto (CUDA if a GPU is found, else host), cuda, or host"},
-		&cli.StringFlag{Name: "device-mem", Usage: "device memory to use, e.g. 24GiB or 600MiB (default: all of a GPU; on the host backend, the machine's RAM)"},
-		&cli.StringFlag{Name: "link", Usage: "host backend only: pace host->device copies to a link, e.g. 25GB/s, 4Gb/s (bits), pcie3, pcie4, pcie5 (default: unpaced memcpy)"},
+		&cli.StringFlag{Name: "device-mem", Usage: "device memory to use, a `SIZE` such as 24GiB or 600MiB (default: all of a GPU; on the host backend, the machine's RAM)"},
+		&cli.StringFlag{Name: "link", Usage: "host backend only: pace host->device copies to a link `RATE`, e.g. 25GB/s, 4Gb/s (bits), pcie3, pcie4, pcie5 (default: unpaced memcpy)"},
 		&cli.BoolFlag{Name: "pinned", Value: true, Usage: "CUDA: stage copies in page-locked memory (--pinned=false measures pageable copies)"},
 		&cli.BoolFlag{Name: "no-prefetch", Usage: "turn the copy/compute pipeline off: each layer is copied after the previous one finished computing"},
-		&cli.IntFlag{Name: "ctx", Usage: "KV cache positions (default: prompt + tokens + window, at most the model's context)"},
-		&cli.BoolFlag{Name: "plan", Usage: "print the residency plan (what stays on the device, what streams) to stderr"},
+		&cli.IntFlag{Name: "ctx", Usage: "`N` KV cache positions (default: prompt + tokens + window, at most the model's context)"},
+		&cli.IntFlag{Name: "threads", Usage: "`N` CPU threads for the host backend's compute, and GOMAXPROCS (default: all cores)"},
 	}
+}
+
+// except is flags without the named ones (a command that does not read a
+// shared flag must not offer it).
+func except(flags []cli.Flag, names ...string) []cli.Flag {
+	var out []cli.Flag
+	for _, f := range flags {
+		if !slices.Contains(names, f.Names()[0]) {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // decodeFlags choose the decoding mode and its parameters.
@@ -86,12 +102,22 @@ func readDevice(c *cli.Context) (deviceSettings, error) {
 	default:
 		return d, fmt.Errorf("--device %q: use auto, cuda or host", d.name)
 	}
+	if d.cfg.Threads = c.Int("threads"); d.cfg.Threads < 0 || (c.IsSet("threads") && d.cfg.Threads == 0) {
+		return d, fmt.Errorf("--threads %d: must be at least 1 (leave it out to use every core)", d.cfg.Threads)
+	}
+	if c.IsSet("ctx") && c.Int("ctx") < 1 {
+		return d, fmt.Errorf("--ctx %d: must be at least 1 (leave it out for prompt + tokens + window)", c.Int("ctx"))
+	}
 	return d, nil
 }
 
 // open opens the device; the note (e.g. the fallback from auto to host)
-// belongs in the report.
+// belongs in the report. --threads also bounds the Go scheduler, so the
+// process uses no more cores than asked for.
 func (d deviceSettings) open() (device.Device, string, error) {
+	if d.cfg.Threads > 0 {
+		runtime.GOMAXPROCS(d.cfg.Threads)
+	}
 	return offload.OpenDevice(d.name, d.cfg)
 }
 
@@ -115,27 +141,56 @@ func readDecoding(c *cli.Context, modeName string) (engine.Decoding, error) {
 		return d, fmt.Errorf("--window-policy: %w", err)
 	}
 	d.Keep, d.Window, d.Threshold, d.Width = c.Float64("keep"), c.Int("window"), c.Float64("threshold"), c.Int("width")
+	// Each check names its flag; Validate below is the engine's own word,
+	// kept as a backstop for rules added there later.
+	switch {
+	case d.Window < 1:
+		return d, fmt.Errorf("--window %d: must be at least 1", d.Window)
+	case d.Mode == corrector.Sirius && d.Window < 2:
+		return d, fmt.Errorf("--window %d: Sirius needs a window of at least 2 (one draft per check)", d.Window)
+	case d.Width < 1:
+		return d, fmt.Errorf("--width %d: must be at least 1", d.Width)
+	case !(d.Threshold >= 0 && d.Threshold <= 1):
+		return d, fmt.Errorf("--threshold %g: must be a probability in [0, 1]", d.Threshold)
+	}
 	if err := d.Validate(); err != nil {
-		return d, flagErr(err)
+		return d, oneLine(err)
 	}
 	return d, nil
 }
 
-// readSampling parses the sampling flags into a request.
+// readSampling parses -n and the sampling flags into a request. --top-p is
+// checked even when greedy decoding ignores it: a bad value is a typo.
 func readSampling(c *cli.Context, n int) (offload.Request, error) {
 	r := offload.Request{MaxTokens: n, Temperature: c.Float64("temperature"), TopP: c.Float64("top-p"), Seed: c.Uint64("seed")}
+	switch {
+	case n < 1:
+		return r, fmt.Errorf("-n %d: generate at least 1 token", n)
+	case !(r.Temperature >= 0) || math.IsInf(r.Temperature, 0):
+		return r, fmt.Errorf("-t/--temperature %g: must be 0 (greedy) or a finite positive number", r.Temperature)
+	case !(r.TopP > 0 && r.TopP <= 1):
+		return r, fmt.Errorf("-p/--top-p %g: must be in (0, 1] (1 turns nucleus sampling off)", r.TopP)
+	}
 	if err := (engine.Request{Prompt: []int{0}, MaxTokens: n, Temperature: r.Temperature, TopP: r.TopP}).Validate(); err != nil {
-		return r, flagErr(err)
+		return r, oneLine(err)
 	}
 	return r, nil
 }
 
+// oneLine joins a multi-error's lines, so every refusal is one line.
+func oneLine(err error) error {
+	return errors.New(strings.ReplaceAll(err.Error(), "\n", "; "))
+}
+
 // engineOptions are the engine settings the flags ask for, for prompts of
-// up to promptLen tokens.
-func engineOptions(c *cli.Context, m *offload.Model, dec engine.Decoding, n, promptLen int) engine.Options {
+// up to promptLen tokens. note says when --ctx was lowered to the model's
+// context.
+func engineOptions(c *cli.Context, m *offload.Model, dec engine.Decoding, n, promptLen int) (opt engine.Options, note string) {
 	ctx := c.Int("ctx")
 	if ctx <= 0 {
 		ctx = promptLen + n + dec.Window + 1
+	} else if ctx > m.Config.MaxSeq {
+		note = fmt.Sprintf("--ctx %d is above the model's context of %d positions: capped to %d", ctx, m.Config.MaxSeq, m.Config.MaxSeq)
 	}
 	ctx = min(ctx, m.Config.MaxSeq)
 	return engine.Options{
@@ -143,7 +198,7 @@ func engineOptions(c *cli.Context, m *offload.Model, dec engine.Decoding, n, pro
 		// Prefill in as few passes as possible: each pass streams every
 		// layer that is not resident.
 		MaxBatch: min(max(promptLen, 64), 512),
-	}
+	}, note
 }
 
 // loadModel opens the model and its tokenizer, with a hint when the default

@@ -22,11 +22,7 @@ func evalCommand() *cli.Command {
 		&cli.IntFlag{Name: "n", Value: 64, Usage: "tokens to generate per prompt and mode"},
 		&cli.BoolFlag{Name: "json", Usage: "print per-prompt results and the summary as JSON"},
 	}
-	for _, f := range decodeFlags() {
-		if f.Names()[0] != "mode" {
-			flags = append(flags, f)
-		}
-	}
+	flags = append(flags, except(decodeFlags(), "mode")...) // eval runs every mode
 	flags = append(flags, deviceFlags()...)
 	return &cli.Command{
 		Name:  "eval",
@@ -80,9 +76,6 @@ func agreement(ref, got []int) (float64, int) {
 
 func evalAction(c *cli.Context) error {
 	n := c.Int("n")
-	if n < 1 {
-		return fmt.Errorf("-n must be at least 1")
-	}
 	base, err := readSampling(c, n)
 	if err != nil {
 		return err
@@ -121,8 +114,10 @@ func evalAction(c *cli.Context) error {
 	// One session at a time, so a --device-mem budget applies to each mode
 	// as it would to a real run.
 	newSession := func(name string) (*offload.Session, error) {
-		opt := engineOptions(c, m, decs[name], n, maxPrompt)
-		opt.Context = min(m.Config.MaxSeq, maxPrompt+n+decs[name].Window+1)
+		opt, ctxNote := engineOptions(c, m, decs[name], n, maxPrompt)
+		if ctxNote != "" && name == modes[0] {
+			fmt.Fprintln(os.Stderr, "note: "+ctxNote)
+		}
 		s, err := m.NewSession(dev, opt)
 		if err != nil {
 			return nil, fmt.Errorf("%s engine: %w", name, flagErr(err))

@@ -7,6 +7,7 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
 
 	"offload/model"
 	"offload/pager"
@@ -26,7 +27,16 @@ func newBar(total int64, what string) *progressbar.ProgressBar {
 	)
 }
 
+// stderrIsTerminal says whether progress bars may be drawn: their \r frames
+// belong on a terminal, not in a log file or a pipe.
+func stderrIsTerminal() bool { return term.IsTerminal(int(os.Stderr.Fd())) }
+
+// progressTo draws a byte progress bar on stderr when it is a terminal (and
+// stays silent otherwise; the commands say what they wrote when done).
 func progressTo(what string) func(done, total int64) {
+	if !stderrIsTerminal() {
+		return func(int64, int64) {}
+	}
 	var bar *progressbar.ProgressBar
 	return func(done, total int64) {
 		if bar == nil {
