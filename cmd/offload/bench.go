@@ -1,10 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -28,7 +30,8 @@ func benchCommand() *cli.Command {
 		&cli.IntFlag{Name: "n", Value: 33, Usage: "tokens to generate per mode (the first comes from the prefill; speed is measured over the rest)"},
 		&cli.IntFlag{Name: "prompt-len", Value: 16, Usage: "prompt length in tokens (seeded random ids; models without a tokenizer work too)"},
 		&cli.StringFlag{Name: "prompt", Usage: "prompt text instead of random ids (needs the model's tokenizer)"},
-		&cli.BoolFlag{Name: "json", Usage: "print the results as JSON (also readable by `offload plan --measured`)"},
+		&cli.IntFlag{Name: "repeat", Aliases: []string{"r"}, Value: 3, Usage: "measure each mode and the ceilings this many times, interleaved; print the median and the range"},
+		&cli.BoolFlag{Name: "json", Usage: "print the results as JSON (offload plan --measured reads it)"},
 		&cli.StringFlag{Name: "plot", Usage: "draw s/token per mode and the copy/compute timeline of the last mode to this .svg or .png"},
 		&cli.StringFlag{Name: "trace", Usage: "write the last mode's Chrome trace-event timeline to this file"},
 	}
@@ -52,13 +55,23 @@ Example (a 2-layer 70B-shape model on an emulated PCIe 4 link, every draft kept)
 	}
 }
 
-// BenchResult is one mode's row.
+// BenchResult is one mode's row: the median of the repetitions, with the
+// spread of the two figures that vary most.
 type BenchResult struct {
-	Mode           string               `json:"mode"`
-	Tokens         int                  `json:"tokens"`
-	SecondsPerTok  float64              `json:"seconds_per_token"`
-	BytesPerTok    float64              `json:"bytes_per_token"`
-	CopyGBps       float64              `json:"copy_gb_per_s"`
+	Mode             string  `json:"mode"`
+	Tokens           int     `json:"tokens"`
+	Repeats          int     `json:"repeats"`
+	SecondsPerTok    float64 `json:"seconds_per_token"`
+	SecondsPerTokMin float64 `json:"seconds_per_token_min"`
+	SecondsPerTokMax float64 `json:"seconds_per_token_max"`
+	BytesPerTok      float64 `json:"bytes_per_token"`
+	CopyGBps         float64 `json:"copy_gb_per_s"`
+	CopyGBpsMin      float64 `json:"copy_gb_per_s_min"`
+	CopyGBpsMax      float64 `json:"copy_gb_per_s_max"`
+	// LinkFraction is CopyGBps over the median link ceiling. Above 1 it is
+	// measurement noise (a copy cannot beat the link): LinkNoise says so.
+	LinkFraction   float64              `json:"link_fraction"`
+	LinkNoise      bool                 `json:"link_fraction_is_noise,omitempty"`
 	Overlap        float64              `json:"overlap"`
 	CopySeconds    float64              `json:"copy_seconds"`
 	ComputeSeconds float64              `json:"compute_seconds"`
@@ -67,6 +80,49 @@ type BenchResult struct {
 	Resident       int64                `json:"resident_bytes"`
 	Phases         []engine.PhaseReport `json:"phases"`
 	RatioToDense   float64              `json:"ratio_to_dense,omitempty"`
+}
+
+// spread is the median of a few samples and their range.
+type spread struct {
+	Median float64 `json:"median"`
+	Min    float64 `json:"min"`
+	Max    float64 `json:"max"`
+}
+
+func spreadOf(xs []float64) spread {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return spread{}
+	}
+	med := s[len(s)/2]
+	if len(s)%2 == 0 {
+		med = (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	return spread{med, s[0], s[len(s)-1]}
+}
+
+// format is "median (min..max)" scaled, to digits significant digits, or
+// the median alone when the samples agree.
+func (s spread) format(scale float64, digits int) string {
+	f := func(x float64) string { return strconv.FormatFloat(x*scale, 'g', digits, 64) }
+	if f(s.Min) == f(s.Max) {
+		return f(s.Median)
+	}
+	return f(s.Median) + " (" + f(s.Min) + ".." + f(s.Max) + ")"
+}
+
+// benchMode is one mode to measure.
+type benchMode struct {
+	name string
+	dec  engine.Decoding
+}
+
+// benchSample is one repetition of one mode.
+type benchSample struct {
+	r        BenchResult
+	prof     *engine.Profiler
+	measured plan.MeasuredMode
 }
 
 func benchAction(c *cli.Context) error {
@@ -79,9 +135,12 @@ func benchAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	type benchMode struct {
-		name string
-		dec  engine.Decoding
+	reps := c.Int("repeat")
+	if reps < 1 {
+		return fmt.Errorf("--repeat %d: measure at least once", reps)
+	}
+	if c.IsSet("prompt-len") && c.Int("prompt-len") < 1 {
+		return fmt.Errorf("--prompt-len %d: must be at least 1", c.Int("prompt-len"))
 	}
 	var modes []benchMode
 	for _, name := range strings.Split(c.String("modes"), ",") {
@@ -97,15 +156,20 @@ func benchAction(c *cli.Context) error {
 			if k, ok := strings.CutPrefix(name, "sirius-fixed="); ok {
 				var err error
 				if window, err = strconv.Atoi(k); err != nil {
-					return fmt.Errorf("mode %s: the window %q is not a number", name, k)
+					return fmt.Errorf("--modes %s: the window %q is not a number", name, k)
 				}
 			} else if name != "sirius-fixed" {
-				return fmt.Errorf("mode %s: want sirius-fixed or sirius-fixed=K", name)
+				return fmt.Errorf("--modes %s: want sirius-fixed or sirius-fixed=K", name)
 			}
 		}
 		dec, err := readDecoding(c, modeName)
 		if err != nil {
-			return fmt.Errorf("mode %s: %w", name, err)
+			return fmt.Errorf("--modes %s: %w", name, err)
+		}
+		for _, m := range modes {
+			if m.name == name {
+				return fmt.Errorf("--modes: %s is listed twice", name)
+			}
 		}
 		if fixed {
 			dec.Policy = corrector.PolicyFixed
@@ -113,7 +177,7 @@ func benchAction(c *cli.Context) error {
 				dec.Window = window
 			}
 			if err := dec.Validate(); err != nil {
-				return fmt.Errorf("mode %s: %w", name, err)
+				return fmt.Errorf("--modes %s: %w", name, oneLine(err))
 			}
 		}
 		modes = append(modes, benchMode{name, dec})
@@ -132,52 +196,43 @@ func benchAction(c *cli.Context) error {
 		return err
 	}
 	defer dev.Close()
-	ceil, err := measureCeilings(dev, 256<<20)
-	if err != nil {
-		return fmt.Errorf("measuring the link: %w", err)
+	notes := nonEmpty(note)
+	// Repetitions are interleaved (every mode once per round, each round
+	// starting one mode later, the ceilings measured at its start) so a
+	// slow spell on a shared machine spreads over all modes instead of
+	// landing on one.
+	var memcpyS, linkS []float64
+	samples := make([][]benchSample, len(modes))
+	for rep := 0; rep < reps; rep++ {
+		ceil, err := measureCeilings(dev, 256<<20)
+		if err != nil {
+			return fmt.Errorf("measuring the link: %w", err)
+		}
+		memcpyS, linkS = append(memcpyS, ceil.memcpy), append(linkS, ceil.link)
+		for k := range modes {
+			i := (rep + k) % len(modes)
+			fmt.Fprintf(os.Stderr, "bench: round %d/%d, %s ...\n", rep+1, reps, modes[i].name)
+			smp, ctxNote, err := benchOne(c, m, dev, modes[i], base, prompt)
+			if err != nil {
+				return err
+			}
+			if ctxNote != "" && !slices.Contains(notes, ctxNote) {
+				notes = append(notes, ctxNote)
+			}
+			samples[i] = append(samples[i], smp)
+		}
 	}
+	memcpy, link := spreadOf(memcpyS), spreadOf(linkS)
 	var results []BenchResult
-	measured := plan.Measured{Model: m.Name, Device: dev.Name(), LinkGBps: ceil.link / 1e9}
+	measured := plan.Measured{Model: m.Name, Device: dev.Name(), LinkGBps: link.Median / 1e9}
 	var lastProf *engine.Profiler
-	for _, bm := range modes {
-		name := bm.name
-		opt, ctxNote := engineOptions(c, m, bm.dec, n, len(prompt))
-		if ctxNote != "" {
-			fmt.Fprintln(os.Stderr, "note: "+ctxNote)
-		}
-		opt.ResidentAll = name == "resident"
-		opt.StreamAll = name != "resident" && c.String("device-mem") == ""
-		opt.Trace = opt.Trace || c.String("plot") != ""
-		fmt.Fprintf(os.Stderr, "bench: %s ...\n", name)
-		s, err := m.NewSession(dev, opt)
-		if err != nil {
-			return fmt.Errorf("mode %s: %w", name, flagErr(err))
-		}
-		req := base
-		req.Tokens, req.NoEOS = prompt, true // measure exactly n tokens
-		res, err := s.Generate(context.Background(), req, nil)
-		if err != nil {
-			s.Close()
-			return fmt.Errorf("mode %s: %w", name, flagErr(err))
-		}
-		e := s.Engine
-		rep := s.Report(res)
-		tot := e.Prof.Totals()
-		pre := e.Prof.Phases[engine.PhasePrefill]
-		r := BenchResult{Mode: name, Tokens: res.Decoded(), SecondsPerTok: rep.DecodeSeconds / float64(max(1, res.Decoded())),
-			BytesPerTok: rep.BytesPerToken, Overlap: 0, Resident: e.Prof.Plan.Resident, Phases: rep.Phases, AAL: res.Stats.AAL,
-			CopySeconds: (tot.Copy - pre.Copy).Seconds(), ComputeSeconds: (tot.Compute - pre.Compute).Seconds(), WallSeconds: rep.DecodeSeconds}
-		if r.CopySeconds > 0 {
-			r.CopyGBps = float64(tot.WeightBytes-pre.WeightBytes) / r.CopySeconds / 1e9
-		}
-		dec := engine.PhaseStats{Copy: tot.Copy - pre.Copy, Compute: tot.Compute - pre.Compute, Wall: tot.Wall - pre.Wall}
-		r.Overlap = dec.Overlap()
+	for i, bm := range modes {
+		r, mid := summarize(samples[i], link.Median)
 		results = append(results, r)
-		if name != "resident" {
-			measured.Modes = append(measured.Modes, measuredMode(e.Prof, bm.dec.Mode.String(), res.Result))
+		if bm.name != "resident" {
+			measured.Modes = append(measured.Modes, mid.measured)
 		}
-		lastProf = e.Prof
-		s.Close()
+		lastProf = mid.prof
 	}
 	var denseS float64
 	for _, r := range results {
@@ -190,6 +245,7 @@ func benchAction(c *cli.Context) error {
 			results[i].RatioToDense = results[i].SecondsPerTok / denseS
 		}
 	}
+	notes = append(notes, orderNotes(results)...)
 	if tr := c.String("trace"); tr != "" && lastProf != nil {
 		if err := writeFileAtomic(tr, func(f *os.File) error { return lastProf.WriteTrace(f) }); err != nil {
 			return fmt.Errorf("--trace: %w", err)
@@ -205,24 +261,46 @@ func benchAction(c *cli.Context) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(struct {
 			plan.Measured
+			Repeats    int           `json:"repeats"`
 			MemcpyGBps float64       `json:"memcpy_gbps"`
+			Memcpy     spread        `json:"memcpy_bytes_per_s"`
+			Link       spread        `json:"link_bytes_per_s"`
 			Results    []BenchResult `json:"results"`
 			Notes      []string      `json:"notes,omitempty"`
-		}{measured, ceil.memcpy / 1e9, results, nonEmpty(note)})
+		}{measured, reps, memcpy.Median / 1e9, memcpy, link, results, notes})
 	}
 	fmt.Printf("model %s on %s; prompt %d tokens, %d generated per mode\n", m.Name, dev.Name(), len(prompt), n)
-	fmt.Printf("ceilings (same run): host memcpy %.2f GB/s, host->device copy %.2f GB/s\n", ceil.memcpy/1e9, ceil.link/1e9)
-	if note != "" {
-		fmt.Printf("note: %s\n", note)
+	what := "one run"
+	if reps > 1 {
+		what = fmt.Sprintf("median (min..max) of %d interleaved runs", reps)
 	}
-	fmt.Printf("\n%-9s %10s %9s %12s %9s %8s %8s %10s %7s\n", "mode", "s/token", "tok/s", "bytes/token", "copy GB/s", "of link", "overlap", "resident", "AAL")
+	fmt.Printf("figures: %s\n", what)
+	fmt.Printf("ceilings (same run): host memcpy %s GB/s, host->device copy %s GB/s\n", memcpy.format(1e-9, 3), link.format(1e-9, 3))
+	modeW := 9
+	for _, r := range results {
+		modeW = max(modeW, len(r.Mode))
+	}
+	fmt.Printf("\n%-*s %26s %9s %12s %22s %8s %8s %10s %7s\n", modeW, "mode", "s/token", "tok/s", "bytes/token", "copy GB/s", "of link", "overlap", "resident", "AAL")
+	var noisy []string
 	for _, r := range results {
 		aal := "-"
 		if r.AAL > 0 {
 			aal = fmt.Sprintf("%.2f", r.AAL)
 		}
-		fmt.Printf("%-9s %10.4f %9.2f %12s %9.2f %7.0f%% %7.0f%% %10s %7s\n", r.Mode, r.SecondsPerTok, 1/r.SecondsPerTok,
-			humanize.IBytes(uint64(r.BytesPerTok)), r.CopyGBps, 100*r.CopyGBps*1e9/ceil.link, 100*r.Overlap, humanize.IBytes(uint64(r.Resident)), aal)
+		ofLink := fmt.Sprintf("%.0f%%", 100*r.LinkFraction)
+		if r.LinkNoise {
+			ofLink = ">100%*"
+			noisy = append(noisy, fmt.Sprintf("%s %.0f%%", r.Mode, 100*r.LinkFraction))
+		}
+		sp := spread{r.SecondsPerTok, r.SecondsPerTokMin, r.SecondsPerTokMax}
+		cp := spread{r.CopyGBps, r.CopyGBpsMin, r.CopyGBpsMax}
+		fmt.Printf("%-*s %26s %9.4g %12s %22s %8s %7.0f%% %10s %7s\n", modeW, r.Mode, sp.format(1, 3), 1/r.SecondsPerTok,
+			humanize.IBytes(uint64(r.BytesPerTok)), cp.format(1, 3), ofLink, 100*r.Overlap, humanize.IBytes(uint64(r.Resident)), aal)
+	}
+	if len(noisy) > 0 {
+		fmt.Printf("* measurement noise, not a result: a copy cannot beat the link, yet %s of the median link ceiling was measured;\n"+
+			"  the ceiling is a 256 MiB copy, so copies small enough to stay in CPU cache, or noisy timings on a busy machine,\n"+
+			"  come out faster (raise --repeat, rerun on an idle machine, or pace the link with --link)\n", strings.Join(noisy, ", "))
 	}
 	if denseS > 0 {
 		fmt.Printf("\nratios to dense streaming (s/token):")
@@ -231,7 +309,96 @@ func benchAction(c *cli.Context) error {
 		}
 		fmt.Println()
 	}
+	for _, n := range notes {
+		fmt.Printf("note: %s\n", n)
+	}
 	return nil
+}
+
+// benchOne runs one mode once on a fresh session.
+func benchOne(c *cli.Context, m *offload.Model, dev device.Device, bm benchMode, base offload.Request, prompt []int) (benchSample, string, error) {
+	name := bm.name
+	opt, ctxNote := engineOptions(c, m, bm.dec, base.MaxTokens, len(prompt))
+	opt.ResidentAll = name == "resident"
+	opt.StreamAll = name != "resident" && c.String("device-mem") == ""
+	opt.Trace = opt.Trace || c.String("plot") != ""
+	s, err := m.NewSession(dev, opt)
+	if err != nil {
+		return benchSample{}, "", fmt.Errorf("mode %s: %w", name, flagErr(err))
+	}
+	defer s.Close()
+	// Tokens, not text: the engine directly (a model without a tokenizer is
+	// benchmarked with random ids), with no EOS, to measure exactly n tokens.
+	req := engine.Request{Prompt: prompt, MaxTokens: base.MaxTokens, Temperature: base.Temperature, TopP: base.TopP, Seed: base.Seed}
+	er, err := s.Engine.Generate(context.Background(), req, nil)
+	if err != nil {
+		return benchSample{}, "", fmt.Errorf("mode %s: %w", name, flagErr(err))
+	}
+	res := &offload.Result{Result: er, Prompt: prompt}
+	e := s.Engine
+	rep := s.Report(res)
+	tot := e.Prof.Totals()
+	pre := e.Prof.Phases[engine.PhasePrefill]
+	r := BenchResult{Mode: name, Tokens: res.Decoded(), SecondsPerTok: rep.DecodeSeconds / float64(max(1, res.Decoded())),
+		BytesPerTok: rep.BytesPerToken, Resident: e.Prof.Plan.Resident, Phases: rep.Phases, AAL: res.Stats.AAL,
+		CopySeconds: (tot.Copy - pre.Copy).Seconds(), ComputeSeconds: (tot.Compute - pre.Compute).Seconds(), WallSeconds: rep.DecodeSeconds}
+	if r.CopySeconds > 0 {
+		r.CopyGBps = float64(tot.WeightBytes-pre.WeightBytes) / r.CopySeconds / 1e9
+	}
+	dec := engine.PhaseStats{Copy: tot.Copy - pre.Copy, Compute: tot.Compute - pre.Compute, Wall: tot.Wall - pre.Wall}
+	r.Overlap = dec.Overlap()
+	return benchSample{r: r, prof: e.Prof, measured: measuredMode(e.Prof, bm.dec.Mode.String(), res.Result)}, ctxNote, nil
+}
+
+// summarize folds one mode's repetitions into its row: each figure is the
+// median of its samples; the phases, the profile (for --trace, --plot and
+// plan --measured) are those of the run with the median s/token.
+func summarize(ss []benchSample, link float64) (BenchResult, benchSample) {
+	col := func(f func(BenchResult) float64) spread {
+		xs := make([]float64, len(ss))
+		for i, s := range ss {
+			xs[i] = f(s.r)
+		}
+		return spreadOf(xs)
+	}
+	order := make([]int, len(ss))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(ss[a].r.SecondsPerTok, ss[b].r.SecondsPerTok) })
+	mid := ss[order[(len(ss)-1)/2]]
+	r := mid.r
+	r.Repeats = len(ss)
+	sp := col(func(r BenchResult) float64 { return r.SecondsPerTok })
+	r.SecondsPerTok, r.SecondsPerTokMin, r.SecondsPerTokMax = sp.Median, sp.Min, sp.Max
+	cp := col(func(r BenchResult) float64 { return r.CopyGBps })
+	r.CopyGBps, r.CopyGBpsMin, r.CopyGBpsMax = cp.Median, cp.Min, cp.Max
+	r.BytesPerTok = col(func(r BenchResult) float64 { return r.BytesPerTok }).Median
+	r.Overlap = col(func(r BenchResult) float64 { return r.Overlap }).Median
+	r.CopySeconds = col(func(r BenchResult) float64 { return r.CopySeconds }).Median
+	r.ComputeSeconds = col(func(r BenchResult) float64 { return r.ComputeSeconds }).Median
+	r.WallSeconds = col(func(r BenchResult) float64 { return r.WallSeconds }).Median
+	r.AAL = col(func(r BenchResult) float64 { return r.AAL }).Median
+	if link > 0 {
+		r.LinkFraction = r.CopyGBps * 1e9 / link
+		r.LinkNoise = r.LinkFraction > 1
+	}
+	return r, mid
+}
+
+// orderNotes says which modes' s/token ranges overlap: their order in this
+// run is not a result.
+func orderNotes(rs []BenchResult) []string {
+	var notes []string
+	for i := range rs {
+		for j := i + 1; j < len(rs); j++ {
+			a, b := rs[i], rs[j]
+			if a.Repeats > 1 && a.SecondsPerTokMin <= b.SecondsPerTokMax && b.SecondsPerTokMin <= a.SecondsPerTokMax {
+				notes = append(notes, fmt.Sprintf("%s and %s: their s/token ranges overlap, so which is faster is within this run's noise", a.Mode, b.Mode))
+			}
+		}
+	}
+	return notes
 }
 
 func nonEmpty(s string) []string {
