@@ -44,12 +44,16 @@ func benchCommand() *cli.Command {
 s/token, bytes moved per token, achieved copy GB/s against ceilings measured in the same run (host
 memcpy and the device link), copy/compute overlap, and each mode's ratio to dense streaming.
 
+Each figure is the median of --repeat interleaved rounds (each round measures the ceilings, then
+runs every mode once, one mode later than the round before) with its range. A copy rate above the
+link ceiling is flagged as measurement noise, and modes whose ranges overlap are said to be unordered.
+
 Without --device-mem the streamed modes keep only the LM head resident (the paper's setting: every
 layer streams); with it, the residency plan fills the budget.
 
 Example (a 2-layer 70B-shape model on an emulated PCIe 4 link, every draft kept):
   offload synth --shape llama-3-70b --layers 2 --vocab 32000 -o /tmp/l70b
-  offload bench --model /tmp/l70b --link pcie4 --accept all -n 16 --modes dense,sparse,sirius`,
+  offload bench --model /tmp/l70b --link 4GB/s --accept all --window 4 -n 12 --modes dense,sparse,sirius`,
 		Flags:  flags,
 		Action: benchAction,
 	}
