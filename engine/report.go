@@ -302,13 +302,17 @@ const Glossary = `Reading the report:
   AAL                average advance length: tokens made final per full-model check (the drafts it
                      kept plus the token the check supplies itself), at most --window. Higher is better.
   corrections        checks that rejected a draft, per 100 generated tokens.
-  effective density  the share of the full model's weights used per generated token:
-                     ((window-1) x sparse density + 1) / AAL. Each window drafts window-1 tokens with
-                     the sparse model, then one full check; a correction throws away every draft
-                     after the first rejected one, and those tokens are drafted and checked again. With
-                     a low AAL that recomputation costs more than dense decoding (density 1), so the
-                     figure can exceed 1: Sirius then uses more weights per token than dense.
-                     "sparse" is the sparse model's own density (embeddings included).
+  effective density  the share of the full model's weights used per generated token: (sparse passes x
+                     sparse density + full checks) / tokens the checks made final; with
+                     --window-policy fixed, ((window-1) x sparse density + 1) / AAL. A correction
+                     throws away every draft after the first rejected one, and those tokens are
+                     drafted and checked again, so with a low AAL the recomputation costs more than
+                     dense decoding (density 1) and the figure exceeds 1: Sirius then uses more
+                     weights per token than dense. "sparse" is the sparse model's own density
+                     (embeddings included).
+  policy adaptive    what the adaptive window policy chose: how many windows of each length K (and
+                     width) it ran, the acceptance it measured, and when drafting could not pay and
+                     it fell back to dense steps.
   phases             prefill (the prompt), decode (one dense token), draft (one sparse token), check
                      (one batched full pass over a window).
   weights, inputs    bytes sent host->device: streamed weights; embeddings and indices.

@@ -411,7 +411,7 @@ func TestKVCacheNotes(t *testing.T) {
 		return r
 	}
 	// stories260K ends its story (end of text) long before 2048 positions.
-	r := get("-n", "100000", "--ctx", "100000")
+	r := get("-n", "100000", "--ctx", "100000", "--mode", "dense")
 	notes := strings.Join(r.Notes, "\n")
 	if r.Finish != "stop" || r.GeneratedTokens >= 2000 || strings.Contains(notes, "generation stopped at") ||
 		!strings.Contains(notes, "end of text") || !strings.Contains(notes, "--ctx 100000 is above the model's context of 2048 positions: capped") {
@@ -690,7 +690,7 @@ func TestGlossary(t *testing.T) {
 	if !strings.Contains(string(readme), engine.Glossary) {
 		t.Errorf("README.md does not carry engine.Glossary verbatim")
 	}
-	for _, w := range []string{"AAL", "effective density", "exceed 1", "stall", "overlap", "prefetched unused", "@N"} {
+	for _, w := range []string{"AAL", "effective density", "exceeds 1", "stall", "overlap", "prefetched unused", "@N"} {
 		if !strings.Contains(engine.Glossary, w) {
 			t.Errorf("the glossary does not explain %q", w)
 		}
