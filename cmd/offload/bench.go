@@ -53,7 +53,7 @@ layer streams); with it, the residency plan fills the budget.
 
 Example (a 2-layer 70B-shape model on an emulated PCIe 4 link, every draft kept):
   offload synth --shape llama-3-70b --layers 2 --vocab 32000 -o /tmp/l70b
-  offload bench --model /tmp/l70b --link 4GB/s --accept all --window 4 -n 12 --modes dense,sparse,sirius`,
+  offload bench --model /tmp/l70b --link 4GB/s --accept all --window-policy fixed --window 4 -n 12 --modes dense,sparse,sirius`,
 		Flags:  flags,
 		Action: benchAction,
 	}
