@@ -182,21 +182,30 @@ func (s *Session) Generate(ctx context.Context, req Request, emit func(text stri
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	toks := req.Tokens
-	if toks == nil {
+	if s.Model.Tok == nil {
+		// A model opened without a tokenizer (bench on a synthetic model)
+		// generates from token ids and produces no text.
+		if toks == nil || len(req.Stop) > 0 {
+			return nil, errors.New("this model has no tokenizer: the prompt must be token ids, and stop strings cannot be matched")
+		}
+	} else if toks == nil {
 		toks = s.Model.Encode(req.Prompt)
 	}
 	if len(toks) == 0 {
 		return nil, errors.New("the prompt is empty and the tokenizer has no BOS token to start from")
 	}
-	out := &textOut{tok: s.Model.Tok, stream: s.Model.Tok.NewStream(), stops: req.Stop, emit: emit}
-	// Decoding depends on the previous token (a leading space after BOS is
-	// dropped, bytes of one character may span tokens): start the stream
-	// where the prompt ends.
-	for _, id := range toks {
-		out.stream.Next(id)
+	out := &textOut{stops: req.Stop, emit: emit}
+	if s.Model.Tok != nil {
+		// Decoding depends on the previous token (a leading space after BOS
+		// is dropped, bytes of one character may span tokens): start the
+		// stream where the prompt ends.
+		out.stream = s.Model.Tok.NewStream()
+		for _, id := range toks {
+			out.stream.Next(id)
+		}
 	}
 	er := engine.Request{Prompt: toks, MaxTokens: req.MaxTokens, Temperature: req.Temperature, TopP: req.TopP, Seed: req.Seed}
-	if !req.NoEOS {
+	if !req.NoEOS && s.Model.Tok != nil {
 		er.EOS = s.Model.StopIDs()
 	}
 	if len(req.Stop) > 0 {
@@ -226,8 +235,7 @@ func (s *Session) Generate(ctx context.Context, req Request, emit func(text stri
 // generation at a stop string, and emits only text that cannot turn out to
 // be the start of one.
 type textOut struct {
-	tok     *tokenizer.Tokenizer
-	stream  *tokenizer.Stream
+	stream  *tokenizer.Stream // nil: no tokenizer, no text
 	stops   []string
 	emit    func(string) error
 	text    strings.Builder // everything final so far
@@ -236,7 +244,7 @@ type textOut struct {
 }
 
 func (o *textOut) next(id int) error {
-	if o.stopped {
+	if o.stopped || o.stream == nil {
 		return nil
 	}
 	o.pending += o.stream.Next(id)
@@ -244,6 +252,9 @@ func (o *textOut) next(id int) error {
 }
 
 func (o *textOut) finish() error {
+	if o.stream == nil {
+		return nil
+	}
 	if !o.stopped {
 		o.pending += o.stream.Flush()
 	}

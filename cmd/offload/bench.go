@@ -331,14 +331,14 @@ func benchOne(c *cli.Context, m *offload.Model, dev device.Device, bm benchMode,
 		return benchSample{}, "", fmt.Errorf("mode %s: %w", name, flagErr(err))
 	}
 	defer s.Close()
-	// Tokens, not text: the engine directly (a model without a tokenizer is
-	// benchmarked with random ids), with no EOS, to measure exactly n tokens.
-	req := engine.Request{Prompt: prompt, MaxTokens: base.MaxTokens, Temperature: base.Temperature, TopP: base.TopP, Seed: base.Seed}
-	er, err := s.Engine.Generate(context.Background(), req, nil)
+	// Token ids (a model without a tokenizer is benchmarked with random
+	// ids) and no EOS, to measure exactly n tokens.
+	req := base
+	req.Tokens, req.NoEOS = prompt, true
+	res, err := s.Generate(context.Background(), req, nil)
 	if err != nil {
 		return benchSample{}, "", fmt.Errorf("mode %s: %w", name, flagErr(err))
 	}
-	res := &offload.Result{Result: er, Prompt: prompt}
 	e := s.Engine
 	rep := s.Report(res)
 	tot := e.Prof.Totals()
