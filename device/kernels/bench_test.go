@@ -127,8 +127,12 @@ func BenchmarkMemRead(b *testing.B) {
 
 // memReadOnce reads the first n words of the weights in parallel, exactly as
 // BenchmarkMemRead does.
-func memReadOnce(n int) uint64 {
-	words := unsafeWords(benchWF)[:n]
+func memReadOnce(n int) uint64 { return memRead(unsafeWords(benchWF)[:n]) }
+
+// memRead ORs words together on the pool, as the products would share out
+// their weights.
+func memRead(words []uint64) uint64 {
+	n := len(words)
 	var mu sync.Mutex
 	var acc uint64
 	parallelFor(n/512, n, 1, func(lo, hi int) {

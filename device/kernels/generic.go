@@ -257,3 +257,11 @@ func packTF16Generic(dst []float32, w []uint16, stride, rows int) {
 		f16ToF32Generic(dst[i*32:i*32+32], w[i*stride:i*stride+32])
 	}
 }
+
+// packRowsGeneric copies rows of cols elements from src (row stride lds)
+// into dst (row stride ldd) through conv.
+func packRowsGeneric[T any](dst []float32, ldd int, src []T, lds, rows, cols int, conv func([]float32, []T)) {
+	for i := range rows {
+		conv(dst[i*ldd:i*ldd+cols], src[i*lds:i*lds+cols])
+	}
+}

@@ -125,6 +125,12 @@ func matMul(k wkind, y, x, wf []float32, wh []uint16, n, in, out int) {
 		clear(y[:n*out]) // empty sums
 		return
 	}
+	if n >= 2 {
+		if p := gemmPlanFor('R', n); p != nil {
+			gemm(p, y, x, n, in, out, &wsource{kind: k, f32: wf, u16: wh, ld: in})
+			return
+		}
+	}
 	rows := func(lo, hi int) { matMulRows(k, y, x, wf, wh, n, in, out, lo, hi) }
 	parallelFor(out, n*in*out, 12, rows) // align 12: whole 3-row and 4-row groups
 }
@@ -148,6 +154,12 @@ func matMulT(k wkind, y, x, wf []float32, wh []uint16, n, in, out int) {
 	if in == 0 {
 		clear(y[:n*out])
 		return
+	}
+	if n >= 2 {
+		if p := gemmPlanFor('K', n); p != nil {
+			gemm(p, y, x, n, in, out, &wsource{kind: k, f32: wf, u16: wh, ld: out})
+			return
+		}
 	}
 	if n >= 4 {
 		parallelFor(out, n*in*out, 32, func(lo, hi int) {

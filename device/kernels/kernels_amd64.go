@@ -462,3 +462,59 @@ func packTF16(dst []float32, w []uint16, stride, rows int) {
 	dst, w = dst[:rows*32], w[:(rows-1)*stride+32]
 	packTF16AVX2(&dst[0], &w[0], stride, rows)
 }
+
+// hasAVX512 enables the AVX-512 micro-kernels of the batched products
+// (EVEX encoding of all 32 registers, embedded broadcasts).
+var hasAVX512 = hasF16C && cpu.X86.HasAVX512F && cpu.X86.HasAVX512VL
+
+func init() {
+	switch {
+	case hasAVX512:
+		gemmTable, gemmWide = gemmKernelsZ, true
+	case hasF16C:
+		gemmTable = gemmKernelsY
+	}
+}
+
+//go:noescape
+func packRowsF32AVX2(dst *float32, ldd int, src *float32, lds int, rows, cols int)
+
+//go:noescape
+func packRowsF16AVX2(dst *float32, ldd int, src *uint16, lds int, rows, cols int)
+
+//go:noescape
+func packRowsBF16AVX2(dst *float32, ldd int, src *uint16, lds int, rows, cols int)
+
+// The packRows wrappers take slices already cut to exactly the elements
+// read and written (see wsource.pack).
+func packRowsF32(dst []float32, ldd int, src []float32, lds, rows, cols int) {
+	packRowsF32AVX2(&dst[0], ldd, &src[0], lds, rows, cols)
+}
+
+func packRowsF16(dst []float32, ldd int, src []uint16, lds, rows, cols int) {
+	packRowsF16AVX2(&dst[0], ldd, &src[0], lds, rows, cols)
+}
+
+func packRowsBF16(dst []float32, ldd int, src []uint16, lds, rows, cols int) {
+	packRowsBF16AVX2(&dst[0], ldd, &src[0], lds, rows, cols)
+}
+
+//go:noescape
+func fmaLoopAVX512(n int)
+
+//go:noescape
+func fmaLoopAVX2(n int)
+
+// fmaLoop runs n iterations of the FMA peak loop and returns the
+// floating-point operations done (0 without SIMD).
+func fmaLoop(n int) float64 {
+	switch {
+	case hasAVX512:
+		fmaLoopAVX512(n)
+		return float64(n) * 12 * 16 * 2
+	case hasAVX2:
+		fmaLoopAVX2(n)
+		return float64(n) * 12 * 8 * 2
+	}
+	return 0
+}

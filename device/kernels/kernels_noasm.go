@@ -76,3 +76,18 @@ func axpy4x1F16(y []float32, a *[4]float32, w []uint16, wstride int) {
 func packTF32(dst, w []float32, stride, rows int)           { packTF32Generic(dst, w, stride, rows) }
 func packTBF16(dst []float32, w []uint16, stride, rows int) { packTBF16Generic(dst, w, stride, rows) }
 func packTF16(dst []float32, w []uint16, stride, rows int)  { packTF16Generic(dst, w, stride, rows) }
+
+func packRowsF32(dst []float32, ldd int, src []float32, lds, rows, cols int) {
+	packRowsGeneric(dst, ldd, src, lds, rows, cols, func(d, s []float32) { copy(d, s) })
+}
+
+func packRowsF16(dst []float32, ldd int, src []uint16, lds, rows, cols int) {
+	packRowsGeneric(dst, ldd, src, lds, rows, cols, f16ToF32Generic)
+}
+
+func packRowsBF16(dst []float32, ldd int, src []uint16, lds, rows, cols int) {
+	packRowsGeneric(dst, ldd, src, lds, rows, cols, bf16ToF32Generic)
+}
+
+// fmaLoop is the FMA peak loop; without SIMD there is none to measure.
+func fmaLoop(n int) float64 { return 0 }
