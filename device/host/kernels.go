@@ -3,7 +3,6 @@ package host
 import (
 	"fmt"
 	"math"
-	"sync"
 	"unsafe"
 
 	"offload/device"
@@ -252,8 +251,8 @@ func (d *Device) RoPE(s device.Stream, x device.Tensor, pos0, headDim int, theta
 	})
 }
 
-// Attention is causal GQA attention (scale 1/sqrt(headDim)); the n*nHeads
-// (row, head) pairs are spread over the threads.
+// Attention is causal GQA attention (scale 1/sqrt(headDim)), computed by
+// kernels.Attention.
 func (d *Device) Attention(s device.Stream, out, q, k, v device.Tensor, pos0, nHeads, nKVHeads, headDim int) error {
 	const op = "Attention"
 	st, err := d.streamOf(s, op)
@@ -264,87 +263,11 @@ func (d *Device) Attention(s device.Stream, out, q, k, v device.Tensor, pos0, nH
 	if err != nil {
 		return err
 	}
-	ov, qv, kv, vv := f32s(b[0]), f32s(b[1]), f32s(b[2]), f32s(b[3])
-	n, qc, kc, group := q.Rows, q.Cols, k.Cols, nHeads/nKVHeads
-	scale := float32(1 / math.Sqrt(float64(headDim)))
+	ov, qv, kv, vv, n := f32s(b[0]), f32s(b[1]), f32s(b[2]), f32s(b[3]), q.Rows
 	return st.work(op, func(*item) error {
-		attention(d, ov, qv, kv, vv, n, pos0, nKVHeads, group, headDim, qc, kc, scale)
+		kernels.Attention(ov, qv, kv, vv, n, pos0, nHeads, nKVHeads, headDim)
 		return nil
 	})
-}
-
-// attention runs one work item per (query row, KV head): the group of query
-// heads sharing a KV head walks the cache together, so each key and value
-// row is read from memory once per group and reused from L1 by every head.
-func attention(d *Device, ov, qv, kv, vv []float32, n, pos0, nKV, group, hd, qc, kc int, scale float32) {
-	items := n * nKV
-	work := n * nKV * group * (pos0 + n) * hd * 2
-	scratch := sync.Pool{New: func() any { s := make([]float32, group*(pos0+n)); return &s }}
-	d.parallel(items, work, func(lo, hi int) {
-		sp := scratch.Get().(*[]float32)
-		defer scratch.Put(sp)
-		for it := lo; it < hi; it++ {
-			r, kh := it/nKV, it%nKV
-			T := pos0 + r + 1
-			sc := (*sp)[:group*T]
-			qs := qv[r*qc+kh*group*hd : r*qc+(kh+1)*group*hd]
-			for t := range T {
-				kt := kv[t*kc+kh*hd : t*kc+(kh+1)*hd]
-				for g := range group {
-					sc[g*T+t] = kernels.DotF32(qs[g*hd:(g+1)*hd], kt) * scale
-				}
-			}
-			for g := range group {
-				softmax(sc[g*T : (g+1)*T])
-			}
-			os := ov[r*qc+kh*group*hd : r*qc+(kh+1)*group*hd]
-			clear(os)
-			t := 0
-			for ; t+4 <= T; t += 4 {
-				v0 := vv[t*kc+kh*hd : t*kc+(kh+1)*hd]
-				v1 := vv[(t+1)*kc+kh*hd : (t+1)*kc+(kh+1)*hd]
-				v2 := vv[(t+2)*kc+kh*hd : (t+2)*kc+(kh+1)*hd]
-				v3 := vv[(t+3)*kc+kh*hd : (t+3)*kc+(kh+1)*hd]
-				for g := range group {
-					p := sc[g*T+t : g*T+t+4]
-					axpy4(os[g*hd:(g+1)*hd], p[0], p[1], p[2], p[3], v0, v1, v2, v3)
-				}
-			}
-			for ; t < T; t++ {
-				vt := vv[t*kc+kh*hd : t*kc+(kh+1)*hd]
-				for g := range group {
-					axpy(os[g*hd:(g+1)*hd], sc[g*T+t], vt)
-				}
-			}
-		}
-	})
-}
-
-// softmax normalises x in place (max subtracted, sum in float64).
-func softmax(x []float32) {
-	mx := float32(math.Inf(-1))
-	for _, v := range x {
-		mx = max(mx, v)
-	}
-	var sum float64
-	for i, v := range x {
-		e := float32(math.Exp(float64(v - mx)))
-		x[i] = e
-		sum += float64(e)
-	}
-	inv := float32(1 / sum)
-	for i := range x {
-		x[i] *= inv
-	}
-}
-
-// axpy4 computes y += a0*x0 + a1*x1 + a2*x2 + a3*x3, touching y once.
-func axpy4(y []float32, a0, a1, a2, a3 float32, x0, x1, x2, x3 []float32) {
-	n := len(y)
-	x0, x1, x2, x3 = x0[:n], x1[:n], x2[:n], x3[:n]
-	for i := range y {
-		y[i] += a0*x0[i] + a1*x1[i] + a2*x2[i] + a3*x3[i]
-	}
 }
 
 // SiLUMul computes out = silu(gate) * up; out may be gate or up.
@@ -472,14 +395,6 @@ func gatherColsT[T uint16 | uint32](dst, src []T, idx []int32, rows, cols, r0, r
 				out[r] = src[(b0+r)*cols+int(c)]
 			}
 		}
-	}
-}
-
-// axpy computes y += a*x over len(y) elements.
-func axpy(y []float32, a float32, x []float32) {
-	x = x[:len(y)]
-	for i := range y {
-		y[i] += a * x[i]
 	}
 }
 

@@ -265,3 +265,24 @@ func packRowsGeneric[T any](dst []float32, ldd int, src []T, lds, rows, cols int
 		conv(dst[i*ldd:i*ldd+cols], src[i*lds:i*lds+cols])
 	}
 }
+
+func colMaxGeneric(m, x []float32, rows, width int) {
+	m = m[:width]
+	for r := range rows {
+		for c, v := range x[r*width : (r+1)*width] {
+			m[c] = max(m[c], v)
+		}
+	}
+}
+
+func expSubGeneric(x, m, s []float32, rows, width int) {
+	m, s = m[:width], s[:width]
+	for r := range rows {
+		xr := x[r*width : (r+1)*width]
+		for c, v := range xr {
+			e := float32(math.Exp(float64(v - m[c])))
+			xr[c] = e
+			s[c] += e
+		}
+	}
+}

@@ -518,3 +518,39 @@ func fmaLoop(n int) float64 {
 	}
 	return 0
 }
+
+//go:noescape
+func colMaxAVX2(m *float32, x *float32, rows, width int)
+
+//go:noescape
+func expSubAVX2(x *float32, m *float32, s *float32, rows, width int)
+
+// colMax sets m[c] = max(m[c], x[r*width+c]) over r < rows; width is a
+// multiple of 8 and len(m) == width.
+func colMax(m, x []float32, rows, width int) {
+	if rows == 0 {
+		return
+	}
+	x = x[:rows*width]
+	if !useAsm {
+		colMaxGeneric(m, x, rows, width)
+		return
+	}
+	_ = m[width-1]
+	colMaxAVX2(&m[0], &x[0], rows, width)
+}
+
+// expSub replaces x[r*width+c] by exp(x[r*width+c]-m[c]) and adds it to
+// s[c]; width is a multiple of 8.
+func expSub(x, m, s []float32, rows, width int) {
+	if rows == 0 {
+		return
+	}
+	x = x[:rows*width]
+	if !useAsm {
+		expSubGeneric(x, m, s, rows, width)
+		return
+	}
+	_, _ = m[width-1], s[width-1]
+	expSubAVX2(&x[0], &m[0], &s[0], rows, width)
+}

@@ -91,3 +91,6 @@ func packRowsBF16(dst []float32, ldd int, src []uint16, lds, rows, cols int) {
 
 // fmaLoop is the FMA peak loop; without SIMD there is none to measure.
 func fmaLoop(n int) float64 { return 0 }
+
+func colMax(m, x []float32, rows, width int)    { colMaxGeneric(m, x, rows, width) }
+func expSub(x, m, s []float32, rows, width int) { expSubGeneric(x, m, s, rows, width) }
