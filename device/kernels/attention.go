@@ -36,15 +36,24 @@ func Attention(out, q, k, v []float32, n, pos0, nHeads, nKVHeads, headDim int) {
 		return
 	}
 	a.qb = min(a.qb, n)
-	blocks := (n + a.qb - 1) / a.qb
-	items := nKVHeads * blocks
+	items := nKVHeads * ((n + a.qb - 1) / a.qb)
 	work := nHeads * n * (pos0 + n) * headDim * 2
-	parallelFor(items, work, 1, func(lo, hi int) {
-		for it := lo; it < hi; it++ {
-			kh, b := it%nKVHeads, it/nKVHeads
-			a.block(out, q, k, v, kh, b*a.qb, min(n, (b+1)*a.qb))
-		}
-	})
+	if inline(items, work, 1) {
+		a.items(out, q, k, v, 0, items)
+		return
+	}
+	ap := new(attnShape)
+	*ap = a
+	parallelFor(items, work, 1, func(lo, hi int) { ap.items(out, q, k, v, lo, hi) })
+}
+
+// items attends work items [lo, hi): item it is KV head it%nKV of query
+// block it/nKV.
+func (a *attnShape) items(out, q, k, v []float32, lo, hi int) {
+	for it := lo; it < hi; it++ {
+		kh, b := it%a.nKV, it/a.nKV
+		a.block(out, q, k, v, kh, b*a.qb, min(a.n, (b+1)*a.qb))
+	}
 }
 
 func checkAttention(name string, lo, lq, lk, lv, n, pos0, nHeads, nKV, hd int) {
@@ -75,10 +84,11 @@ func (a *attnShape) block(out, q, k, v []float32, kh, r0, r1 int) {
 	tPad := (T + a.sp.sw - 1) / a.sp.sw * a.sp.sw
 	tPad += tPad & 1 // even, for the 4-lane softmax below
 	oPad := (hd + a.pp.sw - 1) / a.pp.sw * a.pp.sw
-	qp, sp, op := getF32(hd*npad), getF32(tPad*npad), getF32(oPad*npad)
-	bp := getF32(max(a.sp.panelLen(), a.pp.panelLen()))
-	ms := getF32(2 * max(npad, 8))
-	qT, sT, oT, buf := *qp, *sp, *op, *bp
+	lm := max(npad, 8)
+	nq, ns, no, nb := hd*npad, tPad*npad, oPad*npad, max(a.sp.panelLen(), a.pp.panelLen())
+	scratch := getF32(nq + ns + no + nb + 2*lm)
+	qT, sT, oT := (*scratch)[:nq], (*scratch)[nq:nq+ns], (*scratch)[nq+ns:nq+ns+no]
+	buf, ms := (*scratch)[nq+ns+no:nq+ns+no+nb], (*scratch)[nq+ns+no+nb:]
 
 	// Queries, transposed and scaled: qT[d*npad+i].
 	for d := range hd {
@@ -107,7 +117,7 @@ func (a *attnShape) block(out, q, k, v []float32, kh, r0, r1 int) {
 			sT[t*npad+i] = inf
 		}
 	}
-	m, s := (*ms)[:max(npad, 8)], (*ms)[max(npad, 8):]
+	m, s := ms[:lm], ms[lm:2*lm]
 	softmaxCols(sT[:tPad*npad], tPad, npad, m, s)
 	// Values: oT[d*npad+i] = Σ_t p[t][i] v_t[d], the probabilities sT
 	// being exactly the packed activations the product wants.
@@ -121,11 +131,7 @@ func (a *attnShape) block(out, q, k, v []float32, kh, r0, r1 int) {
 			o[d] = oT[d*npad+i] * inv
 		}
 	}
-	putF32(qp)
-	putF32(sp)
-	putF32(op)
-	putF32(bp)
-	putF32(ms)
+	putF32(scratch)
 }
 
 // softmaxCols replaces x[t*width+c] (t < rows) by exp(x - max_t x[.][c])
@@ -162,7 +168,8 @@ func softmaxCols(x []float32, rows, width int, m, s []float32) {
 // per (query row, KV head), the group of query heads sharing that KV head
 // walking the cache together so each key and value row is read once per
 // group.
-func attentionPlain(out, q, k, v []float32, a *attnShape) {
+func attentionPlain(out, q, k, v []float32, sh *attnShape) {
+	a := *sh
 	n, nKV, group, hd := a.n, a.nKV, a.group, a.hd
 	work := n * nKV * group * (a.pos0 + n) * hd * 2
 	parallelFor(n*nKV, work, 1, func(lo, hi int) {

@@ -257,7 +257,10 @@ func gemmRange(p *gemmPlan, cT, xT []float32, in, out int, w *wsource, o0, o1 in
 			w.pack(buf, p.sw, c.k0, c.kl, c.s, ns)
 			if pad := (ns + nr - 1) / nr * nr; pad > ns {
 				for k := range c.kl {
-					clear(buf[k*p.sw+ns : k*p.sw+pad])
+					z := buf[k*p.sw+ns : k*p.sw+pad]
+					for j := range z {
+						z[j] = 0
+					}
 				}
 			}
 			np := (ns + nr - 1) / nr
@@ -441,13 +444,14 @@ func gemm(p *gemmPlan, y, x []float32, n, in, out int, w *wsource) {
 	cT := *cp
 	nstrips := outPad / p.sw
 	w.nOut, w.stripW = out, p.sw
-	parallelFor(nstrips, n*in*out, 1, func(lo, hi int) {
+	strips := func(lo, hi int) {
 		bp := getF32(p.panelLen())
 		o0, o1 := lo*p.sw, min(hi*p.sw, out)
 		gemmRange(p, cT, xT, in, out, w, o0, o1, *bp)
 		unpackCT(y, cT, n, npad, out, o0, o1)
 		putF32(bp)
-	})
+	}
+	parallelFor(nstrips, n*in*out, 1, strips)
 	putF32(cp)
 	putF32(xp)
 }

@@ -34,10 +34,7 @@
 // callers own the shapes.
 package kernels
 
-import (
-	"fmt"
-	"sync"
-)
+import "fmt"
 
 // MatMulF32 computes y = x·wᵀ for w of shape [out][in], x of shape [n][in]
 // and y of shape [n][out]:
@@ -131,8 +128,12 @@ func matMul(k wkind, y, x, wf []float32, wh []uint16, n, in, out int) {
 			return
 		}
 	}
-	rows := func(lo, hi int) { matMulRows(k, y, x, wf, wh, n, in, out, lo, hi) }
-	parallelFor(out, n*in*out, 12, rows) // align 12: whole 3-row and 4-row groups
+	// align 12: whole 3-row and 4-row groups
+	if inline(out, n*in*out, 12) {
+		matMulRows(k, y, x, wf, wh, n, in, out, 0, out)
+		return
+	}
+	parallelFor(out, n*in*out, 12, func(lo, hi int) { matMulRows(k, y, x, wf, wh, n, in, out, lo, hi) })
 }
 
 // matMulT runs the [in][out] product.
@@ -173,7 +174,7 @@ func matMulT(k wkind, y, x, wf []float32, wh []uint16, n, in, out int) {
 		return
 	}
 	m := n * out
-	sp := getScratch((nblocks - 1) * m)
+	sp := getF32((nblocks - 1) * m)
 	parts := *sp
 	runBlocks(in, block, nblocks, func(lo, hi int) {
 		dst := y
@@ -187,7 +188,7 @@ func matMulT(k wkind, y, x, wf []float32, wh []uint16, n, in, out int) {
 			addF32(y[lo:hi], parts[b*m+lo:b*m+hi])
 		}
 	})
-	putScratch(sp)
+	putF32(sp)
 }
 
 // tBlockBytes bounds the slice of the output rows an axpy pass updates while
@@ -218,16 +219,16 @@ func matMulTCols(k wkind, y, x, wf []float32, wh []uint16, n, in, out, c0, c1 in
 		for c := c0; c < c32; c += 32 {
 			switch k {
 			case kindF32:
-				packTF32(panel[:], wf[is*out+c:], out, ni)
+				packTF32Generic(panel[:], wf[is*out+c:], out, ni)
 			case kindBF16:
-				packTBF16(panel[:], wh[is*out+c:], out, ni)
+				packTBF16Generic(panel[:], wh[is*out+c:], out, ni)
 			case kindF16:
-				packTF16(panel[:], wh[is*out+c:], out, ni)
+				packTF16Generic(panel[:], wh[is*out+c:], out, ni)
 			}
 			for r := 0; r < r4; r += 4 {
 				xs := x[r*in+is:]
-				tileTF32(y[r*out+c:], out, xs, in, panel[:], 32, ni)
-				tileTF32(y[r*out+c+16:], out, xs, in, panel[16:], 32, ni)
+				tileTF32Generic(y[r*out+c:], out, xs, in, panel[:], 32, ni)
+				tileTF32Generic(y[r*out+c+16:], out, xs, in, panel[16:], 32, ni)
 			}
 		}
 	}
@@ -286,21 +287,6 @@ func axpyRows(k wkind, dst, x, wf []float32, wh []uint16, r0, r1, in, out, c0, c
 	}
 }
 
-// Scratch for MatMulT partial sums, reused across calls so a decode step
-// does not allocate.
-var scratchPool sync.Pool
-
-func getScratch(n int) *[]float32 {
-	if p, ok := scratchPool.Get().(*[]float32); ok && cap(*p) >= n {
-		*p = (*p)[:n]
-		return p
-	}
-	s := make([]float32, n)
-	return &s
-}
-
-func putScratch(p *[]float32) { scratchPool.Put(p) }
-
 func addF32(y, x []float32) { axpyF32(y, 1, x) }
 
 // xBlockBytes bounds the slice of the batch (all n activation rows, kc
@@ -345,11 +331,11 @@ func matMulRows(k wkind, y, x, wf []float32, wh []uint16, n, in, out, lo, hi int
 					wo, xo := o*in+k0, r*in+k0
 					switch k {
 					case kindF32:
-						dot3x4F32(&acc12, wf[wo:], in, x[xo:], in, kl)
+						dot3x4F32Generic(&acc12, wf[wo:], in, x[xo:], in, kl)
 					case kindBF16:
-						dot3x4BF16(&acc12, wh[wo:], in, x[xo:], in, kl)
+						dot3x4BF16Generic(&acc12, wh[wo:], in, x[xo:], in, kl)
 					case kindF16:
-						dot3x4F16(&acc12, wh[wo:], in, x[xo:], in, kl)
+						dot3x4F16Generic(&acc12, wh[wo:], in, x[xo:], in, kl)
 					}
 					for j := range 3 {
 						for rr := range 4 {
@@ -388,11 +374,11 @@ func matMulRows(k wkind, y, x, wf []float32, wh []uint16, n, in, out, lo, hi int
 				wo, xo := o*in+k0, r*in+k0
 				switch k {
 				case kindF32:
-					dotF32x4(&acc4, wf[wo:wo+kl], x[xo:], in, kl)
+					dotF32x4Generic(&acc4, wf[wo:wo+kl], x[xo:], in, kl)
 				case kindBF16:
-					dotBF16x4(&acc4, wh[wo:wo+kl], x[xo:], in, kl)
+					dotBF16x4Generic(&acc4, wh[wo:wo+kl], x[xo:], in, kl)
 				case kindF16:
-					dotF16x4(&acc4, wh[wo:wo+kl], x[xo:], in, kl)
+					dotF16x4Generic(&acc4, wh[wo:wo+kl], x[xo:], in, kl)
 				}
 				for j := range 4 {
 					put(r+j, o, acc4[j])

@@ -34,15 +34,6 @@ func dotBF16AVX2(w *uint16, x *float32, n int) float32
 func dotF16AVX2(w *uint16, x *float32, n int) float32
 
 //go:noescape
-func dotF32x4AVX2(acc *[4]float32, w, x *float32, stride, n int)
-
-//go:noescape
-func dotBF16x4AVX2(acc *[4]float32, w *uint16, x *float32, stride, n int)
-
-//go:noescape
-func dotF16x4AVX2(acc *[4]float32, w *uint16, x *float32, stride, n int)
-
-//go:noescape
 func axpyF32AVX2(y *float32, a float32, w *float32, n int)
 
 //go:noescape
@@ -103,113 +94,6 @@ func dotF16(w []uint16, x []float32) float32 {
 		s += F16ToF32Scalar(w[i]) * x[i]
 	}
 	return s
-}
-
-// x4Tail adds the products past m (the vector part) for all four rows.
-func x4Tail(acc []float32, w func(i int) float32, xs []float32, stride, m, kl int) {
-	for i := m; i < kl; i++ {
-		v := w(i)
-		acc[0] += v * xs[i]
-		acc[1] += v * xs[stride+i]
-		acc[2] += v * xs[2*stride+i]
-		acc[3] += v * xs[3*stride+i]
-	}
-}
-
-func dotF32x4(acc *[4]float32, w, xs []float32, stride, kl int) {
-	if !useAsm || kl < 8 {
-		dotF32x4Generic(acc, w, xs, stride, kl)
-		return
-	}
-	w, xs = w[:kl], xs[:3*stride+kl]
-	m := kl &^ 7
-	dotF32x4AVX2(acc, &w[0], &xs[0], stride, m)
-	if m < kl {
-		x4Tail(acc[:], func(i int) float32 { return w[i] }, xs, stride, m, kl)
-	}
-}
-
-func dotBF16x4(acc *[4]float32, w []uint16, xs []float32, stride, kl int) {
-	if !useAsm || kl < 8 {
-		dotBF16x4Generic(acc, w, xs, stride, kl)
-		return
-	}
-	w, xs = w[:kl], xs[:3*stride+kl]
-	m := kl &^ 7
-	dotBF16x4AVX2(acc, &w[0], &xs[0], stride, m)
-	if m < kl {
-		x4Tail(acc[:], func(i int) float32 { return BF16ToF32Scalar(w[i]) }, xs, stride, m, kl)
-	}
-}
-
-func dotF16x4(acc *[4]float32, w []uint16, xs []float32, stride, kl int) {
-	if !useAsm || !hasF16C || kl < 8 {
-		dotF16x4Generic(acc, w, xs, stride, kl)
-		return
-	}
-	w, xs = w[:kl], xs[:3*stride+kl]
-	m := kl &^ 7
-	dotF16x4AVX2(acc, &w[0], &xs[0], stride, m)
-	if m < kl {
-		x4Tail(acc[:], func(i int) float32 { return F16ToF32Scalar(w[i]) }, xs, stride, m, kl)
-	}
-}
-
-//go:noescape
-func dotF323x4AVX2(acc *[12]float32, w *float32, wstride int, x *float32, stride, n int)
-
-//go:noescape
-func dotBF163x4AVX2(acc *[12]float32, w *uint16, wstride int, x *float32, stride, n int)
-
-//go:noescape
-func dotF163x4AVX2(acc *[12]float32, w *uint16, wstride int, x *float32, stride, n int)
-
-func dot3x4F32(acc *[12]float32, w []float32, wstride int, xs []float32, stride, kl int) {
-	if !useAsm || kl < 8 {
-		dot3x4F32Generic(acc, w, wstride, xs, stride, kl)
-		return
-	}
-	w, xs = w[:2*wstride+kl], xs[:3*stride+kl]
-	m := kl &^ 7
-	dotF323x4AVX2(acc, &w[0], wstride, &xs[0], stride, m)
-	for j := range 3 {
-		if m < kl {
-			ws := w[j*wstride:]
-			x4Tail(acc[4*j:4*j+4], func(i int) float32 { return ws[i] }, xs, stride, m, kl)
-		}
-	}
-}
-
-func dot3x4BF16(acc *[12]float32, w []uint16, wstride int, xs []float32, stride, kl int) {
-	if !useAsm || kl < 8 {
-		dot3x4BF16Generic(acc, w, wstride, xs, stride, kl)
-		return
-	}
-	w, xs = w[:2*wstride+kl], xs[:3*stride+kl]
-	m := kl &^ 7
-	dotBF163x4AVX2(acc, &w[0], wstride, &xs[0], stride, m)
-	for j := range 3 {
-		if m < kl {
-			ws := w[j*wstride:]
-			x4Tail(acc[4*j:4*j+4], func(i int) float32 { return BF16ToF32Scalar(ws[i]) }, xs, stride, m, kl)
-		}
-	}
-}
-
-func dot3x4F16(acc *[12]float32, w []uint16, wstride int, xs []float32, stride, kl int) {
-	if !useAsm || !hasF16C || kl < 8 {
-		dot3x4F16Generic(acc, w, wstride, xs, stride, kl)
-		return
-	}
-	w, xs = w[:2*wstride+kl], xs[:3*stride+kl]
-	m := kl &^ 7
-	dotF163x4AVX2(acc, &w[0], wstride, &xs[0], stride, m)
-	for j := range 3 {
-		if m < kl {
-			ws := w[j*wstride:]
-			x4Tail(acc[4*j:4*j+4], func(i int) float32 { return F16ToF32Scalar(ws[i]) }, xs, stride, m, kl)
-		}
-	}
 }
 
 func axpyF32(y []float32, a float32, w []float32) {
@@ -296,25 +180,6 @@ func readOr(p []uint64) uint64 {
 		return readOrGeneric(p)
 	}
 	return readOrAVX2(&p[0], q) | readOrGeneric(p[4*q:])
-}
-
-//go:noescape
-func tileTF32AVX2(dst *float32, dstride int, x *float32, xstride int, w *float32, wstride, ni int)
-
-// tileTBounds reslices the tile operands to exactly what the kernel touches,
-// so a bad shape panics here rather than reading out of bounds in assembly.
-func tileTBounds(dst []float32, dstride int, x []float32, xstride, ni int) ([]float32, []float32) {
-	return dst[:3*dstride+16], x[:3*xstride+ni]
-}
-
-func tileTF32(dst []float32, dstride int, x []float32, xstride int, w []float32, wstride, ni int) {
-	if !useAsm || ni < 1 {
-		tileTF32Generic(dst, dstride, x, xstride, w, wstride, ni)
-		return
-	}
-	dst, x = tileTBounds(dst, dstride, x, xstride, ni)
-	w = w[:(ni-1)*wstride+16]
-	tileTF32AVX2(&dst[0], dstride, &x[0], xstride, &w[0], wstride, ni)
 }
 
 //go:noescape
@@ -427,42 +292,6 @@ func axpy4x1F16(y []float32, a *[4]float32, w []uint16, wstride int) {
 	}
 }
 
-//go:noescape
-func packTF32AVX2(dst *float32, src *float32, stride, rows int)
-
-//go:noescape
-func packTBF16AVX2(dst *float32, src *uint16, stride, rows int)
-
-//go:noescape
-func packTF16AVX2(dst *float32, src *uint16, stride, rows int)
-
-func packTF32(dst, w []float32, stride, rows int) {
-	if !useAsm || rows < 1 {
-		packTF32Generic(dst, w, stride, rows)
-		return
-	}
-	dst, w = dst[:rows*32], w[:(rows-1)*stride+32]
-	packTF32AVX2(&dst[0], &w[0], stride, rows)
-}
-
-func packTBF16(dst []float32, w []uint16, stride, rows int) {
-	if !useAsm || rows < 1 {
-		packTBF16Generic(dst, w, stride, rows)
-		return
-	}
-	dst, w = dst[:rows*32], w[:(rows-1)*stride+32]
-	packTBF16AVX2(&dst[0], &w[0], stride, rows)
-}
-
-func packTF16(dst []float32, w []uint16, stride, rows int) {
-	if !useAsm || !hasF16C || rows < 1 {
-		packTF16Generic(dst, w, stride, rows)
-		return
-	}
-	dst, w = dst[:rows*32], w[:(rows-1)*stride+32]
-	packTF16AVX2(&dst[0], &w[0], stride, rows)
-}
-
 // hasAVX512 enables the AVX-512 micro-kernels of the batched products
 // (EVEX encoding of all 32 registers, embedded broadcasts).
 var hasAVX512 = hasF16C && cpu.X86.HasAVX512F && cpu.X86.HasAVX512VL
@@ -525,6 +354,9 @@ func colMaxAVX2(m *float32, x *float32, rows, width int)
 //go:noescape
 func expSubAVX2(x *float32, m *float32, s *float32, rows, width int)
 
+//go:noescape
+func expSubAVX512(x *float32, m *float32, s *float32, rows, width int)
+
 // colMax sets m[c] = max(m[c], x[r*width+c]) over r < rows; width is a
 // multiple of 8 and len(m) == width.
 func colMax(m, x []float32, rows, width int) {
@@ -552,5 +384,9 @@ func expSub(x, m, s []float32, rows, width int) {
 		return
 	}
 	_, _ = m[width-1], s[width-1]
+	if hasAVX512 && width%16 == 0 {
+		expSubAVX512(&x[0], &m[0], &s[0], rows, width)
+		return
+	}
 	expSubAVX2(&x[0], &m[0], &s[0], rows, width)
 }

@@ -13,30 +13,9 @@ func simdName() string { return "generic" }
 // readOr ORs the words of p together: the memory-read ceiling benchmark.
 func readOr(p []uint64) uint64 { return readOrGeneric(p) }
 
-func dotF32(a, b []float32) float32           { return dotF32Generic(a, b) }
-func dotBF16(w []uint16, x []float32) float32 { return dotBF16Generic(w, x) }
-func dotF16(w []uint16, x []float32) float32  { return dotF16Generic(w, x) }
-func dotF32x4(acc *[4]float32, w, xs []float32, stride, kl int) {
-	dotF32x4Generic(acc, w, xs, stride, kl)
-}
-func dotBF16x4(acc *[4]float32, w []uint16, xs []float32, stride, kl int) {
-	dotBF16x4Generic(acc, w, xs, stride, kl)
-}
-func dotF16x4(acc *[4]float32, w []uint16, xs []float32, stride, kl int) {
-	dotF16x4Generic(acc, w, xs, stride, kl)
-}
-
-func dot3x4F32(acc *[12]float32, w []float32, wstride int, xs []float32, stride, kl int) {
-	dot3x4F32Generic(acc, w, wstride, xs, stride, kl)
-}
-
-func dot3x4BF16(acc *[12]float32, w []uint16, wstride int, xs []float32, stride, kl int) {
-	dot3x4BF16Generic(acc, w, wstride, xs, stride, kl)
-}
-
-func dot3x4F16(acc *[12]float32, w []uint16, wstride int, xs []float32, stride, kl int) {
-	dot3x4F16Generic(acc, w, wstride, xs, stride, kl)
-}
+func dotF32(a, b []float32) float32               { return dotF32Generic(a, b) }
+func dotBF16(w []uint16, x []float32) float32     { return dotBF16Generic(w, x) }
+func dotF16(w []uint16, x []float32) float32      { return dotF16Generic(w, x) }
 func axpyF32(y []float32, a float32, w []float32) { axpyF32Generic(y, a, w) }
 func axpyBF16(y []float32, a float32, w []uint16) { axpyBF16Generic(y, a, w) }
 func axpyF16(y []float32, a float32, w []uint16)  { axpyF16Generic(y, a, w) }
@@ -44,10 +23,6 @@ func bf16ToF32(dst []float32, src []uint16)       { bf16ToF32Generic(dst, src) }
 func f16ToF32(dst []float32, src []uint16)        { f16ToF32Generic(dst, src) }
 func f32ToBF16(dst []uint16, src []float32)       { f32ToBF16Generic(dst, src) }
 func f32ToF16(dst []uint16, src []float32)        { f32ToF16Generic(dst, src) }
-
-func tileTF32(dst []float32, dstride int, x []float32, xstride int, w []float32, wstride, ni int) {
-	tileTF32Generic(dst, dstride, x, xstride, w, wstride, ni)
-}
 
 func dot4x1F32(acc *[4]float32, w []float32, wstride int, x []float32, kl int) {
 	dot4x1F32Generic(acc, w, wstride, x, kl)
@@ -72,10 +47,6 @@ func axpy4x1BF16(y []float32, a *[4]float32, w []uint16, wstride int) {
 func axpy4x1F16(y []float32, a *[4]float32, w []uint16, wstride int) {
 	axpy4x1F16Generic(y, a, w, wstride)
 }
-
-func packTF32(dst, w []float32, stride, rows int)           { packTF32Generic(dst, w, stride, rows) }
-func packTBF16(dst []float32, w []uint16, stride, rows int) { packTBF16Generic(dst, w, stride, rows) }
-func packTF16(dst []float32, w []uint16, stride, rows int)  { packTF16Generic(dst, w, stride, rows) }
 
 func packRowsF32(dst []float32, ldd int, src []float32, lds, rows, cols int) {
 	packRowsGeneric(dst, ldd, src, lds, rows, cols, func(d, s []float32) { copy(d, s) })

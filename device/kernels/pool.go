@@ -12,8 +12,9 @@ import (
 var (
 	threads   atomic.Int32
 	poolMu    sync.Mutex
-	poolSize  int // workers started so far
+	poolSize  atomic.Int32 // workers started so far
 	poolQueue = make(chan *job, 256)
+	jobs      = sync.Pool{New: func() any { return new(job) }}
 )
 
 func init() { threads.Store(int32(runtime.GOMAXPROCS(0))) }
@@ -59,10 +60,13 @@ func worker() {
 }
 
 func ensureWorkers(n int) {
+	if int(poolSize.Load()) >= n {
+		return
+	}
 	poolMu.Lock()
-	for poolSize < n {
+	for int(poolSize.Load()) < n {
 		go worker()
-		poolSize++
+		poolSize.Add(1)
 	}
 	poolMu.Unlock()
 }
@@ -77,6 +81,28 @@ const blocksPerThread = 4
 func parallelFor(total, work, align int, fn func(lo, hi int)) {
 	block, nblocks := planBlocks(total, work, align, blocksPerThread)
 	runBlocks(total, block, nblocks, fn)
+}
+
+// inline reports whether parallelFor(total, work, align, ...) would run on
+// the caller alone. Hot callers test it first and call their body directly,
+// so that small calls allocate no closure.
+func inline(total, work, align int) bool {
+	_, nblocks := planBlocks(total, work, align, blocksPerThread)
+	return nblocks == 1
+}
+
+// ParallelFor runs fn over disjoint ranges covering [0, total) on the
+// kernels' worker pool (the caller included, at most Threads() at once),
+// or on the caller alone when work (about the number of element
+// operations) is too small to pay for a handoff. The pool's workers are
+// started once and parked between calls, so a call costs a channel send per
+// helper, not a goroutine start. The host backend's element-wise kernels
+// use it.
+func ParallelFor(total, work int, fn func(lo, hi int)) {
+	if total <= 0 {
+		return
+	}
+	parallelFor(total, work, 1, fn)
 }
 
 // planBlocks picks the block size for parallelFor: one block (inline) for
@@ -103,11 +129,15 @@ func runBlocks(total, block, nblocks int, fn func(lo, hi int)) {
 		return
 	}
 	ensureWorkers(helpers)
-	j := &job{fn: fn, total: total, block: block}
+	j := jobs.Get().(*job)
+	j.fn, j.total, j.block = fn, total, block
+	j.next.Store(0)
 	j.wg.Add(helpers)
 	for range helpers {
 		poolQueue <- j
 	}
 	j.run()
 	j.wg.Wait()
+	j.fn = nil
+	jobs.Put(j)
 }

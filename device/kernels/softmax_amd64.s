@@ -119,3 +119,69 @@ expStore:
 expDone:
 	VZEROUPPER
 	RET
+
+// func expSubAVX512(x *float32, m *float32, s *float32, rows, width int)
+// expSubAVX2 with 16 lanes (width % 16 == 0), constants in registers and
+// the below-range lanes zeroed through a mask register.
+TEXT ·expSubAVX512(SB), NOSPLIT, $0-40
+	MOVQ x+0(FP), SI
+	MOVQ m+8(FP), DI
+	MOVQ s+16(FP), R9
+	MOVQ rows+24(FP), BX
+	MOVQ width+32(FP), R8
+	VBROADCASTSS expConst<>+0(SB), Z31
+	VBROADCASTSS expConst<>+4(SB), Z30
+	VBROADCASTSS expConst<>+8(SB), Z29
+	VBROADCASTSS expConst<>+12(SB), Z28
+	VBROADCASTSS expConst<>+16(SB), Z27
+	VBROADCASTSS expConst<>+20(SB), Z26
+	VBROADCASTSS expConst<>+24(SB), Z25
+	VBROADCASTSS expConst<>+28(SB), Z24
+	VBROADCASTSS expConst<>+32(SB), Z23
+	VBROADCASTSS expConst<>+36(SB), Z22
+	VBROADCASTSS expConst<>+44(SB), Z21
+	VPBROADCASTD expConst<>+48(SB), Z20
+	XORQ AX, AX
+exp512Col:
+	CMPQ AX, R8
+	JGE exp512Done
+	VMOVUPS (DI)(AX*4), Z8
+	VMOVUPS (R9)(AX*4), Z9
+	LEAQ (SI)(AX*4), DX
+	MOVQ BX, CX
+exp512Row:
+	TESTQ CX, CX
+	JEQ exp512Store
+	VMOVUPS (DX), Z0
+	VSUBPS Z8, Z0, Z0
+	VCMPPS $0x1d, Z21, Z0, K1 // lanes >= lower clamp (GE, ordered)
+	VMAXPS Z21, Z0, Z0        // x <= 0 here: only the lower clamp matters
+	VMULPS Z31, Z0, Z1
+	VRNDSCALEPS $0, Z1, Z1    // n = round(x*log2e)
+	VFNMADD231PS Z30, Z1, Z0  // r = x - n*ln2hi
+	VFNMADD231PS Z29, Z1, Z0  // r -= n*ln2lo
+	VMOVAPS Z28, Z2
+	VFMADD213PS Z27, Z0, Z2
+	VFMADD213PS Z26, Z0, Z2
+	VFMADD213PS Z25, Z0, Z2
+	VFMADD213PS Z24, Z0, Z2
+	VFMADD213PS Z23, Z0, Z2
+	VMULPS Z0, Z0, Z4
+	VFMADD213PS Z0, Z4, Z2    // p = poly*r^2 + r
+	VADDPS Z22, Z2, Z2        // p += 1
+	VCVTPS2DQ Z1, Z5
+	VPADDD Z20, Z5, Z5
+	VPSLLD $23, Z5, Z5        // 2^n
+	VMULPS.Z Z5, Z2, K1, Z2
+	VMOVUPS Z2, (DX)
+	VADDPS Z2, Z9, Z9
+	LEAQ (DX)(R8*4), DX
+	DECQ CX
+	JMP exp512Row
+exp512Store:
+	VMOVUPS Z9, (R9)(AX*4)
+	ADDQ $16, AX
+	JMP exp512Col
+exp512Done:
+	VZEROUPPER
+	RET
