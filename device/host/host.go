@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -528,31 +527,10 @@ func (d *Device) EventTime(e device.Event) (time.Duration, error) {
 	}
 }
 
-// parallel runs fn over [0,total) in blocks on up to d.threads goroutines
-// (the caller included) when work (about the number of element operations)
-// is large enough to pay for the handoff.
+// parallel runs fn over [0,total) in blocks on the kernels' worker pool
+// (kernels.ParallelFor: parked workers, no goroutine started per call) when
+// work (about the number of element operations) is large enough to pay for
+// the handoff.
 func (d *Device) parallel(total, work int, fn func(lo, hi int)) {
-	const minWork = 1 << 15
-	t := min(d.threads, total)
-	if t <= 1 || work < minWork {
-		fn(0, total)
-		return
-	}
-	block := max(1, total/(t*4))
-	var next atomic.Int64
-	run := func() {
-		for {
-			lo := int(next.Add(1)-1) * block
-			if lo >= total {
-				return
-			}
-			fn(lo, min(lo+block, total))
-		}
-	}
-	var wg sync.WaitGroup
-	for range t - 1 {
-		wg.Go(run)
-	}
-	run()
-	wg.Wait()
+	kernels.ParallelFor(total, work, fn)
 }
