@@ -4,20 +4,22 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 	"testing"
 )
 
 // fuzzInputs derives a small product from fuzz bytes: the first three bytes
-// pick n (1..6), in (0..71) and out (1..40), which covers the 3x4, 4x1, 4x16
-// and 32-column-panel blocks, the 16- and 8-wide vector loops and the scalar
-// tails; the rest, cycled, give the values. Weights are kept finite and below 2 in magnitude (one exponent bit
+// pick n (1..72), in (0..71) and out (1..40), which covers the matvec
+// (n=1), every micro-kernel tile (4, 8, 16, 32, 48 and 64 rows, 64 plus a
+// remainder), partial panels and strips, the plain path's 3x4, 4x1 and 4x16
+// blocks, and the vector loops' tails; the rest, cycled, give the values. Weights are kept finite and below 2 in magnitude (one exponent bit
 // cleared) so that a different summation order can only round differently,
 // never overflow differently; subnormals, zeros and signs all still occur.
 func fuzzInputs(data []byte, k wkind) (x, wf []float32, wh []uint16, n, in, out int, ok bool) {
 	if len(data) < 4 {
 		return nil, nil, nil, 0, 0, 0, false
 	}
-	n, in, out = 1+int(data[0])%6, int(data[1])%72, 1+int(data[2])%40
+	n, in, out = 1+int(data[0])%72, int(data[1])%72, 1+int(data[2])%40
 	vals := data[3:]
 	at := func(i int) byte { return vals[i%len(vals)] }
 	x = make([]float32, n*in)
@@ -64,8 +66,10 @@ func fuzzSeeds(f *testing.F) {
 	f.Add([]byte{0, 0, 0, 1})
 	f.Add([]byte{3, 17, 5, 0x80, 0x7f, 1, 2, 3, 0xff, 0x00, 0x3c})
 	f.Add([]byte{5, 71, 19, 0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0, 0x01})
-	f.Add([]byte{4, 16, 8, 0x00, 0x01, 0x00, 0x80, 0x03, 0x00})  // subnormal weights
-	f.Add([]byte{3, 70, 35, 0x11, 0x93, 0x4c, 0x3f, 0xc0, 0x27}) // n=4, out=36: panels
+	f.Add([]byte{4, 16, 8, 0x00, 0x01, 0x00, 0x80, 0x03, 0x00})   // subnormal weights
+	f.Add([]byte{3, 70, 35, 0x11, 0x93, 0x4c, 0x3f, 0xc0, 0x27})  // n=4, out=36: panels
+	f.Add([]byte{15, 40, 29, 0x05, 0x77, 0x9c, 0x3f, 0xc0, 0x27}) // n=16: 16-lane tile
+	f.Add([]byte{69, 65, 39, 0x21, 0x43, 0x65, 0x87, 0xa9, 0xcb}) // n=70: 64-row tile + rest
 }
 
 func FuzzMatMulF32(f *testing.F) {
@@ -137,6 +141,47 @@ func FuzzConvert(f *testing.F) {
 		for i, v := range fs {
 			if narrow[i] != F32ToF16Scalar(v) {
 				t.Fatalf("F32ToF16(%#08x) = %#04x, scalar %#04x", math.Float32bits(v), narrow[i], F32ToF16Scalar(v))
+			}
+		}
+	})
+}
+
+// FuzzExpSub holds the vectorised softmax exponential to the plain one
+// (math.Exp, rounded to float32) within a few ulp, on arguments from 0 down
+// past the float32 range, -Inf (the causal mask) included.
+func FuzzExpSub(f *testing.F) {
+	f.Add([]byte{0, 0x80, 0xff, 0x7f, 0x01, 0x42, 0xc2, 0xb0})
+	f.Add([]byte{3, 4, 0xff, 0xde, 0xdd, 0x00, 0x01, 0x80, 0xfe, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70, 0x80})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) < 3 {
+			return
+		}
+		width, rows := 8*(1+int(data[0])%4), 1+int(data[1])%5
+		vals := data[2:]
+		x := make([]float32, rows*width)
+		m := make([]float32, width)
+		for i := range x {
+			b := vals[i%len(vals)] ^ byte(i*29)
+			x[i] = -float32(b) * 0.4 // 0 .. -102
+			if b == 0xff {
+				x[i] = float32(math.Inf(-1))
+			}
+		}
+		for c := range m {
+			m[c] = float32(int8(vals[c%len(vals)])) / 64 // x-m stays near or below 0
+		}
+		want, got := slices.Clone(x), slices.Clone(x)
+		ws, gs := make([]float32, width), make([]float32, width)
+		expSubGeneric(want, m, ws, rows, width)
+		expSub(got, m, gs, rows, width)
+		for i := range want {
+			if d := math.Abs(float64(got[i] - want[i])); d > 4e-7*float64(want[i])+2e-38 {
+				t.Fatalf("exp(%g - %g) = %g, want %g", x[i], m[i%width], got[i], want[i])
+			}
+		}
+		for c := range ws {
+			if d := math.Abs(float64(gs[c] - ws[c])); d > 1e-6*float64(ws[c])+1e-37 {
+				t.Fatalf("column %d sum = %g, want %g", c, gs[c], ws[c])
 			}
 		}
 	})

@@ -403,3 +403,15 @@ func dotW(k wkind, wf []float32, wh []uint16, wo int, x []float32, kl int) float
 		return dotF16(wh[wo:wo+kl], x)
 	}
 }
+
+// SetPlain forces the plain Go kernels (plain true) or restores the SIMD
+// kernels this CPU supports (false), and returns the previous setting. It
+// is for side-by-side measurements; call it while no product is running.
+func SetPlain(plain bool) (was bool) {
+	was = !useAsm
+	useAsm = hasSIMD && !plain
+	return was
+}
+
+// Impl names the kernels in use: "avx512", "avx2" or "plain".
+func Impl() string { return simdName() }

@@ -13,15 +13,21 @@ var (
 	hasF16C = hasAVX2 && cpu.X86.HasF16C
 )
 
-// useAsm switches the SIMD kernels on; tests clear it to exercise the plain
-// Go path on the same machine.
+// useAsm switches the SIMD kernels on; SetPlain and tests clear it to run
+// the plain Go path on the same machine.
 var useAsm = hasAVX2
 
+// hasSIMD is what useAsm is when not forced plain.
+var hasSIMD = hasAVX2
+
 func simdName() string {
-	if useAsm {
-		return "avx2"
+	switch {
+	case !useAsm:
+		return "plain"
+	case hasAVX512:
+		return "avx512"
 	}
-	return "generic"
+	return "avx2"
 }
 
 //go:noescape

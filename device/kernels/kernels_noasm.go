@@ -7,8 +7,11 @@ package kernels
 // useAsm reports whether the SIMD kernels are in use; always false here.
 var useAsm = false
 
-// simdName names the inner loops in use, for benchmark labels.
-func simdName() string { return "generic" }
+// hasSIMD says whether SIMD kernels exist; never here.
+const hasSIMD = false
+
+// simdName names the inner loops in use.
+func simdName() string { return "plain" }
 
 // readOr ORs the words of p together: the memory-read ceiling benchmark.
 func readOr(p []uint64) uint64 { return readOrGeneric(p) }

@@ -336,3 +336,19 @@ func TestSetThreads(t *testing.T) {
 		t.Errorf("after SetThreads(0): Threads() = %d, want GOMAXPROCS %d", got, want)
 	}
 }
+
+// TestSetPlain checks the switch to the plain kernels and back.
+func TestSetPlain(t *testing.T) {
+	simd := Impl()
+	was := SetPlain(true)
+	defer SetPlain(was)
+	if Impl() != "plain" {
+		t.Errorf("after SetPlain(true): Impl() = %q", Impl())
+	}
+	if !SetPlain(false) {
+		t.Error("SetPlain(false) did not report the plain setting it replaced")
+	}
+	if Impl() != simd {
+		t.Errorf("after SetPlain(false): Impl() = %q, want %q", Impl(), simd)
+	}
+}
