@@ -284,10 +284,7 @@ func (d *Device) SiLUMul(s device.Stream, out, gate, up device.Tensor) error {
 	ov, gv, uv := f32s(b[0]), f32s(b[1]), f32s(b[2])
 	return st.work(op, func(*item) error {
 		d.parallel(len(ov), len(ov)*8, func(lo, hi int) {
-			for i := lo; i < hi; i++ {
-				g := gv[i]
-				ov[i] = g / (1 + float32(math.Exp(float64(-g)))) * uv[i]
-			}
+			kernels.SiLUMul(ov[lo:hi], gv[lo:hi], uv[lo:hi])
 		})
 		return nil
 	})

@@ -396,3 +396,28 @@ func expSub(x, m, s []float32, rows, width int) {
 	}
 	expSubAVX2(&x[0], &m[0], &s[0], rows, width)
 }
+
+//go:noescape
+func siluMulAVX512(out, gate, up *float32, n int)
+
+//go:noescape
+func siluMulAVX2(out, gate, up *float32, n int)
+
+func siluMul(out, gate, up []float32) {
+	n := len(out)
+	m := 0
+	switch {
+	case !useAsm:
+	case hasAVX512:
+		m = n &^ 15
+		if m > 0 {
+			siluMulAVX512(&out[0], &gate[0], &up[0], m)
+		}
+	default:
+		m = n &^ 7
+		if m > 0 {
+			siluMulAVX2(&out[0], &gate[0], &up[0], m)
+		}
+	}
+	siluMulGeneric(out[m:], gate[m:], up[m:])
+}

@@ -68,3 +68,5 @@ func fmaLoop(n int) float64 { return 0 }
 
 func colMax(m, x []float32, rows, width int)    { colMaxGeneric(m, x, rows, width) }
 func expSub(x, m, s []float32, rows, width int) { expSubGeneric(x, m, s, rows, width) }
+
+func siluMul(out, gate, up []float32) { siluMulGeneric(out, gate, up) }

@@ -185,3 +185,119 @@ exp512Store:
 exp512Done:
 	VZEROUPPER
 	RET
+
+// func siluMulAVX512(out, gate, up *float32, n int)
+// out[i] = gate[i] / (1 + exp(-gate[i])) * up[i] for i < n (n % 16 == 0),
+// the exponential as in expSubAVX512 (clamped on both sides: far below 0
+// it is 0, far above it saturates near 2^127, where silu is 0 anyway).
+TEXT ·siluMulAVX512(SB), NOSPLIT, $0-32
+	MOVQ out+0(FP), DI
+	MOVQ gate+8(FP), SI
+	MOVQ up+16(FP), DX
+	MOVQ n+24(FP), CX
+	VBROADCASTSS expConst<>+0(SB), Z31
+	VBROADCASTSS expConst<>+4(SB), Z30
+	VBROADCASTSS expConst<>+8(SB), Z29
+	VBROADCASTSS expConst<>+12(SB), Z28
+	VBROADCASTSS expConst<>+16(SB), Z27
+	VBROADCASTSS expConst<>+20(SB), Z26
+	VBROADCASTSS expConst<>+24(SB), Z25
+	VBROADCASTSS expConst<>+28(SB), Z24
+	VBROADCASTSS expConst<>+32(SB), Z23
+	VBROADCASTSS expConst<>+36(SB), Z22
+	VBROADCASTSS expConst<>+44(SB), Z21
+	VPBROADCASTD expConst<>+48(SB), Z20
+	VBROADCASTSS expConst<>+40(SB), Z19
+	XORQ AX, AX
+silu512Loop:
+	CMPQ AX, CX
+	JGE silu512Done
+	VMOVUPS (SI)(AX*4), Z10   // g
+	VXORPS Z0, Z0, Z0
+	VSUBPS Z10, Z0, Z0        // x = -g
+	VCMPPS $0x1d, Z21, Z0, K1 // lanes >= lower clamp (GE, ordered)
+	VMAXPS Z21, Z0, Z0
+	VMINPS Z19, Z0, Z0
+	VMULPS Z31, Z0, Z1
+	VRNDSCALEPS $0, Z1, Z1
+	VFNMADD231PS Z30, Z1, Z0
+	VFNMADD231PS Z29, Z1, Z0
+	VMOVAPS Z28, Z2
+	VFMADD213PS Z27, Z0, Z2
+	VFMADD213PS Z26, Z0, Z2
+	VFMADD213PS Z25, Z0, Z2
+	VFMADD213PS Z24, Z0, Z2
+	VFMADD213PS Z23, Z0, Z2
+	VMULPS Z0, Z0, Z4
+	VFMADD213PS Z0, Z4, Z2
+	VADDPS Z22, Z2, Z2
+	VCVTPS2DQ Z1, Z5
+	VPADDD Z20, Z5, Z5
+	VPSLLD $23, Z5, Z5
+	VMULPS.Z Z5, Z2, K1, Z2   // exp(-g)
+	VADDPS Z22, Z2, Z2        // 1 + exp(-g)
+	VDIVPS Z2, Z10, Z3        // g / (1 + exp(-g))
+	VMULPS (DX)(AX*4), Z3, Z3
+	VMOVUPS Z3, (DI)(AX*4)
+	ADDQ $16, AX
+	JMP silu512Loop
+silu512Done:
+	VZEROUPPER
+	RET
+
+// func siluMulAVX2(out, gate, up *float32, n int)
+// siluMulAVX512 with 8 lanes (n % 8 == 0).
+TEXT ·siluMulAVX2(SB), NOSPLIT, $0-32
+	MOVQ out+0(FP), DI
+	MOVQ gate+8(FP), SI
+	MOVQ up+16(FP), DX
+	MOVQ n+24(FP), CX
+	VBROADCASTSS expConst<>+0(SB), Y15
+	VBROADCASTSS expConst<>+4(SB), Y14
+	VBROADCASTSS expConst<>+8(SB), Y13
+	VBROADCASTSS expConst<>+40(SB), Y12
+	VBROADCASTSS expConst<>+44(SB), Y11
+	VPBROADCASTD expConst<>+48(SB), Y10
+	VBROADCASTSS expConst<>+36(SB), Y9
+	XORQ AX, AX
+silu256Loop:
+	CMPQ AX, CX
+	JGE silu256Done
+	VMOVUPS (SI)(AX*4), Y8    // g
+	VXORPS Y0, Y0, Y0
+	VSUBPS Y8, Y0, Y0         // x = -g
+	VCMPPS $0x1d, Y11, Y0, Y7
+	VMAXPS Y11, Y0, Y0
+	VMINPS Y12, Y0, Y0
+	VMULPS Y15, Y0, Y1
+	VROUNDPS $0, Y1, Y1
+	VFNMADD231PS Y14, Y1, Y0
+	VFNMADD231PS Y13, Y1, Y0
+	VBROADCASTSS expConst<>+12(SB), Y2
+	VBROADCASTSS expConst<>+16(SB), Y3
+	VFMADD213PS Y3, Y0, Y2
+	VBROADCASTSS expConst<>+20(SB), Y3
+	VFMADD213PS Y3, Y0, Y2
+	VBROADCASTSS expConst<>+24(SB), Y3
+	VFMADD213PS Y3, Y0, Y2
+	VBROADCASTSS expConst<>+28(SB), Y3
+	VFMADD213PS Y3, Y0, Y2
+	VBROADCASTSS expConst<>+32(SB), Y3
+	VFMADD213PS Y3, Y0, Y2
+	VMULPS Y0, Y0, Y4
+	VFMADD213PS Y0, Y4, Y2
+	VADDPS Y9, Y2, Y2
+	VCVTPS2DQ Y1, Y5
+	VPADDD Y10, Y5, Y5
+	VPSLLD $23, Y5, Y5
+	VMULPS Y5, Y2, Y2
+	VANDPS Y7, Y2, Y2         // exp(-g)
+	VADDPS Y9, Y2, Y2
+	VDIVPS Y2, Y8, Y3
+	VMULPS (DX)(AX*4), Y3, Y3
+	VMOVUPS Y3, (DI)(AX*4)
+	ADDQ $8, AX
+	JMP silu256Loop
+silu256Done:
+	VZEROUPPER
+	RET
