@@ -79,33 +79,51 @@ func BenchmarkCopyToDevice(b *testing.B) {
 	}
 }
 
-// BenchmarkAttention is one decode step of an 8192-wide model (64 heads,
-// 8 KV heads of 128) over 4096 cached positions.
+// BenchmarkAttention runs the host Attention on decode, check-pass and
+// prefill shapes: stories260K (8 heads of 8, 4 KV heads) and Llama-3-8B (32
+// heads of 128, 8 KV heads) at n query rows after pos0 cached positions,
+// and a decode step of an 8192-wide model (64 heads, 8 KV heads) over 4096
+// positions. GFLOP/s counts the causal products (4 flops per head, head
+// element and attended position).
+//
+//	go test ./device/host -run '^$' -bench Attention -benchtime 20x
 func BenchmarkAttention(b *testing.B) {
-	const heads, kvHeads, hd, seq = 64, 8, 128, 4096
-	d, err := New(Options{Capacity: 2*seq*kvHeads*hd*4 + 2*heads*hd*4})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer d.Close()
-	s, _ := d.NewStream("compute")
-	mk := func(rows, cols int) device.Tensor {
-		buf, err := d.Alloc(int64(rows*cols*4), "t")
-		if err != nil {
-			b.Fatal(err)
-		}
-		t, _ := device.View(buf, 0, device.F32, rows, cols)
-		return t
-	}
-	q, out := mk(1, heads*hd), mk(1, heads*hd)
-	k, v := mk(seq, kvHeads*hd), mk(seq, kvHeads*hd)
-	b.SetBytes(2 * seq * kvHeads * hd * 4)
-	for b.Loop() {
-		if err := d.Attention(s, out, q, k, v, seq-1, heads, kvHeads, hd); err != nil {
-			b.Fatal(err)
-		}
-		if err := d.Synchronize(s); err != nil {
-			b.Fatal(err)
-		}
+	for _, c := range []struct{ heads, kvHeads, hd, pos0, n int }{
+		{8, 4, 8, 150, 1}, {8, 4, 8, 150, 16},
+		{32, 8, 128, 1000, 1}, {32, 8, 128, 1000, 16}, {32, 8, 128, 0, 256},
+		{64, 8, 128, 4095, 1},
+	} {
+		b.Run(fmt.Sprintf("heads=%d/kv=%d/hd=%d/pos0=%d/n=%d", c.heads, c.kvHeads, c.hd, c.pos0, c.n), func(b *testing.B) {
+			seq := c.pos0 + c.n
+			d, err := New(Options{Capacity: int64(2*seq*c.kvHeads*c.hd*4 + 2*c.n*c.heads*c.hd*4)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer d.Close()
+			s, _ := d.NewStream("compute")
+			mk := func(rows, cols int) device.Tensor {
+				buf, err := d.Alloc(int64(rows*cols*4), "t")
+				if err != nil {
+					b.Fatal(err)
+				}
+				t, _ := device.View(buf, 0, device.F32, rows, cols)
+				return t
+			}
+			q, out := mk(c.n, c.heads*c.hd), mk(c.n, c.heads*c.hd)
+			k, v := mk(seq, c.kvHeads*c.hd), mk(seq, c.kvHeads*c.hd)
+			flops := 0.0
+			for r := range c.n {
+				flops += 4 * float64(c.heads*c.hd*(c.pos0+r+1))
+			}
+			for b.Loop() {
+				if err := d.Attention(s, out, q, k, v, c.pos0, c.heads, c.kvHeads, c.hd); err != nil {
+					b.Fatal(err)
+				}
+				if err := d.Synchronize(s); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
 	}
 }
