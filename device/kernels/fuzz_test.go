@@ -102,6 +102,11 @@ func FuzzMatMulTF16(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) { fuzzKernel(t, kernelCases[5], data) })
 }
 
+func FuzzMatMulPacked(f *testing.F) {
+	fuzzSeeds(f)
+	f.Fuzz(func(t *testing.T, data []byte) { fuzzKernel(t, kernelCases[6], data) })
+}
+
 // FuzzConvert holds the SIMD conversions to the scalar ones bit for bit, on
 // arbitrary bit patterns (NaN, Inf and subnormals included).
 func FuzzConvert(f *testing.F) {

@@ -455,3 +455,52 @@ func gemm(p *gemmPlan, y, x []float32, n, in, out int, w *wsource) {
 	putF32(cp)
 	putF32(xp)
 }
+
+// MatMulPacked computes y = x·Wᵀ, y[r*out+o] = Σ_i W[o][i] * x[r*in+i], for
+// a weight matrix W [out][in] that only pack can read: a quantized format,
+// say, whose RowPacker dequantizes any block of rows (and of columns, in
+// multiples of PackAlign) to float32. This is the hook by which such a type
+// reuses the float32 kernels: with SIMD kernels a batch of two or more rows
+// runs on the batched products' micro-kernels, pack filling each weight
+// panel just before it is used (so the weights are dequantized once per
+// call, into L1); a single row, or no SIMD, packs four whole rows at a time
+// into scratch and dots them with every activation row. A type that wants
+// decode at memory speed will want its own fused matvec for n == 1.
+func MatMulPacked(y, x []float32, n, in, out int, pack RowPacker) {
+	checkMatMul("MatMulPacked", len(y), len(x), in*out, n, in, out)
+	if n == 0 || out == 0 {
+		return
+	}
+	if in == 0 {
+		clear(y[:n*out])
+		return
+	}
+	if n >= 2 {
+		if p := gemmPlanFor('R', n); p != nil {
+			gemm(p, y, x, n, in, out, &wsource{rows: pack})
+			return
+		}
+	}
+	groups := (out + 3) / 4
+	body := func(lo, hi int) {
+		sp := getF32(4 * in)
+		defer putF32(sp)
+		w := *sp
+		var acc [4]float32
+		for g := lo; g < hi; g++ {
+			o := 4 * g
+			nr := min(4, out-o)
+			pack(w, in, o, nr, 0, in)
+			clear(w[nr*in:])
+			for r := range n {
+				dot4x1F32(&acc, w, in, x[r*in:(r+1)*in], in)
+				copy(y[r*out+o:r*out+o+nr], acc[:nr])
+			}
+		}
+	}
+	if inline(groups, n*in*out, 1) {
+		body(0, groups)
+		return
+	}
+	parallelFor(groups, n*in*out, 1, body)
+}

@@ -131,23 +131,40 @@ func testShapes() []shape {
 }
 
 type kernelCase struct {
-	name  string
-	trans bool
-	kind  wkind
+	name   string
+	trans  bool
+	kind   wkind
+	packed bool // MatMulPacked with a RowPacker widening f16
 }
 
 var kernelCases = []kernelCase{
-	{"MatMulF32", false, kindF32},
-	{"MatMulBF16", false, kindBF16},
-	{"MatMulF16", false, kindF16},
-	{"MatMulTF32", true, kindF32},
-	{"MatMulTBF16", true, kindBF16},
-	{"MatMulTF16", true, kindF16},
+	{"MatMulF32", false, kindF32, false},
+	{"MatMulBF16", false, kindBF16, false},
+	{"MatMulF16", false, kindF16, false},
+	{"MatMulTF32", true, kindF32, false},
+	{"MatMulTBF16", true, kindBF16, false},
+	{"MatMulTF16", true, kindF16, false},
+	{"MatMulPacked", false, kindF16, true},
+}
+
+// f16Packer is a RowPacker over f16 weights [out][in], standing in for a
+// quantized type.
+func f16Packer(w []uint16, in int) RowPacker {
+	return func(dst []float32, ld, r0, nr, c0, nc int) {
+		if c0%PackAlign != 0 || (nc%PackAlign != 0 && c0+nc != in) {
+			panic(fmt.Sprintf("RowPacker asked for columns [%d,%d) of %d", c0, c0+nc, in))
+		}
+		for i := range nr {
+			F16ToF32(dst[i*ld:i*ld+nc], w[(r0+i)*in+c0:(r0+i)*in+c0+nc])
+		}
+	}
 }
 
 // runFast calls the kernel under test.
 func runFast(c kernelCase, y, x, wf []float32, wh []uint16, n, in, out int) {
 	switch {
+	case c.packed:
+		MatMulPacked(y, x, n, in, out, f16Packer(wh, in))
 	case !c.trans && c.kind == kindF32:
 		MatMulF32(y, x, wf, n, in, out)
 	case !c.trans && c.kind == kindBF16:
