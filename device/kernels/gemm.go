@@ -438,7 +438,14 @@ func gemm(p *gemmPlan, y, x []float32, n, in, out int, w *wsource) {
 	npad := p.npad
 	xp := getF32(in * npad)
 	xT := *xp
-	packXT(xT, x, n, in, in, npad)
+	if inline(in/16+1, n*in, 1) {
+		packXT(xT, x, n, in, in, npad)
+	} else {
+		parallelFor(in/16+1, n*in, 1, func(lo, hi int) {
+			k0, k1 := lo*16, min(hi*16, in)
+			packXT(xT[k0*npad:], x[k0:], n, k1-k0, in, npad)
+		})
+	}
 	outPad := (out + p.sw - 1) / p.sw * p.sw
 	cp := getF32(outPad * npad)
 	cT := *cp
