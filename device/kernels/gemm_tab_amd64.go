@@ -84,6 +84,15 @@ func gemmKY8x1x12(c *float32, ldc int, x *float32, ldx int, w *float32, ldw, kc,
 //go:noescape
 func gemmKY4x1x12(c *float32, ldc int, x *float32, ldx int, w *float32, ldw, kc, acc int, pf unsafe.Pointer, pfld, pfseg, pfn int)
 
+//go:noescape
+func dot4x1F32AVX512(acc *[4]float32, w *float32, wstride int, x *float32, n int)
+
+//go:noescape
+func dot4x1F16AVX512(acc *[4]float32, w *uint16, wstride int, x *float32, n int)
+
+//go:noescape
+func dot4x1BF16AVX512(acc *[4]float32, w *uint16, wstride int, x *float32, n int)
+
 var gemmKernelsZ = []gemmKernel{
 	{layout: 'R', lanes: 16, mrv: 1, nr: 6, kc: 256, kcp: 272, fn: gemmRZ16x1x6},
 	{layout: 'R', lanes: 16, mrv: 2, nr: 6, kc: 256, kcp: 272, fn: gemmRZ16x2x6},

@@ -2,7 +2,8 @@
 
 // gengemm writes gemm_amd64.s and gemm_tab_amd64.go: the register-tiled
 // micro-kernels of the batched products (see gemm.go) and the table the Go
-// side picks them from. Run it with `go generate` in this directory.
+// side picks them from, and the AVX-512 matvec kernels. Run it with
+// `go generate` in this directory.
 //
 // Every kernel computes one tile of a transposed output,
 //
@@ -264,6 +265,91 @@ func (g *gen) kernel(v variant) {
 	g.p("RET")
 }
 
+// matvec writes dot4x1{F32,F16,BF16}AVX512: four weight rows (wstride
+// elements apart) dotted with one activation row, the matvec's inner loop,
+// converting f16/bf16 weights in registers. n is a multiple of 16; the sums
+// of 32 elements per step go to eight accumulators, reduced at the end into
+// acc[0..3].
+func (g *gen) matvec(kind string) {
+	n := "dot4x1" + kind + "AVX512"
+	es := 2
+	wt := "uint16"
+	if kind == "F32" {
+		es, wt = 4, "float32"
+	}
+	fmt.Fprintf(&g.b, "\n// func %s(acc *[4]float32, w *%s, wstride int, x *float32, n int)\n", n, wt)
+	fmt.Fprintf(&g.b, "TEXT ·%s(SB), NOSPLIT, $0-40\n", n)
+	g.p("MOVQ acc+0(FP), AX")
+	g.p("MOVQ w+8(FP), SI")
+	g.p("MOVQ wstride+16(FP), R10")
+	g.p("MOVQ x+24(FP), DI")
+	g.p("MOVQ n+32(FP), CX")
+	if es == 4 {
+		g.p("SHLQ $2, R10")
+	} else {
+		g.p("SHLQ $1, R10")
+	}
+	g.p("LEAQ (R10)(R10*2), R11")
+	for i := range 8 {
+		g.p("VXORPS Z%d, Z%d, Z%d", i, i, i)
+	}
+	rows := []string{"(SI)", "(SI)(R10*1)", "(SI)(R10*2)", "(SI)(R11*1)"}
+	load := func(off int, row string, dst string) {
+		switch kind {
+		case "F32":
+			g.p("VMOVUPS %d%s, %s", off, row, dst)
+		case "F16":
+			g.p("VCVTPH2PS %d%s, %s", off, row, dst)
+		default:
+			g.p("VPMOVZXWD %d%s, %s", off, row, dst)
+			g.p("VPSLLD $16, %s, %s", dst, dst)
+		}
+	}
+	g.label(n + "loop32")
+	g.p("CMPQ CX, $32")
+	g.p("JLT %sloop16", n)
+	g.p("VMOVUPS (DI), Z8")
+	g.p("VMOVUPS 64(DI), Z9")
+	for r, row := range rows {
+		load(0, row, "Z10")
+		load(16*es, row, "Z11")
+		g.p("VFMADD231PS Z10, Z8, Z%d", r)
+		g.p("VFMADD231PS Z11, Z9, Z%d", r+4)
+	}
+	g.p("ADDQ $%d, SI", 32*es)
+	g.p("ADDQ $128, DI")
+	g.p("SUBQ $32, CX")
+	g.p("JMP %sloop32", n)
+	g.label(n + "loop16")
+	g.p("CMPQ CX, $16")
+	g.p("JLT %sdone", n)
+	g.p("VMOVUPS (DI), Z8")
+	for r, row := range rows {
+		load(0, row, "Z10")
+		g.p("VFMADD231PS Z10, Z8, Z%d", r)
+	}
+	g.p("ADDQ $%d, SI", 16*es)
+	g.p("ADDQ $64, DI")
+	g.p("SUBQ $16, CX")
+	g.p("JMP %sloop16", n)
+	g.label(n + "done")
+	// Z0..Z3 += Z4..Z7, then fold each to 8, 4 lanes and finish as the
+	// AVX2 kernels do.
+	for r := range 4 {
+		g.p("VADDPS Z%d, Z%d, Z%d", r+4, r, r)
+		g.p("VEXTRACTF64X4 $1, Z%d, Y%d", r, r+4)
+		g.p("VADDPS Y%d, Y%d, Y%d", r+4, r, r)
+	}
+	g.p("VHADDPS Y1, Y0, Y0")
+	g.p("VHADDPS Y3, Y2, Y2")
+	g.p("VHADDPS Y2, Y0, Y0")
+	g.p("VEXTRACTF128 $1, Y0, X1")
+	g.p("VADDPS X1, X0, X0")
+	g.p("VMOVUPS X0, (AX)")
+	g.p("VZEROUPPER")
+	g.p("RET")
+}
+
 const kernelSig = "(c *float32, ldc int, x *float32, ldx int, w *float32, ldw, kc, acc int, pf unsafe.Pointer, pfld, pfseg, pfn int)"
 
 func main() {
@@ -281,6 +367,9 @@ func main() {
 	for _, v := range vs {
 		s.kernel(v)
 	}
+	for _, k := range []string{"F32", "F16", "BF16"} {
+		s.matvec(k)
+	}
 	if err := os.WriteFile("gemm_amd64.s", s.b.Bytes(), 0o644); err != nil {
 		panic(err)
 	}
@@ -296,6 +385,13 @@ import "unsafe"
 `)
 	for _, v := range vs {
 		fmt.Fprintf(&t, "\n//go:noescape\nfunc %s%s\n", v.name(), kernelSig)
+	}
+	for _, k := range []string{"F32", "F16", "BF16"} {
+		wt := "uint16"
+		if k == "F32" {
+			wt = "float32"
+		}
+		fmt.Fprintf(&t, "\n//go:noescape\nfunc dot4x1%sAVX512(acc *[4]float32, w *%s, wstride int, x *float32, n int)\n", k, wt)
 	}
 	for _, isa := range []string{"Z", "Y"} {
 		fmt.Fprintf(&t, "\nvar gemmKernels%s = []gemmKernel{\n", isa)

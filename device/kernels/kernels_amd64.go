@@ -215,7 +215,12 @@ func dot4x1F32(acc *[4]float32, w []float32, wstride int, x []float32, kl int) {
 	}
 	w, x = w[:3*wstride+kl], x[:kl]
 	m := kl &^ 7
-	dotF324x1AVX2(acc, &w[0], wstride, &x[0], m)
+	if hasAVX512 && kl >= 16 {
+		m = kl &^ 15
+		dot4x1F32AVX512(acc, &w[0], wstride, &x[0], m)
+	} else {
+		dotF324x1AVX2(acc, &w[0], wstride, &x[0], m)
+	}
 	if m < kl {
 		tail4x1(acc, func(i int) float32 { return w[i] }, wstride, x, m, kl)
 	}
@@ -228,7 +233,12 @@ func dot4x1BF16(acc *[4]float32, w []uint16, wstride int, x []float32, kl int) {
 	}
 	w, x = w[:3*wstride+kl], x[:kl]
 	m := kl &^ 7
-	dotBF164x1AVX2(acc, &w[0], wstride, &x[0], m)
+	if hasAVX512 && kl >= 16 {
+		m = kl &^ 15
+		dot4x1BF16AVX512(acc, &w[0], wstride, &x[0], m)
+	} else {
+		dotBF164x1AVX2(acc, &w[0], wstride, &x[0], m)
+	}
 	if m < kl {
 		tail4x1(acc, func(i int) float32 { return BF16ToF32Scalar(w[i]) }, wstride, x, m, kl)
 	}
@@ -241,7 +251,12 @@ func dot4x1F16(acc *[4]float32, w []uint16, wstride int, x []float32, kl int) {
 	}
 	w, x = w[:3*wstride+kl], x[:kl]
 	m := kl &^ 7
-	dotF164x1AVX2(acc, &w[0], wstride, &x[0], m)
+	if hasAVX512 && kl >= 16 {
+		m = kl &^ 15
+		dot4x1F16AVX512(acc, &w[0], wstride, &x[0], m)
+	} else {
+		dotF164x1AVX2(acc, &w[0], wstride, &x[0], m)
+	}
 	if m < kl {
 		tail4x1(acc, func(i int) float32 { return F16ToF32Scalar(w[i]) }, wstride, x, m, kl)
 	}
