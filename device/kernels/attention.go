@@ -30,7 +30,7 @@ func Attention(out, q, k, v []float32, n, pos0, nHeads, nKVHeads, headDim int) {
 	a.qc, a.kc = nHeads*headDim, nKVHeads*headDim
 	a.scale = float32(1 / math.Sqrt(float64(headDim)))
 	a.qb = max(1, 64/a.group) // about 64 rows of scores per block
-	a.sp, a.pp = gemmPlanFor('R', min(a.qb, n)*a.group), gemmPlanFor('K', min(a.qb, n)*a.group)
+	a.sp, a.pp = gemmPlanFor('R', min(a.qb, n)*a.group, pos0+n), gemmPlanFor('K', min(a.qb, n)*a.group, headDim)
 	if a.sp == nil || a.pp == nil || a.sp.npad != a.pp.npad {
 		attentionPlain(out, q, k, v, &a)
 		return

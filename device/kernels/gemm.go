@@ -74,34 +74,51 @@ type gemmPlan struct {
 	nmain             int
 }
 
-// planKey caches plans: they are picked by batch size and layout only.
+// planKey caches plans: they are picked by layout, batch size and whether
+// the product is narrow (at most narrowOut outputs).
 type planKey struct {
 	layout byte
 	n      int
+	narrow bool
 }
+
+// narrowOut is the most outputs a narrow plan is used for: below it the
+// widest tiles would mostly compute padding.
+const narrowOut = 8
 
 var plans sync.Map // planKey -> *gemmPlan (nil when no kernel fits)
 
-// gemmPlanFor picks the tiles for a batch of n rows, or returns nil when the
-// CPU has no kernels (or the plain path is forced).
-func gemmPlanFor(layout byte, n int) *gemmPlan {
+// gemmPlanFor picks the tiles for a batch of n rows and out outputs, or
+// returns nil when the CPU has no kernels (or the plain path is forced).
+func gemmPlanFor(layout byte, n, out int) *gemmPlan {
 	if !useAsm || gemmTable == nil || n < 1 {
 		return nil
 	}
-	key := planKey{layout, n}
+	key := planKey{layout, n, out <= narrowOut}
 	if p, ok := plans.Load(key); ok {
 		return p.(*gemmPlan)
 	}
-	p := makePlan(layout, n)
+	p := makePlan(layout, n, key.narrow)
 	plans.Store(key, p)
 	return p
 }
 
-func makePlan(layout byte, n int) *gemmPlan {
+func makePlan(layout byte, n int, narrow bool) *gemmPlan {
 	wide := gemmWide
 	var main, rest *gemmKernel
 	npad := 0
 	switch {
+	case narrow:
+		// One row vector by 8 (AVX2: 6) outputs, repeated down the batch.
+		lanes := 16
+		switch {
+		case n <= 4:
+			lanes = 4
+		case n <= 8 || !wide:
+			lanes = 8
+		}
+		npad = (n + lanes - 1) / lanes * lanes
+		main = findKernel(layout, lanes, 1, pick(wide, 8, 6))
 	case n <= 4:
 		main, npad = findKernel(layout, 4, 1, pick(wide, 28, 12)), 4
 	case n <= 8:
@@ -247,22 +264,13 @@ func gemmRange(p *gemmPlan, cT, xT []float32, in, out int, w *wsource, o0, o1 in
 		}
 		xs := xT[c.k0*npad : (c.k0+c.kl)*npad]
 		ns := min(p.sw, o1-c.s)
+		// A partial panel's missing outputs are left as whatever buf
+		// held: they only feed outputs past the end, which nobody reads.
 		if layout == 'R' {
 			w.pack(buf, p.kcp, c.s, ns, c.k0, c.kl)
-			for i := ns; i < nr; i++ {
-				clear(buf[i*p.kcp : i*p.kcp+c.kl])
-			}
 			p.tiles(cT[c.s*npad:(c.s+nr)*npad], xs, buf, p.kcp, c.kl, acc, pf)
 		} else {
 			w.pack(buf, p.sw, c.k0, c.kl, c.s, ns)
-			if pad := (ns + nr - 1) / nr * nr; pad > ns {
-				for k := range c.kl {
-					z := buf[k*p.sw+ns : k*p.sw+pad]
-					for j := range z {
-						z[j] = 0
-					}
-				}
-			}
 			np := (ns + nr - 1) / nr
 			for g := range np {
 				o := c.s + g*nr
@@ -483,7 +491,7 @@ func MatMulPacked(y, x []float32, n, in, out int, pack RowPacker) {
 		return
 	}
 	if n >= 2 {
-		if p := gemmPlanFor('R', n); p != nil {
+		if p := gemmPlanFor('R', n, out); p != nil {
 			gemm(p, y, x, n, in, out, &wsource{rows: pack})
 			return
 		}

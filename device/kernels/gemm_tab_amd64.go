@@ -34,6 +34,15 @@ func gemmRZ8x1x28(c *float32, ldc int, x *float32, ldx int, w *float32, ldw, kc,
 func gemmRZ4x1x28(c *float32, ldc int, x *float32, ldx int, w *float32, ldw, kc, acc int, pf unsafe.Pointer, pfld, pfseg, pfn int)
 
 //go:noescape
+func gemmRZ16x1x8(c *float32, ldc int, x *float32, ldx int, w *float32, ldw, kc, acc int, pf unsafe.Pointer, pfld, pfseg, pfn int)
+
+//go:noescape
+func gemmRZ8x1x8(c *float32, ldc int, x *float32, ldx int, w *float32, ldw, kc, acc int, pf unsafe.Pointer, pfld, pfseg, pfn int)
+
+//go:noescape
+func gemmRZ4x1x8(c *float32, ldc int, x *float32, ldx int, w *float32, ldw, kc, acc int, pf unsafe.Pointer, pfld, pfseg, pfn int)
+
+//go:noescape
 func gemmRY8x2x6(c *float32, ldc int, x *float32, ldx int, w *float32, ldw, kc, acc int, pf unsafe.Pointer, pfld, pfseg, pfn int)
 
 //go:noescape
@@ -44,6 +53,9 @@ func gemmRY8x1x12(c *float32, ldc int, x *float32, ldx int, w *float32, ldw, kc,
 
 //go:noescape
 func gemmRY4x1x12(c *float32, ldc int, x *float32, ldx int, w *float32, ldw, kc, acc int, pf unsafe.Pointer, pfld, pfseg, pfn int)
+
+//go:noescape
+func gemmRY4x1x6(c *float32, ldc int, x *float32, ldx int, w *float32, ldw, kc, acc int, pf unsafe.Pointer, pfld, pfseg, pfn int)
 
 //go:noescape
 func gemmKZ16x1x6(c *float32, ldc int, x *float32, ldx int, w *float32, ldw, kc, acc int, pf unsafe.Pointer, pfld, pfseg, pfn int)
@@ -73,6 +85,15 @@ func gemmKZ8x1x28(c *float32, ldc int, x *float32, ldx int, w *float32, ldw, kc,
 func gemmKZ4x1x28(c *float32, ldc int, x *float32, ldx int, w *float32, ldw, kc, acc int, pf unsafe.Pointer, pfld, pfseg, pfn int)
 
 //go:noescape
+func gemmKZ16x1x8(c *float32, ldc int, x *float32, ldx int, w *float32, ldw, kc, acc int, pf unsafe.Pointer, pfld, pfseg, pfn int)
+
+//go:noescape
+func gemmKZ8x1x8(c *float32, ldc int, x *float32, ldx int, w *float32, ldw, kc, acc int, pf unsafe.Pointer, pfld, pfseg, pfn int)
+
+//go:noescape
+func gemmKZ4x1x8(c *float32, ldc int, x *float32, ldx int, w *float32, ldw, kc, acc int, pf unsafe.Pointer, pfld, pfseg, pfn int)
+
+//go:noescape
 func gemmKY8x2x6(c *float32, ldc int, x *float32, ldx int, w *float32, ldw, kc, acc int, pf unsafe.Pointer, pfld, pfseg, pfn int)
 
 //go:noescape
@@ -83,6 +104,9 @@ func gemmKY8x1x12(c *float32, ldc int, x *float32, ldx int, w *float32, ldw, kc,
 
 //go:noescape
 func gemmKY4x1x12(c *float32, ldc int, x *float32, ldx int, w *float32, ldw, kc, acc int, pf unsafe.Pointer, pfld, pfseg, pfn int)
+
+//go:noescape
+func gemmKY4x1x6(c *float32, ldc int, x *float32, ldx int, w *float32, ldw, kc, acc int, pf unsafe.Pointer, pfld, pfseg, pfn int)
 
 //go:noescape
 func dot4x1F32AVX512(acc *[4]float32, w *float32, wstride int, x *float32, n int)
@@ -103,6 +127,9 @@ var gemmKernelsZ = []gemmKernel{
 	{layout: 'R', lanes: 16, mrv: 1, nr: 28, kc: 1024, kcp: 1040, fn: gemmRZ16x1x28},
 	{layout: 'R', lanes: 8, mrv: 1, nr: 28, kc: 1024, kcp: 1040, fn: gemmRZ8x1x28},
 	{layout: 'R', lanes: 4, mrv: 1, nr: 28, kc: 1024, kcp: 1040, fn: gemmRZ4x1x28},
+	{layout: 'R', lanes: 16, mrv: 1, nr: 8, kc: 1024, kcp: 1040, fn: gemmRZ16x1x8},
+	{layout: 'R', lanes: 8, mrv: 1, nr: 8, kc: 1024, kcp: 1040, fn: gemmRZ8x1x8},
+	{layout: 'R', lanes: 4, mrv: 1, nr: 8, kc: 1024, kcp: 1040, fn: gemmRZ4x1x8},
 	{layout: 'K', lanes: 16, mrv: 1, nr: 6, kc: 256, kcp: 272, fn: gemmKZ16x1x6},
 	{layout: 'K', lanes: 16, mrv: 2, nr: 6, kc: 256, kcp: 272, fn: gemmKZ16x2x6},
 	{layout: 'K', lanes: 16, mrv: 3, nr: 6, kc: 256, kcp: 272, fn: gemmKZ16x3x6},
@@ -112,6 +139,9 @@ var gemmKernelsZ = []gemmKernel{
 	{layout: 'K', lanes: 16, mrv: 1, nr: 28, kc: 1024, kcp: 1040, fn: gemmKZ16x1x28},
 	{layout: 'K', lanes: 8, mrv: 1, nr: 28, kc: 1024, kcp: 1040, fn: gemmKZ8x1x28},
 	{layout: 'K', lanes: 4, mrv: 1, nr: 28, kc: 1024, kcp: 1040, fn: gemmKZ4x1x28},
+	{layout: 'K', lanes: 16, mrv: 1, nr: 8, kc: 1024, kcp: 1040, fn: gemmKZ16x1x8},
+	{layout: 'K', lanes: 8, mrv: 1, nr: 8, kc: 1024, kcp: 1040, fn: gemmKZ8x1x8},
+	{layout: 'K', lanes: 4, mrv: 1, nr: 8, kc: 1024, kcp: 1040, fn: gemmKZ4x1x8},
 }
 
 var gemmKernelsY = []gemmKernel{
@@ -119,8 +149,10 @@ var gemmKernelsY = []gemmKernel{
 	{layout: 'R', lanes: 8, mrv: 1, nr: 6, kc: 256, kcp: 272, fn: gemmRY8x1x6},
 	{layout: 'R', lanes: 8, mrv: 1, nr: 12, kc: 1024, kcp: 1040, fn: gemmRY8x1x12},
 	{layout: 'R', lanes: 4, mrv: 1, nr: 12, kc: 1024, kcp: 1040, fn: gemmRY4x1x12},
+	{layout: 'R', lanes: 4, mrv: 1, nr: 6, kc: 256, kcp: 272, fn: gemmRY4x1x6},
 	{layout: 'K', lanes: 8, mrv: 2, nr: 6, kc: 256, kcp: 272, fn: gemmKY8x2x6},
 	{layout: 'K', lanes: 8, mrv: 1, nr: 6, kc: 256, kcp: 272, fn: gemmKY8x1x6},
 	{layout: 'K', lanes: 8, mrv: 1, nr: 12, kc: 1024, kcp: 1040, fn: gemmKY8x1x12},
 	{layout: 'K', lanes: 4, mrv: 1, nr: 12, kc: 1024, kcp: 1040, fn: gemmKY4x1x12},
+	{layout: 'K', lanes: 4, mrv: 1, nr: 6, kc: 256, kcp: 272, fn: gemmKY4x1x6},
 }

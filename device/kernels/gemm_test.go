@@ -11,13 +11,13 @@ import (
 // 16-lane tiles, 64-row tiles with 16/32/48-row remainders), partial panels
 // and strips, k blocks with tails and more than one k superblock.
 func TestGemmTiling(t *testing.T) {
-	if gemmPlanFor('R', 2) == nil {
+	if gemmPlanFor('R', 2, 100) == nil {
 		t.Skip("no batched kernels on this CPU/build")
 	}
 	type sh struct{ n, in, out int }
 	var shapes []sh
 	for _, n := range []int{2, 4, 5, 8, 9, 16, 17, 31, 32, 33, 48, 63, 64, 65, 80, 100, 130, 200} {
-		shapes = append(shapes, sh{n, 37, 61}, sh{n, 300, 29})
+		shapes = append(shapes, sh{n, 37, 61}, sh{n, 300, 29}, sh{n, 70, 8}, sh{n, 33, 3})
 	}
 	// In > the k superblock (4096 for 16 rows, 1024 for 64, 256 for 200).
 	shapes = append(shapes, sh{16, 4200, 30}, sh{64, 1100, 13}, sh{200, 600, 7}, sh{3, 4500, 57})

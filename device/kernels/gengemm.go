@@ -73,11 +73,17 @@ func variants() []variant {
 		add("Z", 16, 1, 28)
 		add("Z", 8, 1, 28)
 		add("Z", 4, 1, 28)
+		// Narrow tiles for products with at most 8 outputs (attention
+		// values at small head sizes), one row vector per tile.
+		add("Z", 16, 1, 8)
+		add("Z", 8, 1, 8)
+		add("Z", 4, 1, 8)
 		// AVX2: 16-row tiles (8-row for the rest), and 8 and 4 rows.
 		add("Y", 8, 2, 6)
 		add("Y", 8, 1, 6)
 		add("Y", 8, 1, 12)
 		add("Y", 4, 1, 12)
+		add("Y", 4, 1, 6)
 	}
 	return vs
 }

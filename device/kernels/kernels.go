@@ -123,7 +123,7 @@ func matMul(k wkind, y, x, wf []float32, wh []uint16, n, in, out int) {
 		return
 	}
 	if n >= 2 {
-		if p := gemmPlanFor('R', n); p != nil {
+		if p := gemmPlanFor('R', n, out); p != nil {
 			gemm(p, y, x, n, in, out, &wsource{kind: k, f32: wf, u16: wh, ld: in})
 			return
 		}
@@ -157,7 +157,7 @@ func matMulT(k wkind, y, x, wf []float32, wh []uint16, n, in, out int) {
 		return
 	}
 	if n >= 2 {
-		if p := gemmPlanFor('K', n); p != nil {
+		if p := gemmPlanFor('K', n, out); p != nil {
 			gemm(p, y, x, n, in, out, &wsource{kind: k, f32: wf, u16: wh, ld: out})
 			return
 		}
