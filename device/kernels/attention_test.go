@@ -35,7 +35,7 @@ func attnInputs(c attnCase, val func() float32) (q, k, v []float32) {
 	return q, k, v
 }
 
-// checkAttn runs Attention (on every implementation, 1 and 2 threads) and
+// checkAttn runs Attention (with every kernel set, 1 and 2 threads) and
 // compares it with AttentionRef: each output is a convex combination of
 // values, so the tolerance is relative to the largest |v| attended.
 func checkAttn(t *testing.T, c attnCase, q, k, v []float32) {
@@ -50,19 +50,16 @@ func checkAttn(t *testing.T, c attnCase, q, k, v []float32) {
 	for i := range bound {
 		bound[i] = 10 * vmax // checkClose allows 1e-5 of this
 	}
-	saved := useAsm
-	defer func() { useAsm = saved }()
-	for _, asm := range []bool{false, saved} {
+	eachImpl(func(impl string) {
 		for _, threads := range []int{1, 2} {
-			useAsm = asm
 			got := make([]float32, len(q))
 			for i := range got {
 				got[i] = float32(math.NaN())
 			}
 			withThreads(threads, func() { Attention(got, q, k, v, c.n, c.pos0, c.nHeads, c.nKV, c.hd) })
-			checkClose(t, fmt.Sprintf("%v asm=%v threads=%d", c, asm, threads), got, want, bound)
+			checkClose(t, fmt.Sprintf("%v %s threads=%d", c, impl, threads), got, want, bound)
 		}
-	}
+	})
 }
 
 func TestAttentionVsRef(t *testing.T) {

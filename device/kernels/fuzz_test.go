@@ -42,8 +42,8 @@ func fuzzInputs(data []byte, k wkind) (x, wf []float32, wh []uint16, n, in, out 
 	return x, wf, wh, n, in, out, true
 }
 
-// fuzzKernel holds the fast kernel (SIMD when available, and plain Go) to the
-// reference on one fuzz input.
+// fuzzKernel holds the kernel, with every kernel set this machine can run
+// (plain Go, AVX2, AVX-512), to the reference on one fuzz input.
 func fuzzKernel(t *testing.T, c kernelCase, data []byte) {
 	x, wf, wh, n, in, out, ok := fuzzInputs(data, c.kind)
 	if !ok {
@@ -52,14 +52,11 @@ func fuzzKernel(t *testing.T, c kernelCase, data []byte) {
 	yref := make([]float32, n*out)
 	runRef(c, yref, x, wf, wh, n, in, out)
 	bound := absBound(x, weightsF32(wf, wh, convFor(c.kind)), n, in, out, c.trans)
-	saved := useAsm
-	defer func() { useAsm = saved }()
-	for _, asm := range []bool{false, saved} {
-		useAsm = asm
+	eachImpl(func(impl string) {
 		y := make([]float32, n*out)
 		runFast(c, y, x, wf, wh, n, in, out)
-		checkClose(t, fmt.Sprintf("%s asm=%v n=%d in=%d out=%d", c.name, asm, n, in, out), y, yref, bound)
-	}
+		checkClose(t, fmt.Sprintf("%s %s n=%d in=%d out=%d", c.name, impl, n, in, out), y, yref, bound)
+	})
 }
 
 func fuzzSeeds(f *testing.F) {
@@ -175,20 +172,23 @@ func FuzzExpSub(f *testing.F) {
 		for c := range m {
 			m[c] = float32(int8(vals[c%len(vals)])) / 64 // x-m stays near or below 0
 		}
-		want, got := slices.Clone(x), slices.Clone(x)
-		ws, gs := make([]float32, width), make([]float32, width)
+		want := slices.Clone(x)
+		ws := make([]float32, width)
 		expSubGeneric(want, m, ws, rows, width)
-		expSub(got, m, gs, rows, width)
-		for i := range want {
-			if d := math.Abs(float64(got[i] - want[i])); d > 4e-7*float64(want[i])+2e-38 {
-				t.Fatalf("exp(%g - %g) = %g, want %g", x[i], m[i%width], got[i], want[i])
+		eachImpl(func(impl string) {
+			got, gs := slices.Clone(x), make([]float32, width)
+			expSub(got, m, gs, rows, width)
+			for i := range want {
+				if d := math.Abs(float64(got[i] - want[i])); d > 4e-7*float64(want[i])+2e-38 {
+					t.Fatalf("%s: exp(%g - %g) = %g, want %g", impl, x[i], m[i%width], got[i], want[i])
+				}
 			}
-		}
-		for c := range ws {
-			if d := math.Abs(float64(gs[c] - ws[c])); d > 1e-6*float64(ws[c])+1e-37 {
-				t.Fatalf("column %d sum = %g, want %g", c, gs[c], ws[c])
+			for c := range ws {
+				if d := math.Abs(float64(gs[c] - ws[c])); d > 1e-6*float64(ws[c])+1e-37 {
+					t.Fatalf("%s: column %d sum = %g, want %g", impl, c, gs[c], ws[c])
+				}
 			}
-		}
+		})
 	})
 }
 
@@ -204,13 +204,16 @@ func FuzzSiLUMul(f *testing.F) {
 			gate[i] = float32(int8(b)) / 4 * float32(int(1)<<(b&7)) // up to about ±4000
 			up[i] = float32(int8(b^0x5a)) / 16
 		}
-		want, got := make([]float32, n), make([]float32, n)
+		want := make([]float32, n)
 		siluMulGeneric(want, gate, up)
-		SiLUMul(got, gate, up)
-		for i := range want {
-			if d := math.Abs(float64(got[i] - want[i])); d > 1e-6*math.Abs(float64(want[i]))+1e-30 {
-				t.Fatalf("silu(%g)*%g = %g, want %g", gate[i], up[i], got[i], want[i])
+		eachImpl(func(impl string) {
+			got := make([]float32, n)
+			SiLUMul(got, gate, up)
+			for i := range want {
+				if d := math.Abs(float64(got[i] - want[i])); d > 1e-6*math.Abs(float64(want[i]))+1e-30 {
+					t.Fatalf("%s: silu(%g)*%g = %g, want %g", impl, gate[i], up[i], got[i], want[i])
+				}
 			}
-		}
+		})
 	})
 }

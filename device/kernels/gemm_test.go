@@ -6,8 +6,9 @@ import (
 	"testing"
 )
 
-// TestGemmTiling holds the batched products to their references on shapes
-// that exercise every tile choice (batches of 2 to 200 rows: 4-, 8- and
+// TestGemmTiling holds the batched products, with the AVX2 and (where the
+// CPU has them) AVX-512 kernels, to their references on shapes that
+// exercise every tile choice (batches of 2 to 200 rows: 4-, 8- and
 // 16-lane tiles, 64-row tiles with 16/32/48-row remainders), partial panels
 // and strips, k blocks with tails and more than one k superblock.
 func TestGemmTiling(t *testing.T) {
@@ -38,11 +39,16 @@ func TestGemmTiling(t *testing.T) {
 			want := make([]float32, s.n*s.out)
 			runRef(c, want, x, wf, wh, s.n, s.in, s.out)
 			bound := absBound(x, weightsF32(wf, wh, convFor(c.kind)), s.n, s.in, s.out, c.trans)
-			for _, threads := range []int{1, 2} {
-				got := make([]float32, s.n*s.out)
-				withThreads(threads, func() { runFast(c, got, x, wf, wh, s.n, s.in, s.out) })
-				checkClose(t, fmt.Sprintf("%s threads=%d n=%d in=%d out=%d", c.name, threads, s.n, s.in, s.out), got, want, bound)
-			}
+			eachImpl(func(impl string) {
+				if impl == "plain" {
+					return // TestMatMulVsRef covers it; these shapes are for the tiles
+				}
+				for _, threads := range []int{1, 2} {
+					got := make([]float32, s.n*s.out)
+					withThreads(threads, func() { runFast(c, got, x, wf, wh, s.n, s.in, s.out) })
+					checkClose(t, fmt.Sprintf("%s %s threads=%d n=%d in=%d out=%d", c.name, impl, threads, s.n, s.in, s.out), got, want, bound)
+				}
+			})
 		}
 	}
 }

@@ -317,14 +317,7 @@ func axpy4x1F16(y []float32, a *[4]float32, w []uint16, wstride int) {
 // (EVEX encoding of all 32 registers, embedded broadcasts).
 var hasAVX512 = hasF16C && cpu.X86.HasAVX512F && cpu.X86.HasAVX512VL
 
-func init() {
-	switch {
-	case hasAVX512:
-		gemmTable, gemmWide = gemmKernelsZ, true
-	case hasF16C:
-		gemmTable = gemmKernelsY
-	}
-}
+func init() { setAVX512(hasAVX512) }
 
 //go:noescape
 func packRowsF32AVX2(dst *float32, ldd int, src *float32, lds int, rows, cols int)
@@ -435,4 +428,22 @@ func siluMul(out, gate, up []float32) {
 		}
 	}
 	siluMulGeneric(out[m:], gate[m:], up[m:])
+}
+
+// setAVX512 switches the AVX-512 kernels off (or back on, where the CPU
+// has them) and returns the previous setting; with them off the AVX2 set
+// runs, so tests cover both on an AVX-512 machine. Call it while no kernel
+// runs.
+func setAVX512(on bool) (was bool) {
+	was = hasAVX512
+	hasAVX512 = on && cpu.X86.HasAVX512F && cpu.X86.HasAVX512VL && hasF16C
+	gemmTable, gemmWide = nil, false
+	switch {
+	case hasAVX512:
+		gemmTable, gemmWide = gemmKernelsZ, true
+	case hasF16C:
+		gemmTable = gemmKernelsY
+	}
+	plans.Clear()
+	return was
 }

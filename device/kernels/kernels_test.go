@@ -205,11 +205,10 @@ func convFor(k wkind) func(uint16) float32 {
 	return BF16ToF32Scalar
 }
 
-// TestMatMulVsRef holds every product, in every implementation (plain Go
-// and SIMD) and both inline and pooled (1 and 3 threads), to its reference.
+// TestMatMulVsRef holds every product, with every kernel set (plain Go,
+// AVX2, AVX-512) and both inline and pooled (1 and 3 threads), to its
+// reference.
 func TestMatMulVsRef(t *testing.T) {
-	saved := useAsm
-	defer func() { useAsm = saved }()
 	for _, c := range kernelCases {
 		for _, s := range testShapes() {
 			r := rand.New(rand.NewPCG(uint64(s.n*7919+s.in), uint64(s.out)))
@@ -227,18 +226,17 @@ func TestMatMulVsRef(t *testing.T) {
 			yref := make([]float32, s.n*s.out)
 			runRef(c, yref, x, wf, wh, s.n, s.in, s.out)
 			bound := absBound(x, weightsF32(wf, wh, convFor(c.kind)), s.n, s.in, s.out, c.trans)
-			for _, asm := range []bool{false, saved} {
+			eachImpl(func(impl string) {
 				for _, threads := range []int{1, 3} {
-					useAsm = asm
 					y := make([]float32, s.n*s.out)
 					for i := range y {
 						y[i] = float32(math.NaN()) // must be overwritten
 					}
 					withThreads(threads, func() { runFast(c, y, x, wf, wh, s.n, s.in, s.out) })
-					checkClose(t, fmt.Sprintf("%s asm=%v threads=%d n=%d in=%d out=%d",
-						c.name, asm, threads, s.n, s.in, s.out), y, yref, bound)
+					checkClose(t, fmt.Sprintf("%s %s threads=%d n=%d in=%d out=%d",
+						c.name, impl, threads, s.n, s.in, s.out), y, yref, bound)
 				}
-			}
+			})
 		}
 	}
 }
