@@ -100,6 +100,7 @@ type gemmCase struct {
 
 func gemmCases() []gemmCase {
 	gemmData()
+	benchKernels()
 	o, i := gemmOut, gemmIn
 	y, x := gemmY, gemmX
 	return []gemmCase{
@@ -116,7 +117,8 @@ func gemmCases() []gemmCase {
 // GB/s against a parallel read of the same weights (the memory ceiling),
 // also in the same loop; best of each over the iterations. Every rate is
 // given per wall second and per CPU second (cpu-...; see timed): on a
-// shared machine the latter are the ones that hold still.
+// shared machine the latter are the ones that hold still. KERNELS=avx2
+// measures the AVX2 set on an AVX-512 machine, KERNELS=plain the Go path.
 //
 //	go test ./device/kernels -run '^$' -bench 'GEMM' -benchtime 5x
 func BenchmarkGEMM(b *testing.B) {
