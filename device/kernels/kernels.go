@@ -1,33 +1,39 @@
 // Package kernels holds the CPU compute kernels behind the host device
 // backend: matrix-vector / matrix-matrix products against f32, bf16 and f16
-// weights, dot products, and the half-precision conversions.
+// weights (and, through MatMulPacked, any weight type that can widen a
+// block of itself to float32), batched attention, SiLU, dot products and
+// the half-precision conversions.
 //
 // At decode (one activation row) the products are memory bound: every weight
 // is read once, so the kernels are written to stream weights at close to
-// memory bandwidth (four weight rows per pass, four streams per core). Work
-// is split across a fixed pool of worker goroutines (see SetThreads): MatMul
-// splits its output rows, MatMulT its weight rows (adding per-worker partial
-// sums at the end) so each worker streams whole rows. Small products run
-// inline on the caller so the handoff never costs more than the arithmetic.
-// With a batch of n >= 4 activation rows each weight element is read from
-// memory once and dotted with all n rows in register blocks (3 weight rows x
-// 4 activation rows for MatMul, 4 rows x 16 columns for MatMulT), so a batch
-// costs one pass over the weights plus the arithmetic.
+// memory bandwidth (four weight rows per pass, four streams per core, the
+// rows a quarter of the range apart). With a batch of two or more rows the
+// products are compute bound and run a cache-blocked, register-tiled product
+// (gemm.go): weights packed a panel at a time, a micro-kernel holding up to
+// 28 vector accumulators, each weight panel read from memory once per call.
+// Attention for a block of query rows is two such products around a
+// column softmax (attention.go).
 //
-// To test the plain Go path on a SIMD machine, tests in this package clear
-// the unexported useAsm; the purego build tag removes the assembly entirely.
+// Work is split across a fixed pool of worker goroutines (see SetThreads,
+// ParallelFor): by output columns (whole panels) for batches, by rows for
+// the matvec, and MatMulT at decode by weight rows with per-worker partial
+// sums. Small calls run inline on the caller, so the handoff never costs
+// more than the arithmetic.
 //
-// On amd64 with AVX2+FMA (and F16C for f16 weights) the inner loops are Go
-// assembly chosen at run time; elsewhere, or with the purego build tag, they
-// are plain Go. Either way sums are accumulated in float32 lanes and reduced
-// at the end, so results differ from a strictly sequential float32 sum
-// (llama2.c's order, kept by the *Ref functions) only by rounding.
+// On amd64 the inner loops are Go assembly chosen at run time: AVX-512 where
+// the CPU has it (32 registers, embedded broadcasts), else AVX2+FMA+F16C;
+// elsewhere, with the purego build tag, or after SetPlain(true), they are
+// plain Go. Sums are accumulated in float32 lanes, so results differ from a
+// strictly sequential float32 sum (llama2.c's order, kept by the *Ref
+// functions) only by rounding.
 //
 // Reference implementations: MatMulF32Ref, MatMulBF16Ref, MatMulF16Ref,
-// MatMulTF32Ref, MatMulTBF16Ref, MatMulTF16Ref and DotF32Ref are the plain,
-// single-threaded, sequential-sum versions of the corresponding kernels. They
-// are exported so that fuzz tests elsewhere (the host and CUDA backends) can
-// hold their results to a known-good definition.
+// MatMulTF32Ref, MatMulTBF16Ref, MatMulTF16Ref, AttentionRef and DotF32Ref
+// are the plain, single-threaded, sequential-sum versions of the
+// corresponding kernels. They are exported so that fuzz tests elsewhere (the
+// host and CUDA backends) can hold their results to a known-good definition;
+// this package's fuzz tests hold every fast kernel, with each kernel set the
+// machine can run, to them.
 //
 // Slices are row-major. Every function panics (via a Go bounds check or an
 // explicit length check) if a slice is shorter than its shape requires; the
@@ -112,7 +118,8 @@ func checkMatMul(name string, ly, lx, lw, n, in, out int) {
 // core needs for this much work.
 const inlineWork = 1 << 16
 
-// matMul runs the [out][in] product, splitting out across the pool. Blocks of
+// matMul runs the [out][in] product: batches (n >= 2) on the micro-kernels
+// (gemm.go) where there are any, else split across the pool by outputs. Blocks of
 // output rows are claimed dynamically so a slow core does not stall the call.
 func matMul(k wkind, y, x, wf []float32, wh []uint16, n, in, out int) {
 	if n == 0 || out == 0 {
@@ -146,8 +153,9 @@ func matMul(k wkind, y, x, wf []float32, wh []uint16, n, in, out int) {
 // partials are added into y at the end: n*out adds per block, negligible next
 // to the n*in*out product.
 //
-// For n >= 4 it is compute bound: columns are split across workers in
-// multiples of 16 and each runs 4x16 register tiles over all of in.
+// For n >= 2 with SIMD kernels it runs the batched product (gemm.go, k
+// layout). Without them, for n >= 4, columns are split across workers in
+// multiples of 16 and each runs plain 4x16 register tiles over all of in.
 func matMulT(k wkind, y, x, wf []float32, wh []uint16, n, in, out int) {
 	if n == 0 || out == 0 {
 		return
@@ -313,7 +321,8 @@ const xBlockBytes = 128 << 10
 // (spreadRows), so each stream sweeps its own quarter of the rows
 // sequentially.
 //
-// For n >= 4 the in dimension is cut into blocks of kc columns so the
+// With SIMD kernels a batch never gets here (see gemm.go); in the plain
+// path, for n >= 4, the in dimension is cut into blocks of kc columns so the
 // batch's slice of x stays in L2, and within a block three weight rows at a
 // time meet four activation rows at a time in registers (dot3x4): each weight
 // byte still comes from memory once, and the loads per FMA drop enough for
