@@ -155,7 +155,9 @@ func makePlan(layout byte, n int, narrow bool) *gemmPlan {
 	p := &gemmPlan{npad: npad, nr: main.nr, kc: main.kc, kcp: main.kcp, sw: main.nr,
 		main: main, rest: rest, nmain: npad / main.rows()}
 	if layout == 'K' {
-		p.sw = stripWidth(main.nr)
+		// The kernel takes the k stride as an argument, so the k block is
+		// the plan's: kStrip rows of a strip about stripFloats wide.
+		p.sw, p.kc = stripWidth(main.nr), kStrip
 	}
 	return p
 }
@@ -167,12 +169,21 @@ func pick(c bool, a, b int) int {
 	return b
 }
 
-// stripWidth is how many outputs a k-layout product packs together: whole
-// panels, at least 48 floats (three cache lines) of each weight row, and a
-// multiple of 8 so the packing loop has no tail.
+// A k-layout product (weights [in][out], each row spanning the outputs)
+// packs a strip of whole panels at a time: stripWidth(nr) outputs, at least
+// stripFloats (768 bytes of f32) of each weight row and a multiple of 8 so
+// the packing loop has no tail, by kStrip rows. Strips narrower than that
+// read each weight row in a few cache lines at a stride of a whole row,
+// which the memory system streams badly (the first version, 48 floats by
+// 1024 rows, ran MatMulT at 4 rows at 0.2 of the memory-read ceiling).
+const (
+	stripFloats = 192
+	kStrip      = 128
+)
+
 func stripWidth(nr int) int {
 	g := 1
-	for nr*g < 48 || nr*g%8 != 0 {
+	for nr*g < stripFloats || nr*g%8 != 0 {
 		g++
 	}
 	return nr * g

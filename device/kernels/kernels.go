@@ -113,6 +113,16 @@ func checkMatMul(name string, ly, lx, lw, n, in, out int) {
 	}
 }
 
+// smallBatch is the most rows MatMul and MatMulT run as repeated matvecs
+// (axpys) rather than on the micro-kernels: the four weight rows of a
+// matvec step stay in L1/L2 while each activation row passes over them, so
+// the weights still come from memory once, with no packing. Measured per CPU
+// second against a read of the same weights (8B FFN shape): matvecs win up
+// to 6 rows (MatMul f32 n=2 0.67 vs 0.40, f16 n=4 0.38 vs 0.26; MatMulT f32
+// n=4 0.42 vs 0.26), the micro-kernels from 8 (MatMul f16 n=8 0.26 vs 0.25,
+// f32 0.41 vs 0.30; MatMulT within the noise).
+const smallBatch = 6
+
 // inlineWork is the number of multiply-adds below which a product runs on the
 // caller: a handoff to the pool costs a few microseconds, about what a single
 // core needs for this much work.
@@ -129,7 +139,7 @@ func matMul(k wkind, y, x, wf []float32, wh []uint16, n, in, out int) {
 		clear(y[:n*out]) // empty sums
 		return
 	}
-	if n >= 2 {
+	if n > smallBatch {
 		if p := gemmPlanFor('R', n, out); p != nil {
 			gemm(p, y, x, n, in, out, &wsource{kind: k, f32: wf, u16: wh, ld: in})
 			return
@@ -145,17 +155,18 @@ func matMul(k wkind, y, x, wf []float32, wh []uint16, n, in, out int) {
 
 // matMulT runs the [in][out] product.
 //
-// For n < 4 (decode) it is memory bound, so weight rows (the in dimension)
-// are split into blocks and every participant streams whole rows
-// sequentially, the access pattern memory likes best whatever the thread
-// count. Block 0 accumulates straight into y, every other block into its own
-// scratch partial (at most 2*Threads()-1 partials of n*out floats), and the
-// partials are added into y at the end: n*out adds per block, negligible next
-// to the n*in*out product.
+// For n <= smallBatch (decode, small checks) it is memory bound, so weight
+// rows (the in dimension) are split into blocks and every participant
+// streams whole rows sequentially, the access pattern memory likes best
+// whatever the thread count. Block 0 accumulates straight into y, every
+// other block into its own scratch partial (at most 2*Threads()-1 partials
+// of n*out floats), and the partials are added into y at the end: n*out
+// adds per block, negligible next to the n*in*out product.
 //
-// For n >= 2 with SIMD kernels it runs the batched product (gemm.go, k
-// layout). Without them, for n >= 4, columns are split across workers in
-// multiples of 16 and each runs plain 4x16 register tiles over all of in.
+// Larger batches run the batched product (gemm.go, k layout) where there
+// are SIMD kernels; without them, for n >= 4, columns are split across
+// workers in multiples of 16 and each runs plain 4x16 register tiles over
+// all of in.
 func matMulT(k wkind, y, x, wf []float32, wh []uint16, n, in, out int) {
 	if n == 0 || out == 0 {
 		return
@@ -164,13 +175,13 @@ func matMulT(k wkind, y, x, wf []float32, wh []uint16, n, in, out int) {
 		clear(y[:n*out])
 		return
 	}
-	if n >= 2 {
+	if n > smallBatch {
 		if p := gemmPlanFor('K', n, out); p != nil {
 			gemm(p, y, x, n, in, out, &wsource{kind: k, f32: wf, u16: wh, ld: out})
 			return
 		}
 	}
-	if n >= 4 {
+	if n >= 4 && !useAsm {
 		parallelFor(out, n*in*out, 32, func(lo, hi int) {
 			matMulTCols(k, y, x, wf, wh, n, in, out, lo, hi)
 		})
@@ -330,7 +341,8 @@ const xBlockBytes = 128 << 10
 // are added into y.
 func matMulRows(k wkind, y, x, wf []float32, wh []uint16, n, in, out, lo, hi int) {
 	kc := in
-	if n >= 4 && n*in*4 > xBlockBytes {
+	blocks := n >= 4 && !useAsm // plain 3x4 register blocks
+	if blocks && n*in*4 > xBlockBytes {
 		kc = max(64, xBlockBytes/(n*4)&^63)
 	}
 	var acc12 [12]float32
@@ -346,7 +358,7 @@ func matMulRows(k wkind, y, x, wf []float32, wh []uint16, n, in, out, lo, hi int
 			}
 		}
 		o := lo
-		if n >= 4 {
+		if blocks {
 			for ; o+3 <= hi; o += 3 {
 				r := 0
 				for ; r+4 <= n; r += 4 {
@@ -372,7 +384,7 @@ func matMulRows(k wkind, y, x, wf []float32, wh []uint16, n, in, out, lo, hi int
 				}
 			}
 		}
-		if n < 4 {
+		if !blocks {
 			// Four rows a quarter of the range apart (see spreadRows).
 			q := (hi - o) / 4
 			for i := o; i < o+q; i++ {
@@ -395,7 +407,7 @@ func matMulRows(k wkind, y, x, wf []float32, wh []uint16, n, in, out, lo, hi int
 		}
 		for ; o < hi; o++ {
 			r := 0
-			for ; r+4 <= n; r += 4 {
+			for ; blocks && r+4 <= n; r += 4 {
 				wo, xo := o*in+k0, r*in+k0
 				switch k {
 				case kindF32:
