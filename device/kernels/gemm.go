@@ -7,8 +7,9 @@ import (
 
 //go:generate go run gengemm.go
 
-// The batched products (n >= 2 activation rows) are register-tiled and
-// cache-blocked, in the manner of BLIS:
+// The batched products (MatMul and MatMulT of more than smallBatch rows,
+// MatMulPacked of two or more, and both products inside Attention) are
+// register-tiled and cache-blocked, in the manner of BLIS:
 //
 //   - the activations are packed transposed, xT[k*npad+r] (npad: the rows
 //     rounded up to the tile's vector width, the extra rows zero), so that one
