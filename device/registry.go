@@ -23,6 +23,9 @@ type Config struct {
 	// Threads is the number of CPU threads the host backend computes with
 	// (0: GOMAXPROCS).
 	Threads int
+	// PlainKernels makes the host backend compute with its plain Go kernels
+	// instead of the SIMD ones, to measure what the SIMD paths gain.
+	PlainKernels bool
 }
 
 // Opener makes a device of one backend.

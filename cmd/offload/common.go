@@ -34,6 +34,7 @@ func deviceFlags() []cli.Flag {
 		&cli.StringFlag{Name: "device", Value: "auto", Usage: "auto (CUDA if a GPU is found, else host), cuda, or host"},
 		&cli.StringFlag{Name: "device-mem", Usage: "device memory to use, a `SIZE` such as 24GiB or 600MiB (default: all of a GPU; on the host backend, the machine's RAM)"},
 		&cli.StringFlag{Name: "link", Usage: "host backend only: pace host->device copies to a link `RATE`, e.g. 25GB/s, 4Gb/s (bits), pcie3, pcie4, pcie5 (default: unpaced memcpy)"},
+		&cli.StringFlag{Name: "kernels", Value: "simd", Usage: "host backend: simd (AVX-512 or AVX2, whichever this CPU has) or plain (the portable Go kernels, to measure what SIMD gains)"},
 		&cli.BoolFlag{Name: "pinned", Value: true, Usage: "CUDA: stage copies in page-locked memory (--pinned=false measures pageable copies)"},
 		&cli.BoolFlag{Name: "no-prefetch", Usage: "turn the copy/compute pipeline off: each layer is copied after the previous one finished computing"},
 		&cli.IntFlag{Name: "ctx", Usage: "`N` KV cache positions (default: prompt + tokens + window, at most the model's context)"},
@@ -96,6 +97,13 @@ func readDevice(c *cli.Context) (deviceSettings, error) {
 		}
 	}
 	d.cfg.Pageable = !c.Bool("pinned")
+	switch k := c.String("kernels"); k {
+	case "simd", "":
+	case "plain":
+		d.cfg.PlainKernels = true
+	default:
+		return d, fmt.Errorf("--kernels %q: use simd or plain", k)
+	}
 	d.name = c.String("device")
 	switch d.name {
 	case "auto", "cuda", "host":

@@ -80,6 +80,7 @@ func init() {
 		if capacity == 0 {
 			capacity = sysmem.Physical()
 		}
+		kernels.SetPlain(c.PlainKernels) // process-wide, like the thread count
 		return New(Options{Capacity: capacity, Link: c.Link, Threads: c.Threads})
 	})
 }
@@ -106,9 +107,9 @@ func New(opts Options) (*Device, error) {
 // Name says "host", with the link speed when copies are paced.
 func (d *Device) Name() string {
 	if d.opts.Link > 0 {
-		return fmt.Sprintf("host (%d threads, link %s/s)", d.threads, humanize.SI(d.opts.Link, "B"))
+		return fmt.Sprintf("host (%d threads, %s kernels, link %s/s)", d.threads, kernels.Impl(), humanize.SI(d.opts.Link, "B"))
 	}
-	return fmt.Sprintf("host (%d threads)", d.threads)
+	return fmt.Sprintf("host (%d threads, %s kernels)", d.threads, kernels.Impl())
 }
 
 // Capacity is Options.Capacity.

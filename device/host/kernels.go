@@ -20,9 +20,12 @@ func (d *Device) bytes(op string, check error, ts ...device.Tensor) ([][]byte, e
 	}
 	out := make([][]byte, len(ts))
 	for i, t := range ts {
-		b, data, err := d.bytesOf(t.Buf, "host: "+op)
+		b, data, err := d.bytesOf(t.Buf, op)
 		if err != nil {
-			return nil, err
+			if err == errClosed {
+				return nil, err
+			}
+			return nil, fmt.Errorf("host: %w", err)
 		}
 		if i == 0 && b.readonly { // every kernel writes its first operand
 			return nil, fmt.Errorf("host: %s: the output %q is read-only mapped host memory", op, b.label)

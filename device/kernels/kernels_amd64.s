@@ -1,5 +1,6 @@
-// Code in this file was expanded from one template per weight type; the
-// three variants of each kernel differ only in how a weight vector is loaded:
+// Each kernel here is written out once per weight type (by hand: there is
+// no generator); the three variants differ only in how a weight vector is
+// loaded:
 //   f32:  VMOVUPS          (8 floats, 32 bytes)
 //   bf16: VPMOVZXWD+VPSLLD (8 halves, 16 bytes; bf16 is the top half of f32)
 //   f16:  VCVTPH2PS        (8 halves, 16 bytes; needs F16C)

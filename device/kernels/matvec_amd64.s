@@ -1,5 +1,5 @@
-// Code in this file was expanded from one template per weight type, as in
-// kernels_amd64.s. The 4x1 kernels are the matvec inner loop: four weight
+// Each kernel here is written out once per weight type by hand (no
+// generator), as in kernels_amd64.s. The 4x1 kernels are the matvec inner loop: four weight
 // rows against one activation row, so each core keeps four sequential
 // weight streams in flight and loads x once per four rows. The axpy 4x1
 // kernels are the same idea for MatMulT at decode: y += Σ_j a_j*w_j over four
