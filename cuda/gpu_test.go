@@ -10,20 +10,32 @@ import (
 
 	"offload/device"
 	"offload/device/devicetest"
+	"offload/internal/emu"
 	"offload/internal/half"
 )
 
-// These tests need a real NVIDIA GPU. They skip without one, unless
-// OFFLOAD_REQUIRE_GPU=1 (scripts/gpu-check.sh sets it), which makes a
-// missing GPU a failure.
+// These tests run the CUDA backend on a real NVIDIA GPU when one is present,
+// and otherwise on the CPU emulator of the driver, NVRTC and cuBLAS
+// (internal/emu), which executes every kernel with poisoned memory, guard
+// pages and the warp schedule of $EMU_SCHEDULE; scripts/emu-test.sh runs
+// them under each schedule. OFFLOAD_EMU=1 picks the emulator even beside a
+// GPU. OFFLOAD_REQUIRE_GPU=1 (scripts/gpu-check.sh sets it) demands a real
+// GPU and makes a missing one a failure.
 
 func needGPU(t testing.TB) {
 	t.Helper()
-	if err := Available(); err != nil {
-		if os.Getenv("OFFLOAD_REQUIRE_GPU") == "1" {
+	if os.Getenv("OFFLOAD_REQUIRE_GPU") == "1" {
+		if err := Available(); err != nil {
 			t.Fatalf("OFFLOAD_REQUIRE_GPU=1 but: %v", err)
 		}
-		t.Skipf("no GPU: %v", err)
+		return
+	}
+	if !emu.Forced() && Available() == nil {
+		return
+	}
+	emu.Use(t)
+	if err := Available(); err != nil {
+		t.Fatalf("the emulated driver does not open: %v", err)
 	}
 }
 
@@ -37,9 +49,9 @@ func openGPU(t testing.TB, opts Options) *Device {
 	return d
 }
 
-// TestDeviceSuite runs the device conformance suite on the GPU, with pinned
-// and with pageable host memory.
-func TestDeviceSuite(t *testing.T) {
+// TestGPUDeviceSuite runs the device conformance suite on the GPU, with
+// pinned and with pageable host memory.
+func TestGPUDeviceSuite(t *testing.T) {
 	needGPU(t)
 	for _, pinned := range []bool{true, false} {
 		t.Run(fmt.Sprintf("pinned=%v", pinned), func(t *testing.T) {

@@ -153,7 +153,7 @@ func cacheDir(dir string) string {
 	if dir != "" {
 		return dir
 	}
-	if d := os.Getenv("OFFLOAD_KERNEL_CACHE"); d != "" {
+	if d := os.Getenv(EnvKernelCache); d != "" {
 		return d
 	}
 	if d, err := os.UserCacheDir(); err == nil {

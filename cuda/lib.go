@@ -26,6 +26,9 @@ const (
 	EnvLibCUDA   = "OFFLOAD_LIBCUDA"
 	EnvLibNVRTC  = "OFFLOAD_LIBNVRTC"
 	EnvLibCUBLAS = "OFFLOAD_LIBCUBLAS"
+	// EnvKernelCache is the directory of compiled kernel images (see
+	// cacheDir).
+	EnvKernelCache = "OFFLOAD_KERNEL_CACHE"
 )
 
 var (

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"unsafe"
+
+	"offload/internal/emu"
 )
 
 func TestChooseTarget(t *testing.T) {
@@ -108,6 +110,18 @@ func TestPackArgs(t *testing.T) {
 		if ka, err := packArgs(b.name, b.args); err == nil {
 			ka.release()
 			t.Errorf("packArgs(%s, %v) accepted", b.name, b.args)
+		}
+	}
+}
+
+// TestEnvNamesMatchEmu: internal/emu sets the variables this package reads.
+func TestEnvNamesMatchEmu(t *testing.T) {
+	for _, p := range [][2]string{
+		{emu.EnvLibCUDA, EnvLibCUDA}, {emu.EnvLibNVRTC, EnvLibNVRTC}, {emu.EnvLibCUBLAS, EnvLibCUBLAS},
+		{emu.EnvKernelCache, EnvKernelCache},
+	} {
+		if p[0] != p[1] {
+			t.Errorf("internal/emu sets %s, the backend reads %s", p[0], p[1])
 		}
 	}
 }
