@@ -5,7 +5,7 @@ PROMPT  ?= Once upon a time
 N       ?= 64
 FUZZTIME ?= 4s
 
-.PHONY: all build run model test unit vet fuzz bench gpu-bin clean
+.PHONY: all build run model test unit emu vet fuzz bench gpu-bin clean
 
 all: build
 
@@ -20,16 +20,29 @@ model:
 run: build model
 	$(BIN) run --prompt "$(PROMPT)" -n $(N)
 
-# test: formatting, vet, every unit test, then every fuzz target for $(FUZZTIME).
-test: vet unit fuzz
+# test: formatting, vet, every unit test, every CUDA kernel on the emulator
+# under each schedule, then every fuzz target for $(FUZZTIME).
+test: vet unit emu fuzz
 
 vet:
 	@bad=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$bad" ]; then echo "gofmt needed: $$bad"; exit 1; fi
 	$(GO) vet ./...
 
+# Tests that need a CUDA device (TestGPU*, TestEmu*) are left to `emu`,
+# which runs them on the emulator once per schedule.
+EMU_TESTS := ^Test(GPU|Emu)
+
 unit: model
-	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -skip '$(EMU_TESTS)' ./...
+
+# emu: execute every CUDA kernel on the CPU emulator (../shared/emucuda)
+# under the forward, reverse and random schedules and with EMU_POISON=0x7f:
+# the CUDA backend's conformance suite and GPU tests, and `run --device
+# cuda` on stories260K against the host backend's tokens.
+emu:
+	GO=$(GO) scripts/emu-test.sh
+
 
 fuzz:
 	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
@@ -43,4 +56,4 @@ gpu-bin:
 	CGO_ENABLED=0 $(GO) test -c -o bin/cuda.test ./cuda
 
 clean:
-	rm -rf bin
+	rm -rf bin .emucuda
