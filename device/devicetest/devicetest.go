@@ -70,6 +70,7 @@ func Run(t *testing.T, newDev func(t *testing.T, capacity int64) device.Device) 
 		{"Kernel/RoPE", 4 * mib, testRoPE},
 		{"Kernel/RoPEFreqs", 4 * mib, testRoPEFreqs},
 		{"Kernel/Attention", 16 * mib, testAttention},
+		{"Kernel/AttentionLong", 32 * mib, testAttentionLong},
 		{"Kernel/SiLUMul", 4 * mib, testSiLUMul},
 		{"Kernel/Add", 4 * mib, testAdd},
 		{"Kernel/GatherRows", 4 * mib, testGatherRows},

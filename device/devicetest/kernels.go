@@ -156,8 +156,14 @@ func testRoPEFreqs(f *fixture) {
 	}
 }
 
+type attnCase struct{ nHeads, nKV, headDim, maxSeq, pos0, n int }
+
+func (c attnCase) String() string {
+	return fmt.Sprintf("heads=%d/kv=%d/hd=%d/seq=%d/pos0=%d/n=%d", c.nHeads, c.nKV, c.headDim, c.maxSeq, c.pos0, c.n)
+}
+
 func testAttention(f *fixture) {
-	cases := []struct{ nHeads, nKV, headDim, maxSeq, pos0, n int }{
+	cases := []attnCase{
 		{4, 4, 8, 16, 0, 1},
 		{4, 2, 16, 32, 5, 1},
 		{4, 2, 16, 32, 0, 6},
@@ -168,28 +174,53 @@ func testAttention(f *fixture) {
 		{16, 2, 128, 300, 0, 17},
 	}
 	for _, c := range cases {
-		f.sub(fmt.Sprintf("heads=%d/kv=%d/hd=%d/seq=%d/pos0=%d/n=%d", c.nHeads, c.nKV, c.headDim, c.maxSeq, c.pos0, c.n), func(f *fixture) {
-			qCols, kvCols := c.nHeads*c.headDim, c.nKV*c.headDim
-			q, qv := f.input(device.F32, c.n, qCols)
-			k, v := f.tensor(device.F32, c.maxSeq, kvCols), f.tensor(device.F32, c.maxSeq, kvCols)
-			// Positions past pos0+n-1 hold large values: attending to them
-			// would swamp the result.
-			filled := (c.pos0 + c.n) * kvCols
-			kvals, vvals := f.randVals(c.maxSeq*kvCols, -1, 1), f.randVals(c.maxSeq*kvCols, -1, 1)
-			for i := filled; i < len(kvals); i++ {
-				kvals[i], vvals[i] = 30, 1000
-			}
-			kv, vv := f.set(k, kvals), f.set(v, vvals)
-			out := f.tensor(device.F32, c.n, qCols)
-			if err := f.dev.Attention(f.s, out, q, k, v, c.pos0, c.nHeads, c.nKV, c.headDim); err != nil {
-				f.t.Fatal(err)
-			}
-			f.sync(f.s)
-			want, scale := refAttention(qv, kv, vv, c.n, c.pos0, c.nHeads, c.nKV, c.headDim)
-			f.near("out", f.get(out), want, scale, 2*tol)
-			f.checkPad(out, "out")
-		})
+		f.sub(c.String(), func(f *fixture) { runAttention(f, c, false) })
 	}
+}
+
+// testAttentionLong attends over contexts on both sides of the boundaries
+// where a backend may split the positions into tiles (a power of two up to
+// 4096, such as the CUDA kernel's 1024): 1023, 1024 and 1025 positions in
+// one call of three rows, 2047, 2048 and a Sirius-sized window of 16 rows
+// across 2048, and 4096, for head sizes 64 and 128. Keys grow with the
+// position, so that the running maximum of the scores rises from tile to
+// tile and the rescaling of earlier tiles' sums matters.
+func testAttentionLong(f *fixture) {
+	for _, hd := range []int{64, 128} {
+		for _, p := range []struct{ pos0, n int }{{1022, 3}, {2046, 2}, {2040, 16}, {4095, 1}} {
+			c := attnCase{4, 2, hd, p.pos0 + p.n + 5, p.pos0, p.n}
+			f.sub(c.String(), func(f *fixture) { runAttention(f, c, true) })
+		}
+	}
+}
+
+// runAttention checks one attention call against refAttention; with rising,
+// key t is scaled by 1 + 1.5 t/maxSeq.
+func runAttention(f *fixture, c attnCase, rising bool) {
+	qCols, kvCols := c.nHeads*c.headDim, c.nKV*c.headDim
+	q, qv := f.input(device.F32, c.n, qCols)
+	k, v := f.tensor(device.F32, c.maxSeq, kvCols), f.tensor(device.F32, c.maxSeq, kvCols)
+	// Positions past pos0+n-1 hold large values: attending to them
+	// would swamp the result.
+	filled := (c.pos0 + c.n) * kvCols
+	kvals, vvals := f.randVals(c.maxSeq*kvCols, -1, 1), f.randVals(c.maxSeq*kvCols, -1, 1)
+	if rising {
+		for i := range filled {
+			kvals[i] *= 1 + 1.5*float64(i/kvCols)/float64(c.maxSeq)
+		}
+	}
+	for i := filled; i < len(kvals); i++ {
+		kvals[i], vvals[i] = 30, 1000
+	}
+	kv, vv := f.set(k, kvals), f.set(v, vvals)
+	out := f.tensor(device.F32, c.n, qCols)
+	if err := f.dev.Attention(f.s, out, q, k, v, c.pos0, c.nHeads, c.nKV, c.headDim); err != nil {
+		f.t.Fatal(err)
+	}
+	f.sync(f.s)
+	want, scale := refAttention(qv, kv, vv, c.n, c.pos0, c.nHeads, c.nKV, c.headDim)
+	f.near("out", f.get(out), want, scale, 2*tol)
+	f.checkPad(out, "out")
 }
 
 func testSiLUMul(f *fixture) {
