@@ -232,7 +232,7 @@ func TestGPUCuBLASPath(t *testing.T) {
 	if g.d.blas == nil {
 		t.Skip("libcublas not found: every product uses our kernels")
 	}
-	const n, in, out = 100, 320, 192
+	const n, in, out = 101, 321, 193 // no multiple of a block: conversions end mid-block
 	for _, dt := range []device.DType{device.F32, device.BF16, device.F16} {
 		for _, trans := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/trans=%v", dt, trans), func(t *testing.T) {
@@ -285,16 +285,23 @@ func TestGPUCuBLASPath(t *testing.T) {
 }
 
 // TestGPUExtras checks Convert, Argmax, Softmax and LogLikelihood against
-// Go references.
+// Go references, for a Llama-2-sized vocabulary and for rows whose length
+// is not a multiple of the block (1001) or shorter than a warp (7).
 func TestGPUExtras(t *testing.T) {
+	for _, sh := range []struct{ n, vocab int }{{5, 32000}, {3, 1001}, {2, 7}} {
+		t.Run(fmt.Sprintf("n=%d/vocab=%d", sh.n, sh.vocab), func(t *testing.T) {
+			testExtras(t, sh.n, sh.vocab)
+		})
+	}
+}
+
+func testExtras(t *testing.T, n, vocab int) {
 	g := newGPUFixture(t, Options{Capacity: 256 << 20, Pinned: true})
-	const n, vocab = 5, 32000
 	xv := g.randF32(n*vocab, 8)
-	xv[3*vocab+77] = 100 // a clear winner
-	xv[4*vocab+5], xv[4*vocab+9] = 50, 50
+	xv[(n-2)*vocab+77%vocab] = 100                // a clear winner
+	xv[(n-1)*vocab+2], xv[(n-1)*vocab+5] = 50, 50 // a tie: the first wins
 	x := g.tensor(device.F32, n, vocab)
 	g.put(x, f32raw(xv))
-
 	am := g.tensor(device.I32, 1, n)
 	if err := g.d.Argmax(g.s, am, x); err != nil {
 		t.Fatal(err)
@@ -318,7 +325,10 @@ func TestGPUExtras(t *testing.T) {
 		t.Fatal(err)
 	}
 	smv := f32s(g.raw(sm))
-	tokens := []int32{0, 1234, 31999, 77, 9}
+	tokens := make([]int32, n)
+	for i := range tokens {
+		tokens[i] = int32([]int{0, 1234, vocab - 1, 77, 9}[i%5] % vocab)
+	}
 	tb := make([]byte, 4*n)
 	for i, tk := range tokens {
 		binary.LittleEndian.PutUint32(tb[4*i:], uint32(tk))
@@ -339,10 +349,12 @@ func TestGPUExtras(t *testing.T) {
 		for i := range vocab {
 			s += math.Exp(float64(xv[r*vocab+i])/temp - m)
 		}
-		for _, i := range []int{0, 77, 1234, vocab - 1} {
+		bad := 0
+		for i := range vocab {
 			want := math.Exp(float64(xv[r*vocab+i])/temp-m) / s
-			if d := math.Abs(float64(smv[r*vocab+i]) - want); d > 1e-5*want+1e-9 {
+			if d := math.Abs(float64(smv[r*vocab+i]) - want); !(d <= 1e-5*want+1e-9) && bad < 5 {
 				t.Errorf("Softmax[%d][%d] = %g, want %g", r, i, smv[r*vocab+i], want)
+				bad++
 			}
 		}
 		want := float64(xv[r*vocab+int(tokens[r])])/temp - m - math.Log(s)
