@@ -399,6 +399,42 @@ func testExtras(t *testing.T, n, vocab int) {
 	}
 }
 
+// TestGPUArgmaxPositions puts the maximum of each of 256 rows under a
+// different thread of the block (and in a different pass of its loop), with
+// equal values later in the row, under a neighbouring lane and under
+// another warp, that must lose the tie: every lane and warp of the
+// reduction, and the merge across warps, decides some row.
+func TestGPUArgmaxPositions(t *testing.T) {
+	g := newGPUFixture(t, Options{Capacity: 96 << 20, Pinned: true})
+	for _, vocab := range []int{1001, 32000} {
+		const n = threads
+		xv := g.randF32(n*vocab, 8)
+		want := make([]int, n)
+		for r := range n {
+			m := (r + threads*(r%4)) % vocab
+			want[r] = m
+			xv[r*vocab+m] = 100
+			for _, tie := range []int{m + 1 + threads, m + 3*32 + threads} {
+				if tie < vocab {
+					xv[r*vocab+tie] = 100
+				}
+			}
+		}
+		x := g.tensor(device.F32, n, vocab)
+		g.put(x, f32raw(xv))
+		am := g.tensor(device.I32, 1, n)
+		if err := g.d.Argmax(g.s, am, x); err != nil {
+			t.Fatal(err)
+		}
+		got := g.raw(am)
+		for r := range n {
+			if a := int(int32(binary.LittleEndian.Uint32(got[4*r:]))); a != want[r] {
+				t.Errorf("vocab %d: Argmax row %d = %d, want %d (thread %d)", vocab, r, a, want[r], want[r]%threads)
+			}
+		}
+	}
+}
+
 // BenchmarkH2D measures host-to-device copy bandwidth from pinned
 // (cuMemHostAlloc) and from pageable (Go) memory, 256 MiB per copy.
 func BenchmarkH2D(b *testing.B) {
