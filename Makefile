@@ -5,7 +5,7 @@ PROMPT  ?= Once upon a time
 N       ?= 64
 FUZZTIME ?= 4s
 
-.PHONY: all build run model test unit emu vet fuzz bench gpu-bin clean
+.PHONY: all build run model test unit emu vet fuzz bench gpu-bin mutants clean
 
 all: build
 
@@ -43,6 +43,11 @@ unit: model
 emu:
 	GO=$(GO) scripts/emu-test.sh
 
+
+# mutants: apply known-bad edits to a copy of the kernels and report which
+# ones the emulated suite catches (minutes; not part of `test`).
+mutants:
+	GO=$(GO) scripts/mutants.sh
 
 fuzz:
 	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
