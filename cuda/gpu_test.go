@@ -433,6 +433,35 @@ func TestGPUArgmaxPositions(t *testing.T) {
 			}
 		}
 	}
+
+	// NaNs never win, wherever they are; an all-NaN row gives 0, and so
+	// does a row of -Inf (its first element).
+	const vocab = 300
+	nan, inf := float32(math.NaN()), float32(math.Inf(-1))
+	rows := [][]float32{make([]float32, vocab), make([]float32, vocab), make([]float32, vocab), make([]float32, vocab)}
+	for i := range vocab {
+		rows[0][i] = float32(i % 7)
+		rows[1][i], rows[2][i], rows[3][i] = nan, inf, nan
+	}
+	rows[0][0], rows[0][6], rows[0][299] = nan, nan, nan // 6 and 13 hold 6: 13 wins
+	rows[3][280] = -5                                    // the only number, in a second pass
+	want := []int32{13, 0, 0, 280}
+	var xv []float32
+	for _, r := range rows {
+		xv = append(xv, r...)
+	}
+	x := g.tensor(device.F32, len(rows), vocab)
+	g.put(x, f32raw(xv))
+	am := g.tensor(device.I32, 1, len(rows))
+	if err := g.d.Argmax(g.s, am, x); err != nil {
+		t.Fatal(err)
+	}
+	got := g.raw(am)
+	for r := range rows {
+		if a := int32(binary.LittleEndian.Uint32(got[4*r:])); a != want[r] {
+			t.Errorf("Argmax of NaN/-Inf row %d = %d, want %d", r, a, want[r])
+		}
+	}
 }
 
 // BenchmarkH2D measures host-to-device copy bandwidth from pinned
