@@ -24,6 +24,15 @@ seed=${EMU_SEED:-$(( $(date +%s) % 100000 ))}
 configs=${EMU_CONFIGS:-forward reverse random poison}
 logs=.emucuda/logs
 mkdir -p "$logs"
+cxx=${CXX:-g++}
+if ! command -v "${cxx%% *}" >/dev/null; then
+	if [ "${CI:-}" = true ]; then
+		echo "emu: FAIL: CI=true but ${cxx%% *} is not installed: CI must execute the CUDA kernels (apt-get install g++)"
+		exit 1
+	fi
+	echo "emu: SKIPPED: ${cxx%% *} not found; the CUDA emulator needs it to build and to compile kernels (apt-get install g++)"
+	exit 0
+fi
 kernels=$(grep -o 'extern "C" __global__ void [a-z0-9_]*' cuda/kernels.cu | awk '{print $5}' | sort -u)
 nkernels=$(echo "$kernels" | wc -l)
 failed=0
