@@ -1,19 +1,3 @@
-// Package cuda is the CUDA backend of device.Device for NVIDIA GPUs.
-//
-// It loads the driver (libcuda.so.1), NVRTC and cuBLAS at run time with
-// purego, so the module builds with CGO_ENABLED=0 and without the CUDA
-// toolkit; a machine without a GPU gets one clear error from Open and uses
-// the host backend instead. Kernels are CUDA C (kernels.cu, embedded),
-// compiled at start by NVRTC for the card's architecture and cached on disk.
-// Matrix products with few activation rows (decoding, Sirius window checks)
-// run on our own kernels; larger batches (prefill) go through cuBLAS with
-// fp32 accumulation.
-//
-// Memory outside Capacity: the CUDA context, the kernel module, cuBLAS
-// handles and workspaces, and a conversion scratch per stream (scratchBytes,
-// only when a large batch meets half-precision weights) live outside the
-// budget Alloc enforces. That is why Capacity defaults to free memory minus
-// a margin (capacityMargin).
 package cuda
 
 import (
