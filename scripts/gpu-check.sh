@@ -187,7 +187,7 @@ else
 	for mode in dense sparse sirius; do
 		for mem in resident streamed; do
 			extra=(--mode "$mode")
-			if [ "$mode" = sirius ]; then extra+=(--window 8); fi
+			if [ "$mode" = sirius ]; then extra+=(--window 8 --window-policy fixed); fi
 			if [ "$mem" = streamed ]; then extra+=(--device-mem 1MiB); fi
 			for dev in host cuda; do
 				step "stories-$mode-$mem-$dev" 60 bin/offload run --model "$model" --device "$dev" "${extra[@]}" \
@@ -199,7 +199,7 @@ else
 	done
 	for dev in host cuda; do
 		step "stories-strict-$dev" 60 bin/offload run --model "$model" --device "$dev" --mode sirius --accept strict \
-			--window 16 --prompt "Once upon a time" -n "$TOKENS" --json
+			--window 16 --window-policy fixed --prompt "Once upon a time" -n "$TOKENS" --json
 		cp "$dir/stories-strict-$dev.log" "$dir/stories-strict-$dev.json" 2>/dev/null
 	done
 	compare strict

@@ -13,8 +13,9 @@
 # cuda package doc (cuda/doc.go).
 #
 # Not part of `make test` (minutes): run `make mutants` after changing the
-# kernels or the tests. The copy lives in .emucuda/mutants/ (git-ignored),
-# as does results.md. MUTANTS (a space-separated list of names) runs a
+# kernels or the tests. The copy and results.md live in $MUTANTS_DIR
+# (default $TMPDIR/offload-mutants): outside the module, so that no tool
+# walking the tree (go, fuzz.sh, grep) meets a second copy of it. MUTANTS (a space-separated list of names) runs a
 # subset; SCHEDULES overrides "forward reverse random:1 poison" (poison:
 # the forward schedule with EMU_POISON=0x7f).
 set -uo pipefail
@@ -24,7 +25,7 @@ GO=${GO:-go}
 export OFFLOAD_SHARED=${OFFLOAD_SHARED:-$(cd .. && pwd)/shared}
 export OFFLOAD_EMU=1
 schedules=${SCHEDULES:-forward reverse random:1 poison}
-work=$root/.emucuda/mutants
+work=${MUTANTS_DIR:-${TMPDIR:-/tmp}/offload-mutants}
 copy=$work/src
 mkdir -p "$work"
 
