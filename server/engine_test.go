@@ -1,10 +1,14 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -98,5 +102,91 @@ func TestEngine(t *testing.T) {
 				t.Errorf("device memory %d after the requests, %d before", dev.Used(), idle)
 			}
 		})
+	}
+}
+
+// TestEngineLoad: 32 clients at once against the real engine (stories260K,
+// host backend, Sirius) and a queue of 4: every request completes or gets a
+// clean 429, and afterwards no goroutine is left and the device's memory is
+// back to its idle value (every sequence was freed).
+func TestEngineLoad(t *testing.T) {
+	m, err := offload.Load(filepath.Join(fixtures.Stories(t), "stories260K.gguf"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	dev, _, err := offload.OpenDevice("host", device.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	s, err := m.NewSession(dev, engine.Options{Decoding: engine.DefaultDecoding(), Context: 256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// One generation first, so that workers started once per process (the
+	// CPU kernels' pool) are running before goroutines are counted.
+	if _, err := s.Generate(context.Background(), offload.Request{Prompt: "Hi", MaxTokens: 2}, nil); err != nil {
+		t.Fatal(err)
+	}
+	s.Engine.Reset()
+	idle := dev.Used()
+	tmpl, err := chat.ForModel(m.Path, m.File.Meta, m.File.Format, m.Tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := runtime.NumGoroutine() // the device's stream workers included
+	h := start(t, s.Backend(tmpl), server.Config{QueueSize: 4})
+	const clients = 32
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	ok, busy := 0, 0
+	for i := range clients {
+		wg.Go(func() {
+			p := openai.ChatCompletionNewParams{Model: "x", MaxTokens: openai.Int(24), Seed: openai.Int(int64(i)),
+				Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Tell me a story.")}}
+			var err error
+			if i%2 == 0 {
+				_, err = h.client.Chat.Completions.New(context.Background(), p)
+			} else {
+				st := h.client.Chat.Completions.NewStreaming(context.Background(), p)
+				for st.Next() {
+				}
+				err = st.Err()
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			var apiErr *openai.Error
+			switch {
+			case err == nil:
+				ok++
+			case errors.As(err, &apiErr) && apiErr.StatusCode == 429 && apiErr.Response.Header.Get("Retry-After") != "":
+				busy++
+			default:
+				t.Errorf("client %d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	t.Logf("%d completed, %d refused with 429", ok, busy)
+	if ok+busy != clients || ok < 5 {
+		t.Errorf("%d completed + %d refused, %d clients", ok, busy, clients)
+	}
+	h.stop()
+	if got := dev.Used(); got != idle {
+		t.Errorf("device memory in use %d after the load, %d when idle", got, idle)
+	}
+	// The CPU kernels' worker pool only grows, up to one worker per thread:
+	// allow for it; 32 requests leaking anything would show far above that.
+	limit := base + runtime.GOMAXPROCS(0)
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > limit && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > limit {
+		var buf bytes.Buffer
+		pprof.Lookup("goroutine").WriteTo(&buf, 1)
+		t.Errorf("%d goroutines after the load, %d before:\n%s", n, base, buf.String())
 	}
 }
