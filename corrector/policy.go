@@ -156,10 +156,13 @@ const (
 	priorGammaN   = 1.0  //
 	binPrior      = 1.0  // weight of α in each confidence bin
 	confBins      = 10   //
-	probeEvery    = 2    // dense steps before the first probe
+	probeEvery    = 4    // dense steps before the first probe
 	maxProbeEvery = 128  // the interval doubles up to this
-	maxFallbacks  = 16   // fallback events kept in PolicyStats
-	worthEps      = 1e-9 // relative margin for "better than"
+	// hopelessProbeFactor stretches the probe interval when the costs say
+	// drafting cannot pay at any acceptance.
+	hopelessProbeFactor = 8
+	maxFallbacks        = 16   // fallback events kept in PolicyStats
+	worthEps            = 1e-9 // relative margin for "better than"
 )
 
 type counts struct{ a, n float64 }
@@ -531,6 +534,13 @@ func (p *policy) next(room, generated int) Plan {
 		if p.drafting || !p.planned {
 			p.reason = p.denseReason(a, opt, room)
 			p.st.addFallback(generated, p.reason)
+			if p.breakEven(room) > 1 {
+				// The measured costs say no acceptance could make drafting
+				// pay: probing acceptance is nearly pointless, so wait
+				// much longer before the next probe (costs may still
+				// change, e.g. once a cold first pass is forgotten).
+				p.probeEvery = min(hopelessProbeFactor*p.probeEvery, maxProbeEvery)
+			}
 		}
 		p.drafting = false
 		pl = p.dense(room, a, g)

@@ -174,8 +174,8 @@ func (e *Engine) packHost() error {
 	var need int64
 	var los []*layout
 	for l := 0; l < cfg.Layers; l++ {
-		if e.res.layers[l].packedPlanned {
-			los = append(los, nil)
+		if r := e.res.layers[l]; r.packedPlanned || r.ffn != nil {
+			los = append(los, nil) // packed on the device, or drafting with the resident FFN
 			continue
 		}
 		lo := &layout{}

@@ -120,6 +120,11 @@ func (e *Engine) prepare(u int, ffn FFNMode) (*unit, error) {
 			switch {
 			case res.packed != nil:
 				un.ffn = *res.packed
+			case res.ffn != nil:
+				// The FFN is resident but its Griffin rows had no room
+				// for a packed copy: draft with the whole FFN (no
+				// transfer, only more compute).
+				un.ffn = *res.ffn
 			case e.grif.hostPacked != nil && e.grif.hostPacked[u] != nil:
 				un.ffn = packedLayout(lo, buf, e.grif.hostPacked[u], len(e.grif.sel[u]), cfg.Dim, L)
 			default:

@@ -240,6 +240,17 @@ func (e *Engine) Report(r *Result, modelName string) *Report {
 		rep.Notes = append(rep.Notes, "this model's FFN is not bundled, so every sparse step gathers strided down-projection columns on the CPU; "+
 			"run `offload convert` once to store each neuron contiguously")
 	}
+	if r.Stats.Mode != corrector.Dense && e.opt.Sparsity == sparsity.PolicyGriffin {
+		full := 0
+		for _, l := range e.res.layers {
+			if l.ffn != nil && !l.packedPlanned {
+				full++
+			}
+		}
+		if full > 0 {
+			rep.Notes = append(rep.Notes, fmt.Sprintf("%d of %d layers draft with their whole FFN: the model is resident but a packed copy of their Griffin rows did not fit the device budget", full, e.cfg.Layers))
+		}
+	}
 	if r.CappedFrom > 0 {
 		// Say the cache stopped the generation only when it did: a text
 		// that ended first (end of text, a stop string, an interruption)

@@ -197,14 +197,41 @@ func (e *Engine) planResidency(budget int64) (*Plan, error) {
 		return nil, &plan.BudgetError{What: "the KV cache and activations", Need: p.Fixed, Have: budget}
 	}
 	// Everything needed by some mode fits: no streaming at all.
-	if (all <= avail && !opt.StreamAll) || opt.ResidentAll {
-		if all > avail {
-			return nil, &plan.BudgetError{What: "keeping every weight resident (with the KV cache and activations)", Need: all + p.Fixed, Have: budget}
-		}
+	if all <= avail && !opt.StreamAll {
 		for _, c := range cands {
 			c.set()
 			p.Resident += c.bytes
 			p.Blocks = append(p.Blocks, PlanBlock{c.name, c.bytes, c.uses, true})
+		}
+		return p, nil
+	}
+	// The whole model fits, but not with a second, packed copy of every
+	// layer's Griffin rows: keep the model resident with no slots (so a
+	// dense step, which the adaptive policy falls back to when drafts do not
+	// pay, costs what it costs in dense mode), and pack the layers whose
+	// copy still fits, most used first. A layer without one drafts with its
+	// full FFN.
+	var whole int64
+	for _, c := range cands {
+		if c.kind != "ffn.griffin" {
+			whole += c.bytes
+		}
+	}
+	if (whole <= avail && !opt.StreamAll) || opt.ResidentAll {
+		if whole > avail {
+			return nil, &plan.BudgetError{What: "keeping every weight resident (with the KV cache and activations)", Need: whole + p.Fixed, Have: budget}
+		}
+		left := avail - whole
+		for _, c := range cands {
+			keep := c.kind != "ffn.griffin" || c.bytes <= left
+			if keep {
+				c.set()
+				p.Resident += c.bytes
+				if c.kind == "ffn.griffin" {
+					left -= c.bytes
+				}
+			}
+			p.Blocks = append(p.Blocks, PlanBlock{c.name, c.bytes, c.uses, keep})
 		}
 		return p, nil
 	}

@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"offload/corrector"
@@ -159,5 +160,56 @@ func TestSiriusSampling(t *testing.T) {
 	}
 	if a == c {
 		t.Fatal("different seeds gave identical samples")
+	}
+}
+
+// TestResidentWithoutPackedCopies: when the whole model fits the budget but
+// a packed copy of every layer's Griffin rows does not, the Sirius plan keeps
+// the whole model resident with no layer slots (a dense step then moves no
+// weights, as in dense mode), packs the layers whose copy fits, and drafts
+// the others with their full FFN; strict Sirius still equals the oracle.
+func TestResidentWithoutPackedCopies(t *testing.T) {
+	path := filepath.Join(fixtures.Stories(t), "stories260K.gguf")
+	cfg := corrector.DefaultConfig()
+	cfg.Accept, cfg.Window, cfg.MaxTokens = corrector.AcceptStrict, 4, 40
+	big := newTestEngine(t, path, 0, Options{}, cfg)
+	var whole, packed int64
+	for _, b := range big.Prof.Plan.Blocks {
+		if strings.HasSuffix(b.Name, "ffn-griffin") {
+			packed = b.Bytes // one layer's copy
+		} else {
+			whole += b.Bytes
+		}
+	}
+	budget := big.Prof.Plan.Fixed + whole + packed + packed/2 // room for one packed layer, not all
+	e := newTestEngine(t, path, budget, Options{}, cfg)
+	p := e.Prof.Plan
+	npacked := 0
+	for l := range p.Packed {
+		if !p.Attn[l] || !p.FFN[l] {
+			t.Fatalf("layer %d not resident: %v", l, p)
+		}
+		if p.Packed[l] {
+			npacked++
+		}
+	}
+	if p.SlotBytes != 0 || !p.Head || npacked != 1 {
+		t.Fatalf("want everything resident, no slots, one packed layer: %v", p)
+	}
+	seq := oracleTokens(t)
+	r, err := gen(e, seq[:5], cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, tok := range r.Tokens {
+		if tok != seq[5+i] {
+			t.Fatalf("token %d: %d, oracle %d", i, tok, seq[5+i])
+		}
+	}
+	if n := e.Prof.DecodeBytes() - e.Prof.Phases[PhaseDecode].InputBytes - e.Prof.Phases[PhaseDraft].InputBytes - e.Prof.Phases[PhaseCheck].InputBytes; n != 0 {
+		t.Fatalf("%d weight bytes moved while decoding a resident model", n)
+	}
+	if e.Device().Peak() > budget {
+		t.Fatalf("peak %d over the budget %d", e.Device().Peak(), budget)
 	}
 }
