@@ -198,63 +198,19 @@ func BundleFFN(src *Model, dstPath string, progress func(done, total int64)) err
 	if err := src.CheckDTypes(); err != nil {
 		return fail(err)
 	}
-	p, err := src.LlamaParams()
+	tensors, meta, p, err := LlamaLayout(src)
 	if err != nil {
 		return fail(err)
 	}
-	if b, _ := src.Meta[MetaFFNBundled].(bool); b {
-		return fail(fmt.Errorf("the source is already FFN-bundled"))
-	}
-	if src.Format == "gguf" {
-		if arch, _ := src.Meta["general.architecture"].(string); arch != "llama" {
-			return fail(fmt.Errorf("general.architecture is %q; only llama GGUFs can be bundled", arch))
-		}
+	byGGUF := map[string]*LlamaTensor{}
+	for i := range tensors {
+		byGGUF[tensors[i].Name] = &tensors[i]
 	}
 	var outs []outTensor
-	var ropeMeta map[string]any
-	if src.Format == "safetensors" {
-		if outs, ropeMeta, err = hfRopeScaling(src, p); err != nil {
-			return fail(err)
-		}
-	}
-	// Map every source tensor to its GGUF name.
-	byGGUF := map[string]*Tensor{}
-	var order []string
-	for _, t := range src.Tensors {
-		name := t.Name
-		if src.Format == "safetensors" {
-			g, ok := HFToGGUFName(t.Name)
-			if !ok {
-				if strings.HasSuffix(t.Name, "rotary_emb.inv_freq") {
-					continue
-				}
-				return fail(fmt.Errorf("tensor %s has no GGUF name in the llama layout", t.Name))
-			}
-			name = g
-		}
-		if _, dup := byGGUF[name]; dup {
-			return fail(fmt.Errorf("two source tensors map to %s", name))
-		}
-		byGGUF[name] = t
-		order = append(order, name)
-	}
-	ffnOf := func(name string) (layer int, ok bool) {
-		rest, ok := strings.CutPrefix(name, "blk.")
-		if !ok {
-			return 0, false
-		}
-		num, part, _ := strings.Cut(rest, ".")
-		switch part {
-		case "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight":
-			l, err := strconv.Atoi(num)
-			return l, err == nil
-		}
-		return 0, false
-	}
 	bundled := map[int]bool{}
-	for _, name := range order {
-		t := byGGUF[name]
-		if l, ok := ffnOf(name); ok {
+	for i := range tensors {
+		t := &tensors[i]
+		if l, _, ok := FFNPart(t.Name); ok {
 			if bundled[l] {
 				continue
 			}
@@ -266,49 +222,11 @@ func BundleFFN(src *Model, dstPath string, progress func(done, total int64)) err
 			outs = append(outs, o)
 			continue
 		}
-		o := outTensor{spec: TensorSpec{Name: name, DType: t.DType, Shape: append([]int(nil), t.Shape...)}}
-		data := t.Data
-		o.fill = func(w io.Writer) error { _, err := w.Write(data); return err }
-		if src.Format == "safetensors" {
-			nHead := 0
-			switch {
-			case strings.HasSuffix(name, ".attn_q.weight"), strings.HasSuffix(name, ".attn_q.bias"):
-				nHead = p.Heads
-			case strings.HasSuffix(name, ".attn_k.weight"), strings.HasSuffix(name, ".attn_k.bias"):
-				nHead = p.KVHeads
-			}
-			if nHead > 0 {
-				rowBytes := t.RowBytes()
-				if _, _, err := qkRows(data, data, nHead, rowBytes); err != nil { // fail before writing anything
-					return fail(fmt.Errorf("tensor %s: %w", t.Name, err))
-				}
-				// The unpermuted copy is made only while this tensor is written,
-				// so at most one q/k matrix is held in memory at a time.
-				o.fill = func(w io.Writer) error {
-					buf := make([]byte, len(data))
-					if err := UnpermuteQK(buf, data, nHead, rowBytes); err != nil {
-						return err
-					}
-					_, err := w.Write(buf)
-					return err
-				}
-			}
-		}
+		o := outTensor{spec: TensorSpec{Name: t.Name, DType: t.DType, Shape: append([]int(nil), t.Shape...)}}
+		o.fill = func(w io.Writer) error { _, err := t.WriteTo(w); return err }
 		outs = append(outs, o)
 	}
-	for l := 0; l < p.Layers; l++ {
-		if !bundled[l] {
-			return fail(fmt.Errorf("layer %d has no ffn_gate/ffn_up/ffn_down tensors", l))
-		}
-	}
-	if len(bundled) != p.Layers {
-		return fail(fmt.Errorf("FFN tensors for %d layers, but the model has %d", len(bundled), p.Layers))
-	}
-
-	meta := bundleMeta(src, p)
-	for k, v := range ropeMeta {
-		meta[k] = v
-	}
+	meta[MetaFFNBundled] = true
 	specs := make([]TensorSpec, len(outs))
 	var total int64
 	for i, o := range outs {
@@ -334,12 +252,15 @@ func BundleFFN(src *Model, dstPath string, progress func(done, total int64)) err
 	return nil
 }
 
-// bundleMeta builds the output metadata.
-func bundleMeta(src *Model, p LlamaParams) map[string]any {
+// llamaMeta builds a converted GGUF's metadata: the source's GGUF keys
+// (but its alignment and the keys a conversion recomputes), then the llama
+// keys from p.
+func llamaMeta(src *Model, p LlamaParams) map[string]any {
 	meta := map[string]any{}
 	if src.Format == "gguf" {
 		for k, v := range src.Meta {
-			if k == "gguf.version" || k == "gguf.alignment" || k == "general.alignment" {
+			switch k {
+			case "gguf.version", "gguf.alignment", "general.alignment", "general.file_type", "general.quantization_version":
 				continue
 			}
 			meta[k] = v
@@ -361,12 +282,11 @@ func bundleMeta(src *Model, p LlamaParams) map[string]any {
 		meta["llama.attention.key_length"] = uint32(p.HeadDim)
 		meta["llama.attention.value_length"] = uint32(p.HeadDim)
 	}
-	meta[MetaFFNBundled] = true
 	return meta
 }
 
 // bundleTensor builds layer l's bundle from its gate, up and down tensors.
-func bundleTensor(l int, p LlamaParams, byGGUF map[string]*Tensor) (outTensor, error) {
+func bundleTensor(l int, p LlamaParams, byGGUF map[string]*LlamaTensor) (outTensor, error) {
 	get := func(part string, rows, cols int) (*Tensor, error) {
 		name := fmt.Sprintf("blk.%d.%s.weight", l, part)
 		t, ok := byGGUF[name]
@@ -376,7 +296,7 @@ func bundleTensor(l int, p LlamaParams, byGGUF map[string]*Tensor) (outTensor, e
 		if len(t.Shape) != 2 || t.Shape[0] != rows || t.Shape[1] != cols {
 			return nil, fmt.Errorf("tensor %s: shape %v, want [%d %d]", name, t.Shape, rows, cols)
 		}
-		return t, nil
+		return t.Src, nil
 	}
 	d, h := p.Dim, p.Hidden
 	gate, err := get("ffn_gate", h, d)
@@ -392,7 +312,7 @@ func bundleTensor(l int, p LlamaParams, byGGUF map[string]*Tensor) (outTensor, e
 		return outTensor{}, err
 	}
 	if !gate.DType.Float() || !up.DType.Float() || !down.DType.Float() {
-		return outTensor{}, fmt.Errorf("layer %d: ffn dtype %s: bundling quantized FFNs is not supported yet (the down columns must be requantized)", l, down.DType)
+		return outTensor{}, fmt.Errorf("layer %d: ffn dtype %s: quantized FFNs are bundled by offload convert, which requantizes the down columns", l, down.DType)
 	}
 	if gate.DType != up.DType || gate.DType != down.DType {
 		return outTensor{}, fmt.Errorf("layer %d: ffn dtypes differ (gate %s, up %s, down %s)", l, gate.DType, up.DType, down.DType)

@@ -173,12 +173,13 @@ func (m *Model) Close() error {
 }
 
 // CheckDTypes returns an error for the first tensor whose dtype the runtime
-// cannot compute with (anything but F32, F16, BF16), naming the dtype and the
-// tensor. Open accepts any known dtype, so that `inspect` can list quantised
-// files; the model loader calls this before using the weights.
+// cannot compute with, naming the dtype and the tensor (raw-byte neuron
+// bundles pass: FFNBundle checks their part types). Open accepts any known
+// dtype, so that `inspect` can list any file; the model loader calls this
+// before using the weights.
 func (m *Model) CheckDTypes() error {
 	for _, t := range m.Tensors {
-		if !t.DType.Supported() {
+		if !t.DType.Supported() && !m.isRawBundle(t) {
 			return fmt.Errorf("%s %s: tensor %s: dtype not supported yet: %s (supported: %s)",
 				m.Format, m.Path, t.Name, t.DType, supportedNames)
 		}
