@@ -30,6 +30,13 @@ func exercise(t *testing.T, m *Model, dir string) {
 		t.Fatalf("Bytes() %d, sum %d", m.Bytes(), sum)
 	}
 	_ = m.CheckDTypes()
+	if p, err := m.LlamaParams(); err == nil {
+		for l := 0; l < min(p.Layers, 4); l++ {
+			if bt, parts, err := m.FFNBundle(l, p.Dim, p.Hidden); err == nil && p.Hidden > 0 {
+				_ = parts.Part(bt.Row(p.Hidden-1), PartDown)
+			}
+		}
+	}
 	if _, err := m.LlamaParams(); err == nil && m.Bytes() < 1<<20 {
 		_ = BundleFFN(m, filepath.Join(dir, "b.gguf"), nil)
 	}
@@ -124,6 +131,7 @@ func FuzzGGUF(f *testing.F) {
 	}
 	f.Add(buildGGUF(3, 1, 0, nil, []rawTensor{{"w", []uint64{256, 2}, uint32(Q4_K), 0}}, 288))
 	f.Add(buildGGUF(2, 1, 0, nil, []rawTensor{{"w", []uint64{1 << 62}, 0, 0}}, 0))
+	f.Add(readFile(f, rawBundleGGUF(f, f.TempDir(), 32, 4, [3]DType{Q8_0, Q4_0, Q8_0}, nil, nil))) // raw-byte neuron bundles
 	noSync(f)
 	dir := fuzzBaseDir(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
