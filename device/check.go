@@ -101,10 +101,6 @@ func CheckMatMul(y, x, w Tensor, transposed bool, wtypes []DType) error {
 	if err := CheckOperands(op, F32Op("y", y), F32Op("x", x), Operand{"w", w, wtypes}); err != nil {
 		return err
 	}
-	if transposed && w.DType.Quantized() {
-		// A quantized [in, out] matrix would cut every column across blocks.
-		return fmt.Errorf("%s: w is %s; a transposed product needs a plain weight type", op, w.DType)
-	}
 	if x.Cols != in || y.Cols != out || y.Rows != x.Rows {
 		return fmt.Errorf("%s: y %dx%d = x %dx%d times w %dx%d: want x cols %d, y %dx%d", op, y.Rows, y.Cols, x.Rows, x.Cols, w.Rows, w.Cols, in, x.Rows, out)
 	}

@@ -19,7 +19,8 @@ var quantTypes = map[device.DType]quant.Type{
 // product with the exactly dequantized weights (ggml's definition, package
 // quant), for a single row (decode), a check-sized batch and a prefill-sized
 // one, with an output count that is not a multiple of any block or tile; the
-// output's surroundings stay untouched.
+// output's surroundings stay untouched. MatMulT with the same rows (the
+// layout of quantized neuron bundles' down columns) equals its product too.
 func testMatMulQuant(f *fixture) {
 	for _, dt := range f.dev.Caps().WeightTypes {
 		if !dt.Quantized() {
@@ -67,11 +68,18 @@ func testMatMulQuant(f *fixture) {
 				f.near(fmt.Sprintf("MatMul %s n=%d", dt, n), f.get(y), want, scale, 1e-5)
 				f.checkPad(y, fmt.Sprintf("MatMul %s n=%d", dt, n))
 			}
-			// A transposed product of a quantized matrix is refused.
-			x, _ := f.input(device.F32, 1, out)
-			y := f.tensor(device.F32, 1, in)
-			if err := f.dev.MatMulT(f.s, y, x, w); err == nil {
-				f.t.Errorf("MatMulT with %s weights accepted", dt)
+			// The transposed product reads the same rows as a [out][in]
+			// matrix (in whole blocks along in): quantized neuron bundles
+			// store FFN down columns so.
+			for _, n := range []int{1, 16} {
+				x, xv := f.input(device.F32, n, out)
+				y := f.tensor(device.F32, n, in)
+				if err := f.dev.MatMulT(f.s, y, x, w); err != nil {
+					f.t.Fatalf("MatMulT %s n=%d: %v", dt, n, err)
+				}
+				want, scale := refMatMulT(xv, held, n, out, in)
+				f.near(fmt.Sprintf("MatMulT %s n=%d", dt, n), f.get(y), want, scale, 1e-5)
+				f.checkPad(y, fmt.Sprintf("MatMulT %s n=%d", dt, n))
 			}
 		})
 	}

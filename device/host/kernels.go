@@ -102,6 +102,9 @@ func (d *Device) matmul(op string, s device.Stream, y, x, w device.Tensor, trans
 	yv, xv, n := f32s(b[0]), f32s(b[1]), x.Rows
 	var fn func()
 	switch {
+	case w.DType.Quantized() && transposed:
+		qt := quantTypes[w.DType]
+		fn = func() { kernels.MatMulTQ(qt, yv, xv, b[2], n, in, out) }
 	case w.DType.Quantized():
 		qt := quantTypes[w.DType]
 		fn = func() { kernels.MatMulQ(qt, yv, xv, b[2], n, in, out) }
