@@ -136,14 +136,8 @@ func New(m *model.Model, dev device.Device, opt Options) (*Engine, error) {
 	if dev.Caps().PrefersStaging {
 		opt.StageAll = true
 	}
-	for _, t := range weightTensors(m) {
-		dt, err := deviceType(t)
-		if err != nil {
-			return nil, err
-		}
-		if !dev.Caps().SupportsWeights(dt) {
-			return nil, fmt.Errorf("tensor %s is %s, which the %s backend does not compute with", t.Name, dt, dev.Name())
-		}
+	if err := checkWeightTypes(m, dev); err != nil {
+		return nil, err
 	}
 	budget := dev.Capacity()
 	if opt.DeviceMem > 0 && opt.DeviceMem < budget {

@@ -76,18 +76,44 @@ func deviceType(t *pager.Tensor) (device.DType, error) {
 	return dt, nil
 }
 
-// weightTensors lists every tensor the device may compute with.
+// weightTensors lists every tensor the device may compute with as it is
+// stored (bundles are not: their parts are, see weightTypes).
 func weightTensors(m *model.Model) []*pager.Tensor {
 	ts := []*pager.Tensor{m.OutNorm, m.Head}
 	for i := range m.Layers {
 		L := &m.Layers[i]
-		for _, t := range []*pager.Tensor{L.AttnNorm, L.Q, L.K, L.V, L.O, L.FFNNorm, L.Gate, L.Up, L.Down, L.Bundle} {
+		for _, t := range []*pager.Tensor{L.AttnNorm, L.Q, L.K, L.V, L.O, L.FFNNorm, L.Gate, L.Up, L.Down} {
 			if t != nil {
 				ts = append(ts, t)
 			}
 		}
 	}
 	return ts
+}
+
+// checkWeightTypes says which weight the backend cannot compute with.
+func checkWeightTypes(m *model.Model, dev device.Device) error {
+	for _, t := range weightTensors(m) {
+		dt, err := deviceType(t)
+		if err != nil {
+			return err
+		}
+		if !dev.Caps().SupportsWeights(dt) {
+			return fmt.Errorf("tensor %s is %s, which the %s backend does not compute with", t.Name, dt, dev.Name())
+		}
+	}
+	for i := range m.Layers {
+		L := &m.Layers[i]
+		if L.Bundle == nil {
+			continue
+		}
+		for p := range 3 {
+			if dt, _ := L.BundlePart(p); !dev.Caps().SupportsWeights(dt) {
+				return fmt.Errorf("tensor %s: part %d is %s, which the %s backend does not compute with", L.Bundle.Name, p, dt, dev.Name())
+			}
+		}
+	}
+	return nil
 }
 
 // direct places a whole file tensor, copied as is (or mapped in place).
@@ -159,23 +185,25 @@ func ffnLayout(lo *layout, buf device.Buffer, L *model.Layer, dim, hidden int, i
 		return int(idx[i])
 	}
 	if L.Bundle != nil {
-		// One contiguous read per neuron: gate_j | up_j | downT_j.
-		dt := mustDType(L.Bundle)
-		rowB := dt.RowBytes(dim)
-		part := int64(k) * rowB
-		pa := alignUp(part) // the parts sit at aligned offsets, as placed below
-		gOff, uOff, dOff := lo.place(dt, k, dim), lo.place(dt, k, dim), lo.place(dt, k, dim)
-		lo.gathered(2*pa+part, func(dst []byte) {
+		// One contiguous read per neuron: gate_j | up_j | downT_j, each part
+		// in its own type.
+		bp := &L.BundleParts
+		gt, gRow := L.BundlePart(pager.PartGate)
+		ut, uRow := L.BundlePart(pager.PartUp)
+		dt, dRow := L.BundlePart(pager.PartDown)
+		gPart, uPart := alignUp(int64(k)*int64(gRow)), alignUp(int64(k)*int64(uRow))
+		gOff, uOff, dOff := lo.place(gt, k, dim), lo.place(ut, k, dim), lo.place(dt, k, dim)
+		lo.gathered(gPart+uPart+int64(k)*int64(dRow), func(dst []byte) {
 			parallel(k, workers, func(i0, i1 int) {
 				for i := i0; i < i1; i++ {
 					b := L.Bundle.Row(row(i))
-					pager.StreamCopy(dst[int64(i)*rowB:], b[:rowB])
-					pager.StreamCopy(dst[pa+int64(i)*rowB:], b[rowB:2*rowB])
-					pager.StreamCopy(dst[2*pa+int64(i)*rowB:], b[2*rowB:3*rowB])
+					pager.StreamCopy(dst[int64(i)*int64(gRow):], bp.Part(b, pager.PartGate))
+					pager.StreamCopy(dst[gPart+int64(i)*int64(uRow):], bp.Part(b, pager.PartUp))
+					pager.StreamCopy(dst[gPart+uPart+int64(i)*int64(dRow):], bp.Part(b, pager.PartDown))
 				}
 			})
 		})
-		return model.FFNWeights{Gate: tensorAt(buf, gOff, dt, k, dim), Up: tensorAt(buf, uOff, dt, k, dim),
+		return model.FFNWeights{Gate: tensorAt(buf, gOff, gt, k, dim), Up: tensorAt(buf, uOff, ut, k, dim),
 			Down: tensorAt(buf, dOff, dt, k, dim), DownT: true, K: k}
 	}
 	gt, ut, dt := mustDType(L.Gate), mustDType(L.Up), downRowType(L)
@@ -238,13 +266,12 @@ func gateLayout(lo *layout, buf device.Buffer, L *model.Layer, dim, hidden, work
 	if L.Bundle == nil {
 		return lo.direct(buf, L.Gate)
 	}
-	dt := mustDType(L.Bundle)
-	rowB := dt.RowBytes(dim)
+	dt, rowB := L.BundlePart(pager.PartGate)
 	off := lo.place(dt, hidden, dim)
-	lo.gathered(int64(hidden)*rowB, func(dst []byte) {
+	lo.gathered(int64(hidden)*int64(rowB), func(dst []byte) {
 		parallel(hidden, workers, func(i0, i1 int) {
 			for i := i0; i < i1; i++ {
-				pager.StreamCopy(dst[int64(i)*rowB:], L.Bundle.Row(i)[:rowB])
+				pager.StreamCopy(dst[int64(i)*int64(rowB):], L.BundleParts.Part(L.Bundle.Row(i), pager.PartGate))
 			}
 		})
 	})
@@ -256,21 +283,21 @@ func upDownLayout(lo *layout, buf device.Buffer, L *model.Layer, dim, hidden int
 	k := len(idx)
 	row := func(i int) int { return int(idx[i]) }
 	if L.Bundle != nil {
-		dt := mustDType(L.Bundle)
-		rowB := dt.RowBytes(dim)
-		part := int64(k) * rowB
-		pa := alignUp(part)
-		uOff, dOff := lo.place(dt, k, dim), lo.place(dt, k, dim)
-		lo.gathered(pa+part, func(dst []byte) {
+		bp := &L.BundleParts
+		ut, uRow := L.BundlePart(pager.PartUp)
+		dt, dRow := L.BundlePart(pager.PartDown)
+		uPart := alignUp(int64(k) * int64(uRow))
+		uOff, dOff := lo.place(ut, k, dim), lo.place(dt, k, dim)
+		lo.gathered(uPart+int64(k)*int64(dRow), func(dst []byte) {
 			parallel(k, workers, func(i0, i1 int) {
 				for i := i0; i < i1; i++ {
 					b := L.Bundle.Row(row(i))
-					pager.StreamCopy(dst[int64(i)*rowB:], b[rowB:2*rowB])
-					pager.StreamCopy(dst[pa+int64(i)*rowB:], b[2*rowB:3*rowB])
+					pager.StreamCopy(dst[int64(i)*int64(uRow):], bp.Part(b, pager.PartUp))
+					pager.StreamCopy(dst[uPart+int64(i)*int64(dRow):], bp.Part(b, pager.PartDown))
 				}
 			})
 		})
-		return tensorAt(buf, uOff, dt, k, dim), tensorAt(buf, dOff, dt, k, dim)
+		return tensorAt(buf, uOff, ut, k, dim), tensorAt(buf, dOff, dt, k, dim)
 	}
 	ut, dt := mustDType(L.Up), downRowType(L)
 	uRow := ut.RowBytes(dim)
@@ -412,12 +439,4 @@ func gatherColsTTiles[T uint16 | uint32](d, sv []T, cols []int, dim, hidden, i0 
 			}
 		}
 	}
-}
-
-// ffnSource is the tensor whose dtype the FFN's device copies take.
-func ffnSource(L *model.Layer) *pager.Tensor {
-	if L.Bundle != nil {
-		return L.Bundle
-	}
-	return L.Gate
 }

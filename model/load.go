@@ -14,12 +14,24 @@ import (
 // Layer holds one transformer block's weights as views into the mapped file.
 // Either Gate/Up/Down are set, or Bundle is (a converted model whose FFN
 // neuron j is row j of Bundle: gate_j | up_j | down column j, see
-// pager.BundleFFN).
+// pager.BundleFFN); then BundleParts gives each part's type and size (a
+// quantized model's parts may differ: the down column is requantized).
 type Layer struct {
 	AttnNorm, Q, K, V, O *pager.Tensor
 	FFNNorm              *pager.Tensor
 	Gate, Up, Down       *pager.Tensor
 	Bundle               *pager.Tensor
+	BundleParts          pager.BundleParts
+}
+
+// BundlePart is the device type and row size of part (pager.PartGate,
+// PartUp or PartDown) of a bundled layer's rows.
+func (L *Layer) BundlePart(part int) (device.DType, int) {
+	dt, err := DType(L.BundleParts.Types[part])
+	if err != nil {
+		panic(err) // Open refused such files
+	}
+	return dt, L.BundleParts.Bytes[part]
 }
 
 // Model is a Llama-family model opened for inference: its architecture and
@@ -181,8 +193,13 @@ func fromFile(f *pager.Model) (*Model, error) {
 			}
 		}
 		if m.Bundled {
-			if L.Bundle, err = get(pager.BundleName(l), h, 3*d); err != nil {
+			if L.Bundle, L.BundleParts, err = f.FFNBundle(l, d, h); err != nil {
 				return nil, err
+			}
+			for i, t := range L.BundleParts.Types {
+				if _, err := DType(t); err != nil {
+					return nil, fmt.Errorf("%s: tensor %s: part %d: %w", f.Path, L.Bundle.Name, i, err)
+				}
 			}
 			continue
 		}
