@@ -53,7 +53,7 @@ func bundleOut(l int, p pager.LlamaParams, byName map[string]*pager.LlamaTensor,
 	if err != nil {
 		return out{}, pager.BundleParts{}, fmt.Errorf("layer %d: %w", l, err)
 	}
-	o := out{Tensor: Tensor{Name: pager.BundleName(l), From: down.DType}}
+	o := out{Tensor: Tensor{Name: pager.BundleName(l), From: down.DType, Parts: &parts}}
 	rb := parts.RowBytes()
 	if uniformFloat(parts.Types) {
 		o.DType, o.Shape = parts.Types[0], []int{h, 3 * d}

@@ -71,6 +71,22 @@ type Tensor struct {
 	Bytes int64
 	// From is the source type (for a bundle, the down matrix's).
 	From pager.DType
+	// Parts, for a bundle, is its row layout.
+	Parts *pager.BundleParts
+}
+
+// TypeBytes is how many bytes of the tensor are of each type (a bundle's
+// parts counted by their own types).
+func (t Tensor) TypeBytes() map[pager.DType]int64 {
+	if t.Parts == nil {
+		return map[pager.DType]int64{t.DType: t.Bytes}
+	}
+	rows := t.Bytes / int64(t.Parts.RowBytes())
+	m := map[pager.DType]int64{}
+	for i, d := range t.Parts.Types {
+		m[d] += rows * int64(t.Parts.Bytes[i])
+	}
+	return m
 }
 
 // Result describes the written file.

@@ -3,12 +3,15 @@ package main
 import (
 	"fmt"
 	"os"
+	"sort"
 	"strings"
 
+	"github.com/dustin/go-humanize"
 	"github.com/schollz/progressbar/v3"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 
+	"offload/convert"
 	"offload/model"
 	"offload/pager"
 	"offload/synth"
@@ -89,17 +92,32 @@ Example: offload synth --shape llama-3-70b --layers 2 --vocab 32000 -o /tmp/l70b
 func convertCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "convert",
-		Usage: "rewrite a model with FFN neuron bundles (gate row, up row, down column together) as GGUF",
-		Description: `Sparse decoding reads a few FFN neurons per layer; in the usual layout each neuron is three pieces
-far apart (a gate row, an up row and a strided down column). convert writes a GGUF in which neuron j
-of each layer is one contiguous row: gate_j | up_j | down column j, so a selected neuron is one large
-read. Everything else is copied (HF names become GGUF names, q/k rows are un-permuted for
-interleaved RoPE). The engine runs either layout; the output is written atomically.
+		Usage: "quantize a model (q8_0, q4_k_m, ...) and/or store its FFN as neuron bundles, as GGUF",
+		Description: `Reads a GGUF file, a Hugging Face directory (config.json + *.safetensors) or a llama2.c checkpoint
+and writes one llama GGUF (atomically: nothing appears under --out unless the whole file was written).
 
-Example: offload convert --model llama-3-8b/ -o llama-3-8b.bundled.gguf`,
+--type quantizes F32/F16/BF16 weights to one of llama.cpp's file types, with its per-tensor mixes
+(q4_k_m: Q4_K with Q6_K for the head and for attn_v/ffn_down in some layers, as llama-quantize
+chooses without an importance matrix; the blocks are byte-identical to its reference quantizer's).
+Without --type every tensor keeps its type (a downloaded Q4_K_M file can be bundled as it is).
+
+--bundle (on by default) stores each FFN neuron j as one row: gate row j | up row j | down column j,
+so that a sparse step reads each selected neuron in one run. A quantized down matrix's columns cut
+across its blocks, so they are requantized: --bundle-down same keeps the down matrix's type (Q4_K
+stays Q4_K), q8_0 uses Q8_0 (more bytes, closer to the original); see BENCHMARKS.md.
+
+Examples:
+  offload convert --model Llama-3.1-70B-Instruct/ --type q4_k_m -o llama-70b.q4_k_m.bundled.gguf
+  offload convert --model llama-70b.Q4_K_M.gguf -o llama-70b.Q4_K_M.bundled.gguf
+  offload convert --model model.gguf --type q8_0 --bundle=false -o model.q8_0.gguf`,
 		Flags: []cli.Flag{
 			modelFlag(),
 			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Required: true, Usage: "output .gguf path"},
+			&cli.StringFlag{Name: "type", Usage: "quantize to: " + strings.Join(convert.FileTypes(), ", ") + " (default: keep each tensor's type)"},
+			&cli.BoolFlag{Name: "pure", Usage: "with --type: every matrix gets the type's base type, without llama.cpp's per-tensor mix"},
+			&cli.BoolFlag{Name: "bundle", Value: true, Usage: "store FFN neurons as bundles (--bundle=false: keep gate, up and down matrices)"},
+			&cli.StringFlag{Name: "bundle-down", Value: convert.DefaultBundleDown, Usage: "type of a quantized down matrix's columns in the bundles: same, q8_0, or a type name"},
+			&cli.IntFlag{Name: "threads", Usage: "converting threads (default: all CPUs)"},
 		},
 		Action: func(c *cli.Context) error {
 			src, err := pager.Open(c.String("model"))
@@ -108,7 +126,16 @@ Example: offload convert --model llama-3-8b/ -o llama-3-8b.bundled.gguf`,
 			}
 			defer src.Close()
 			out := c.String("out")
-			if err := pager.BundleFFN(src, out, progressTo("bundling into "+out)); err != nil {
+			opt := convert.Options{Type: c.String("type"), Pure: c.Bool("pure"), Bundle: c.Bool("bundle"),
+				BundleDown: c.String("bundle-down"), Threads: c.Int("threads")}
+			if c.Bool("pure") && opt.Type == "" {
+				return fmt.Errorf("convert: --pure needs --type")
+			}
+			if term.IsTerminal(int(os.Stderr.Fd())) {
+				opt.Progress = progressTo("writing " + out)
+			}
+			res, err := convert.Convert(src, out, opt)
+			if err != nil {
 				return err
 			}
 			m, err := model.Open(out)
@@ -116,8 +143,61 @@ Example: offload convert --model llama-3-8b/ -o llama-3-8b.bundled.gguf`,
 				return fmt.Errorf("the converted file does not open: %w", err)
 			}
 			defer m.Close()
-			fmt.Fprintf(os.Stderr, "wrote %s: %d layers of FFN bundles\n", out, len(m.Layers))
+			fmt.Fprintf(c.App.ErrWriter, "wrote %s: %s of weights, %s\n", out, humanize.IBytes(uint64(res.Bytes)), convertSummary(res))
 			return nil
 		},
 	}
+}
+
+// convertSummary says what a conversion wrote: the file type, the share of
+// bytes per tensor type, and the bundles' part types.
+func convertSummary(res *convert.Result) string {
+	byType := map[pager.DType]int64{}
+	for _, t := range res.Tensors {
+		for d, n := range t.TypeBytes() {
+			byType[d] += n
+		}
+	}
+	var parts []string
+	if res.FileType != "" {
+		parts = append(parts, res.FileType)
+	}
+	var mix []string
+	for _, d := range sortedTypes(byType) {
+		mix = append(mix, fmt.Sprintf("%s %.0f%%", d, 100*float64(byType[d])/float64(res.Bytes)))
+	}
+	if len(mix) > 0 {
+		parts = append(parts, "tensors "+strings.Join(mix, ", "))
+	}
+	if len(res.BundleTypes) > 0 {
+		seen := map[[3]pager.DType]int{}
+		var order [][3]pager.DType
+		for _, bt := range res.BundleTypes {
+			if seen[bt] == 0 {
+				order = append(order, bt)
+			}
+			seen[bt]++
+		}
+		var b []string
+		for _, bt := range order {
+			b = append(b, fmt.Sprintf("%d x %s|%s|%s", seen[bt], bt[0], bt[1], bt[2]))
+		}
+		parts = append(parts, "FFN bundles (gate|up|down) "+strings.Join(b, ", "))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// sortedTypes orders types by bytes, most first.
+func sortedTypes(by map[pager.DType]int64) []pager.DType {
+	ts := make([]pager.DType, 0, len(by))
+	for d := range by {
+		ts = append(ts, d)
+	}
+	sort.Slice(ts, func(i, j int) bool {
+		if by[ts[i]] != by[ts[j]] {
+			return by[ts[i]] > by[ts[j]]
+		}
+		return ts[i] < ts[j]
+	})
+	return ts
 }
