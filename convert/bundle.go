@@ -13,12 +13,12 @@ import (
 // of each down row and no block is decoded twice.
 const bundleChunk = 256
 
-// bundleDownType is the type a layer's down columns get in a bundle: a plain
+// BundleDownType is the type a layer's down columns get in a bundle: a plain
 // float down matrix keeps its type; a quantized one gets the policy's type
 // (policy is a ParseBundleDown result),
 // falling back (as llama.cpp's quantizer does) where its blocks do not
 // divide dim.
-func bundleDownType(policy string, down pager.DType, dim int) (pager.DType, error) {
+func BundleDownType(policy string, down pager.DType, dim int) (pager.DType, error) {
 	if !quant.Type(down).Quantized() {
 		return down, nil
 	}
@@ -45,7 +45,7 @@ func bundleOut(l int, p pager.LlamaParams, byName map[string]*pager.LlamaTensor,
 	get := func(part string) *pager.LlamaTensor { return byName[fmt.Sprintf("blk.%d.%s.weight", l, part)] }
 	gate, up, down := get("ffn_gate"), get("ffn_up"), get("ffn_down") // LlamaLayout checked them
 	d, h := p.Dim, p.Hidden
-	dt, err := bundleDownType(policy, types[down.Name], d)
+	dt, err := BundleDownType(policy, types[down.Name], d)
 	if err != nil {
 		return out{}, pager.BundleParts{}, fmt.Errorf("layer %d: %w", l, err)
 	}

@@ -46,15 +46,25 @@ func (p Prediction) String() string {
 	if name == "" {
 		name = "model"
 	}
-	layerB := sizeOf(g.AttnParams, pr.DTypeBytes) + sizeOf(g.FFNParams, pr.DTypeBytes)
+	w := pr.Weights
+	if w == nil {
+		u := UniformWeights(cfg, pr.DType, pr.DTypeBytes)
+		w = &u
+	}
+	// The largest layer (a mix gives some layers more bits).
+	var attnB, ffnB int64
+	for _, lw := range w.Layers {
+		if a, f := lw.Attn, lw.restBytes(0, cfg.Hidden); a+f > attnB+ffnB {
+			attnB, ffnB = a, f
+		}
+	}
 	fmt.Fprintf(&b, "model   %s, %s: %d layers, %s weights, %s (layer %s: attn %s, ffn %s; embed %s",
-		name, pr.DType, cfg.Layers, si(float64(cfg.Params()), ""), bytesF(float64(cfg.Params())*pr.DTypeBytes),
-		bytesStr(layerB), bytesStr(sizeOf(g.AttnParams, pr.DTypeBytes)), bytesStr(sizeOf(g.FFNParams, pr.DTypeBytes)),
-		bytesStr(sizeOf(g.EmbedParam, pr.DTypeBytes)))
+		name, pr.DType, cfg.Layers, si(float64(cfg.Params()), ""), bytesF(w.Total),
+		bytesStr(attnB+ffnB), bytesStr(attnB), bytesStr(ffnB), bytesStr(w.Embed))
 	if cfg.TiedEmbeddings {
 		b.WriteString(", tied head)\n")
 	} else {
-		fmt.Fprintf(&b, ", head %s)\n", bytesStr(sizeOf(g.HeadParams, pr.DTypeBytes)))
+		fmt.Fprintf(&b, ", head %s)\n", bytesStr(w.Head))
 	}
 	fmt.Fprintf(&b, "device  %s: %s memory; achieved %s, %s; link %s\n",
 		pr.GPU.Name, memStr(pr.GPUMem), si(pr.FLOPS, "FLOP/s"), si(pr.MemBW, "B/s"), si(pr.Link, "B/s"))

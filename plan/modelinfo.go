@@ -1,9 +1,10 @@
 package plan
 
-// Reading a model's architecture for `offload plan --model`. This file is the
-// only place plan touches weight files, and it never reads weights: pager.Open
-// memory-maps the file and parses headers only, and the dtype is taken from
-// tensor sizes (slice lengths), which faults no page in. The architecture comes
+// Reading a model's architecture for `offload plan --model`. This file (and
+// FileWeights) is the only place plan touches weight files, and it never
+// reads weights: pager.Open memory-maps the file and parses headers only, and
+// the sizes are taken from tensor sizes (slice lengths), which faults no page
+// in. The architecture comes
 // from model.ConfigFrom, the mapping the engine uses too.
 
 import (
@@ -27,6 +28,10 @@ type ModelInfo struct {
 	// matrices, so mixed quantisations are sized as they are on disk.
 	DType      string
 	DTypeBytes float64
+	// Weights sizes every block from the file's tensors, as the engine
+	// moves them; nil when the runtime cannot open the file (a type it does
+	// not compute with), and then plan sizes it at DTypeBytes.
+	Weights *Weights
 }
 
 // LoadModelInfo reads the architecture and weight type of a model directory
@@ -48,6 +53,15 @@ func LoadModelInfo(path string) (ModelInfo, error) {
 	info.DType, info.DTypeBytes, err = weightDType(m)
 	if err != nil {
 		return ModelInfo{}, fmt.Errorf("%s %s: %w", m.Format, path, err)
+	}
+	if mm, err := model.Open(path); err == nil {
+		w := FileWeights(mm)
+		w.Name = info.DType
+		if mm.Bundled {
+			w.Name += ", bundled"
+		}
+		info.Weights = &w
+		mm.Close()
 	}
 	return info, nil
 }

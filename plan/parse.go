@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"offload/convert"
+	"offload/model"
 )
 
 // DTypes are the weight types plan knows, in bytes per weight. Block-
@@ -33,4 +36,19 @@ func ParseDType(s string) (string, float64, error) {
 	}
 	sort.Strings(names)
 	return "", 0, fmt.Errorf("unknown dtype %q (known: %s)", s, strings.Join(names, ", "))
+}
+
+// ParseWeights sizes cfg for a weight type name: a llama.cpp file type
+// ("q4_k_m", "q8_0", "q4_k", as `offload convert --type` takes them) with its
+// per-tensor mix, stored as convert writes it (MixWeights); otherwise a
+// DTypes entry at its flat bytes per weight ("bf16", "int4").
+func ParseWeights(cfg model.Config, s string) (Weights, error) {
+	if ft, err := convert.ParseFileType(s); err == nil && ft.Base.Quantized() {
+		return MixWeights(cfg, s)
+	}
+	name, b, err := ParseDType(s)
+	if err != nil {
+		return Weights{}, fmt.Errorf("%w, or a llama.cpp file type (%s)", err, strings.Join(convert.FileTypes(), ", "))
+	}
+	return UniformWeights(cfg, name, b), nil
 }

@@ -149,10 +149,10 @@ func PassesPerToken(mode Mode, window int, aal float64) (sparse, full float64) {
 func LayerName(layer int, kind string) string { return fmt.Sprintf("L%d.%s", layer, kind) }
 
 // Blocks lists cfg's weights as placeable blocks, with how often each byte is
-// used per generated token in mode. dtypeBytes is bytes per weight (2 for
-// bf16, 0.5625 for q4_0). keep is the Griffin fraction of FFN neurons, window
-// the Sirius period K and aal its average advance length (both ignored
-// outside Sirius).
+// used per generated token in mode. w sizes them (UniformWeights(cfg, "",
+// 2) for bf16, FileWeights for a real file). keep is the Griffin fraction of
+// FFN neurons, window the Sirius period K and aal its average advance length
+// (both ignored outside Sirius).
 //
 // Uses per token: dense uses everything once. Sparse uses attention, norms,
 // head and the Griffin rows once and the other FFN rows never. Sirius runs
@@ -162,25 +162,26 @@ func LayerName(layer int, kind string) string { return fmt.Sprintf("L%d.%s", lay
 // one row per token, so its per-byte use is 1/vocab: it is worth keeping only
 // when everything else already fits (the engine can copy the rows it needs).
 // The head is a separate block only when not tied; a tied table is "head".
-func Blocks(cfg model.Config, dtypeBytes float64, mode Mode, keep float64, window int, aal float64) []Block {
+func Blocks(cfg model.Config, w Weights, mode Mode, keep float64, window int, aal float64) []Block {
 	g := GeometryOf(cfg, keep)
 	sparse, full := PassesPerToken(mode, window, aal)
 	every, checkOnly := sparse+full, full // uses per token of every-pass bytes and of full-only bytes
 	var bs []Block
 	if cfg.TiedEmbeddings {
-		bs = append(bs, Block{Name: KindHead, Layer: -1, Kind: KindHead, Bytes: sizeOf(g.EmbedParam, dtypeBytes), UsesPerToken: every, Required: true})
+		bs = append(bs, Block{Name: KindHead, Layer: -1, Kind: KindHead, Bytes: w.Embed, UsesPerToken: every, Required: true})
 	} else {
 		bs = append(bs,
-			Block{Name: KindEmbed, Layer: -1, Kind: KindEmbed, Bytes: sizeOf(g.EmbedParam, dtypeBytes), UsesPerToken: 1 / float64(cfg.Vocab)},
-			Block{Name: KindHead, Layer: -1, Kind: KindHead, Bytes: sizeOf(g.HeadParams, dtypeBytes), UsesPerToken: every, Required: true})
+			Block{Name: KindEmbed, Layer: -1, Kind: KindEmbed, Bytes: w.Embed, UsesPerToken: 1 / float64(cfg.Vocab)},
+			Block{Name: KindHead, Layer: -1, Kind: KindHead, Bytes: w.Head, UsesPerToken: every, Required: true})
 	}
-	bs = append(bs, Block{Name: KindNorms, Layer: -1, Kind: KindNorms, Bytes: sizeOf(g.NormParams, dtypeBytes), UsesPerToken: every, Required: true})
+	bs = append(bs, Block{Name: KindNorms, Layer: -1, Kind: KindNorms, Bytes: w.Norms, UsesPerToken: every, Required: true})
 	for l := 0; l < cfg.Layers; l++ {
+		lw := w.Layers[l]
 		bs = append(bs,
-			Block{Name: LayerName(l, KindAttn), Layer: l, Kind: KindAttn, Bytes: sizeOf(g.AttnParams, dtypeBytes), UsesPerToken: every},
-			Block{Name: LayerName(l, KindFFNSel), Layer: l, Kind: KindFFNSel, Bytes: sizeOf(g.SelParams, dtypeBytes), UsesPerToken: every})
+			Block{Name: LayerName(l, KindAttn), Layer: l, Kind: KindAttn, Bytes: lw.Attn, UsesPerToken: every},
+			Block{Name: LayerName(l, KindFFNSel), Layer: l, Kind: KindFFNSel, Bytes: lw.selBytes(g.Kept), UsesPerToken: every})
 		if g.RestParams > 0 {
-			bs = append(bs, Block{Name: LayerName(l, KindFFNRst), Layer: l, Kind: KindFFNRst, Bytes: sizeOf(g.RestParams, dtypeBytes), UsesPerToken: checkOnly})
+			bs = append(bs, Block{Name: LayerName(l, KindFFNRst), Layer: l, Kind: KindFFNRst, Bytes: lw.restBytes(g.Kept, cfg.Hidden), UsesPerToken: checkOnly})
 		}
 	}
 	return bs

@@ -21,7 +21,7 @@ func TestBlocksUses(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.mode.String(), func(t *testing.T) {
-			bs := Blocks(cfg, 2, tc.mode, 0.5, K, aal)
+			bs := Blocks(cfg, UniformWeights(cfg, "bf16", 2), tc.mode, 0.5, K, aal)
 			var total int64
 			got := map[string]float64{}
 			for _, b := range bs {
@@ -50,7 +50,7 @@ func TestBlocksUses(t *testing.T) {
 func TestBlocksTied(t *testing.T) {
 	cfg := shape(t, "llama-2-7b")
 	cfg.TiedEmbeddings = true
-	bs := Blocks(cfg, 4, Dense, 0.5, 16, 15)
+	bs := Blocks(cfg, UniformWeights(cfg, "f32", 4), Dense, 0.5, 16, 15)
 	var total int64
 	for _, b := range bs {
 		if b.Kind == KindEmbed {

@@ -49,10 +49,13 @@ type Params struct {
 	Link         float64 // host->device bytes/s; required
 	DType        string  // display name of the weight type; "" means bf16
 	DTypeBytes   float64 // bytes per weight; 0 means 2 (bf16)
-	Window       int     // Sirius period K; 0 means 16
-	Keep         float64 // Griffin fraction of FFN neurons; 0 means 0.5
-	AAL          float64 // Sirius average advance length; 0 means DefaultAAL(Window)
-	Context      int     // KV cache positions; 0 means min(model's, DefaultContext)
+	// Weights, when set, sizes every block (a real file's tensors, or a
+	// llama.cpp mix); else every weight takes DTypeBytes.
+	Weights *Weights
+	Window  int     // Sirius period K; 0 means 16
+	Keep    float64 // Griffin fraction of FFN neurons; 0 means 0.5
+	AAL     float64 // Sirius average advance length; 0 means DefaultAAL(Window)
+	Context int     // KV cache positions; 0 means min(model's, DefaultContext)
 	// Paper is the paper's offloading setting: only embeddings, head and
 	// norms stay resident, whatever the budget, and layers stream through
 	// two slots.
@@ -80,11 +83,25 @@ func (p Params) withDefaults(cfg model.Config) (Params, error) {
 	if p.GPUMem == 0 {
 		p.GPUMem = p.GPU.Mem
 	}
+	if p.Weights != nil {
+		if p.DTypeBytes == 0 {
+			p.DTypeBytes = p.Weights.BytesPerWeight
+		}
+		if p.DType == "" {
+			p.DType = p.Weights.Name
+		}
+	}
 	if p.DTypeBytes == 0 {
 		p.DType, p.DTypeBytes = "bf16", 2
 	}
 	if p.DType == "" {
 		p.DType = fmt.Sprintf("%.4g B/weight", p.DTypeBytes)
+	}
+	if p.Weights == nil {
+		w := UniformWeights(cfg, p.DType, p.DTypeBytes)
+		p.Weights = &w
+	} else if err := p.Weights.validate(cfg); err != nil {
+		return p, err
 	}
 	if p.Window == 0 {
 		p.Window = PaperWindow
@@ -280,7 +297,7 @@ func Predict(cfg model.Config, p Params) (Prediction, error) {
 
 func predictMode(cfg model.Config, p Params, m Mode) (ModePrediction, error) {
 	g := GeometryOf(cfg, p.Keep)
-	blocks := Blocks(cfg, p.DTypeBytes, m, p.Keep, p.Window, p.AAL)
+	blocks := Blocks(cfg, *p.Weights, m, p.Keep, p.Window, p.AAL)
 	phases := phasesOf(m, p.Window, p.AAL)
 	anyFull := false
 	for _, ph := range phases {
@@ -299,9 +316,13 @@ func predictMode(cfg model.Config, p Params, m Mode) (ModePrediction, error) {
 	if m != Dense {
 		res.Activations += 4 * int64(cfg.Layers) * int64(g.Kept) // I32 Griffin index lists
 	}
-	slotLayer := sizeOf(g.AttnParams, p.DTypeBytes) + sizeOf(g.SelParams, p.DTypeBytes)
-	if anyFull {
-		slotLayer += sizeOf(g.RestParams, p.DTypeBytes)
+	var slotLayer int64 // the largest layer a pass streams
+	for _, lw := range p.Weights.Layers {
+		b := lw.Attn + lw.selBytes(g.Kept)
+		if anyFull {
+			b += lw.restBytes(g.Kept, cfg.Hidden)
+		}
+		slotLayer = max(slotLayer, b)
 	}
 
 	var resident []bool
@@ -404,7 +425,7 @@ func finish(cfg model.Config, p Params, m Mode, g Geometry, blocks []Block, resi
 	if p.Paper {
 		embedRes = true
 	}
-	rowBytes := sizeOf(int64(cfg.Dim), p.DTypeBytes)
+	rowBytes := p.Weights.EmbedRow
 
 	mm := p.Measured.mode(m)
 	if p.Measured != nil {

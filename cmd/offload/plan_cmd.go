@@ -34,7 +34,7 @@ Example: offload plan --shape llama-3-70b --gpu rtx-4090 --link pcie4 --window 1
 			&cli.StringFlag{Name: "gpu", Value: plan.DefaultGPU, Usage: "GPU from the table: " + strings.Join(gpuNames(), ", ")},
 			&cli.StringFlag{Name: "gpu-mem", Usage: "device memory for the plan, e.g. 24GiB (default: the GPU's)"},
 			&cli.StringFlag{Name: "link", Value: "pcie4", Usage: "host->device rate: pcie3, pcie4, pcie5 (pinned, measured) or e.g. 25GB/s"},
-			&cli.StringFlag{Name: "dtype", Usage: "weight type: bf16, f16, f32, int8, int4, q8_0, q4_k, ... (default: the model's, or bf16 for a shape)"},
+			&cli.StringFlag{Name: "dtype", Usage: "weight type: bf16, f16, f32, int8, int4, or a llama.cpp file type with its per-tensor mix as `offload convert --type` writes it (q8_0, q4_k_m, q5_k_m, ...) (default: a --model file's own tensors, or bf16 for a shape)"},
 			&cli.IntFlag{Name: "window", Value: plan.PaperWindow, Usage: "Sirius period K: drafted tokens per check, plus one"},
 			&cli.Float64Flag{Name: "keep", Value: plan.PaperKeep, Usage: "Griffin fraction of FFN neurons kept per sequence"},
 			&cli.Float64Flag{Name: "aal", Usage: "Sirius average advance length (default: the paper's 15.22/16 of the window)"},
@@ -79,7 +79,7 @@ func planParams(c *cli.Context) (model.Config, plan.Params, error) {
 		if err != nil {
 			return cfg, p, fmt.Errorf("plan: %w", err)
 		}
-		cfg, p.Model, p.DType, p.DTypeBytes = info.Config, info.Name, info.DType, info.DTypeBytes
+		cfg, p.Model, p.DType, p.DTypeBytes, p.Weights = info.Config, info.Name, info.DType, info.DTypeBytes, info.Weights
 	case c.IsSet("shape"):
 		s, err := model.LookupShape(c.String("shape"))
 		if err != nil {
@@ -90,11 +90,11 @@ func planParams(c *cli.Context) (model.Config, plan.Params, error) {
 		return cfg, p, fmt.Errorf("plan: no model: give --model DIR|FILE or --shape NAME (%s)", strings.Join(shapeNames(), ", "))
 	}
 	if c.IsSet("dtype") {
-		name, b, err := plan.ParseDType(c.String("dtype"))
+		w, err := plan.ParseWeights(cfg, c.String("dtype"))
 		if err != nil {
-			return cfg, p, fmt.Errorf("plan: %w", err)
+			return cfg, p, fmt.Errorf("plan: --dtype: %w", err)
 		}
-		p.DType, p.DTypeBytes = name, b
+		p.DType, p.DTypeBytes, p.Weights = w.Name, w.BytesPerWeight, &w
 	}
 	g, err := plan.LookupGPU(c.String("gpu"))
 	if err != nil {
