@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -65,5 +66,43 @@ func TestConvertRefusals(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
 		t.Errorf("files left behind: %v", ents)
+	}
+}
+
+// TestEvalReference: `eval --reference` measures a converted file against
+// the file it came from: a file is its own perfect reference, and bundling
+// with exact (F32) down columns changes no dense token.
+func TestEvalReference(t *testing.T) {
+	q := filepath.Join(fixtures.Shared(t), "models", "stories260K-q")
+	src := filepath.Join(q, "stories260K-pad256-Q4_K_M.gguf")
+	dir := t.TempDir()
+	exact := filepath.Join(dir, "exact.gguf")
+	if _, stderr, code := runCLI(t, "convert", "--model", src, "--bundle-down", "f32", "-o", exact); code != 0 {
+		t.Fatal(stderr)
+	}
+	prompts := filepath.Join(dir, "p.txt")
+	if err := os.WriteFile(prompts, []byte("Once upon a time\nOne day\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tok := filepath.Join(fixtures.Stories(t), "tok512.bin")
+	for _, m := range []string{src, exact} {
+		stdout, stderr, code := runCLI(t, "eval", "--model", m, "--reference", src, "--tokenizer", tok, "--prompts", prompts, "-n", "24", "--device", "host", "--json")
+		if code != 0 {
+			t.Fatalf("eval: %s", stderr)
+		}
+		var out struct {
+			Reference string `json:"reference"`
+			Mean      struct {
+				DenseAgree float64 `json:"dense_agree"`
+				DenseNLL   float64 `json:"dense_nll"`
+				RefNLL     float64 `json:"reference_nll"`
+			} `json:"mean"`
+		}
+		if err := json.Unmarshal([]byte(stdout), &out); err != nil {
+			t.Fatalf("%v: %s", err, stdout)
+		}
+		if out.Reference == "" || out.Mean.DenseAgree != 1 || out.Mean.DenseNLL != out.Mean.RefNLL || out.Mean.RefNLL <= 0 {
+			t.Errorf("%s against %s: %+v", filepath.Base(m), filepath.Base(src), out)
+		}
 	}
 }

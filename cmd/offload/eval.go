@@ -21,6 +21,7 @@ func evalCommand() *cli.Command {
 		&cli.StringFlag{Name: "prompts", Required: true, Usage: "file with one prompt per line (blank lines and lines starting with # are skipped)"},
 		&cli.IntFlag{Name: "n", Value: 64, Usage: "tokens to generate per prompt and mode"},
 		&cli.BoolFlag{Name: "json", Usage: "print per-prompt results and the summary as JSON"},
+		referenceFlag(),
 	}
 	flags = append(flags, except(decodeFlags(), "mode")...) // eval runs every mode
 	flags = append(flags, deviceFlags()...)
@@ -54,6 +55,11 @@ type EvalRow struct {
 	DenseBytesPerTok  float64 `json:"dense_bytes_per_token"`
 	SparseBytesPerTok float64 `json:"sparse_bytes_per_token"`
 	SiriusBytesPerTok float64 `json:"sirius_bytes_per_token"`
+	// With --reference: this model's dense output against the reference's,
+	// and the reference output's NLL (all NLLs are then under the reference).
+	DenseAgree   float64 `json:"dense_agree,omitempty"`
+	DenseDiverge int     `json:"dense_first_divergence,omitempty"`
+	RefNLL       float64 `json:"reference_nll,omitempty"`
 }
 
 // agreement is the fraction of positions where got equals ref (over the
@@ -151,18 +157,34 @@ func evalAction(c *cli.Context) error {
 		s.Close()
 		fmt.Fprintf(os.Stderr, "eval: %s done\n", name)
 	}
-	scorer, err := newSession("dense")
+	baseline := outs["dense"]
+	ref, err := loadEvalRef(c, ds, m.Config.Vocab, enc, base, decs["dense"], n, maxPrompt)
 	if err != nil {
 		return err
 	}
-	defer scorer.Close()
+	var scorer *offload.Session
+	if ref != nil {
+		defer ref.Close()
+		baseline, scorer = ref.tokens, ref.scorer
+		outs["reference"] = ref.tokens
+	} else {
+		if scorer, err = newSession("dense"); err != nil {
+			return err
+		}
+		defer scorer.Close()
+	}
 	var rows []EvalRow
 	for i, p := range prompts {
 		row := EvalRow{Prompt: p, DenseTokens: len(outs["dense"][i]), AAL: sir[i].Stats.AAL, CorrectionsPer100: sir[i].Stats.CorrectionsPer100(),
 			DenseBytesPerTok: bytesPer["dense"][i], SparseBytesPerTok: bytesPer["sparse"][i], SiriusBytesPerTok: bytesPer["sirius"][i]}
-		row.SparseAgree, row.SparseDiverge = agreement(outs["dense"][i], outs["sparse"][i])
-		row.SiriusAgree, row.SiriusDiverge = agreement(outs["dense"][i], outs["sirius"][i])
-		for name, dst := range map[string]*float64{"dense": &row.DenseNLL, "sparse": &row.SparseNLL, "sirius": &row.SiriusNLL} {
+		row.SparseAgree, row.SparseDiverge = agreement(baseline[i], outs["sparse"][i])
+		row.SiriusAgree, row.SiriusDiverge = agreement(baseline[i], outs["sirius"][i])
+		nll := map[string]*float64{"dense": &row.DenseNLL, "sparse": &row.SparseNLL, "sirius": &row.SiriusNLL}
+		if ref != nil {
+			row.DenseAgree, row.DenseDiverge = agreement(baseline[i], outs["dense"][i])
+			nll["reference"] = &row.RefNLL
+		}
+		for name, dst := range nll {
 			if *dst, err = scorer.Score(ctx, enc[i], outs[name][i]); err != nil {
 				return fmt.Errorf("prompt %d: scoring %s: %w", i+1, name, err)
 			}
@@ -181,23 +203,36 @@ func evalAction(c *cli.Context) error {
 		sum.DenseBytesPerTok += r.DenseBytesPerTok / float64(len(rows))
 		sum.SparseBytesPerTok += r.SparseBytesPerTok / float64(len(rows))
 		sum.SiriusBytesPerTok += r.SiriusBytesPerTok / float64(len(rows))
+		sum.DenseAgree += r.DenseAgree / float64(len(rows))
+		sum.RefNLL += r.RefNLL / float64(len(rows))
 	}
 	sum.Prompt = "mean"
-	sum.SparseDiverge, sum.SiriusDiverge = -1, -1
+	sum.SparseDiverge, sum.SiriusDiverge, sum.DenseDiverge = -1, -1, -1
 	if c.Bool("json") {
 		e := json.NewEncoder(os.Stdout)
 		e.SetIndent("", "  ")
-		return e.Encode(map[string]any{"model": m.Name, "device": dev.Name(), "window": c.Int("window"), "threshold": c.Float64("threshold"),
-			"sparsity": c.String("sparsity"), "keep": c.Float64("keep"), "tokens": n, "prompts": rows, "mean": sum, "notes": nonEmpty(note)})
+		out := map[string]any{"model": m.Name, "device": dev.Name(), "window": c.Int("window"), "threshold": c.Float64("threshold"),
+			"sparsity": c.String("sparsity"), "keep": c.Float64("keep"), "tokens": n, "prompts": rows, "mean": sum, "notes": nonEmpty(note)}
+		if ref != nil {
+			out["reference"] = ref.name
+		}
+		return e.Encode(out)
 	}
 	fmt.Printf("model %s, %d prompts, %d tokens each; sparse %s keep %g; Sirius window %d threshold %g\n",
 		m.Name, len(rows), n, c.String("sparsity"), c.Float64("keep"), c.Int("window"), c.Float64("threshold"))
-	fmt.Printf("%-28s %13s %13s %23s %6s %8s %26s\n", "prompt", "sparse=dense", "sirius=dense", "NLL dense/sparse/sirius", "AAL", "corr/100", "bytes/token d/sp/sir")
+	base1, base2 := "sparse=dense", "sirius=dense"
+	if ref != nil {
+		base1, base2 = "sparse=ref", "sirius=ref"
+	}
+	fmt.Printf("%-28s %13s %13s %23s %6s %8s %26s\n", "prompt", base1, base2, "NLL dense/sparse/sirius", "AAL", "corr/100", "bytes/token d/sp/sir")
 	for _, r := range append(rows, sum) {
 		fmt.Printf("%-28s %6.0f%% %5s %6.0f%% %5s %7.3f/%7.3f/%7.3f %6.2f %8.1f %7s/%7s/%7s\n", clip(r.Prompt, 28),
 			100*r.SparseAgree, divAt(r.SparseDiverge), 100*r.SiriusAgree, divAt(r.SiriusDiverge),
 			r.DenseNLL, r.SparseNLL, r.SiriusNLL, r.AAL, r.CorrectionsPer100,
 			kib(r.DenseBytesPerTok), kib(r.SparseBytesPerTok), kib(r.SiriusBytesPerTok))
+	}
+	if ref != nil {
+		printRefTable(ref.name, append(rows, sum))
 	}
 	if note != "" {
 		fmt.Println("note:", note)
