@@ -229,9 +229,11 @@ func (e *Engine) layersForward(ctx context.Context, seqs []Seq, rows int, phase 
 			if err := get(u + ahead); err != nil {
 				return err
 			}
-		} else if u+ahead == n && ahead == 1 {
+		} else if u+ahead == n && ahead == 1 && !slotPending(units[u], 0) {
 			// The link would idle through the last layer and the head:
-			// start the next pass's first layer now.
+			// start the next pass's first layer now (into slot 0, unless
+			// the unit about to compute was copied there: a streamed head
+			// after an even number of layers; then after it, below).
 			if err := e.startPrefetch(); err != nil {
 				return err
 			}
@@ -255,9 +257,18 @@ func (e *Engine) layersForward(ctx context.Context, seqs []Seq, rows int, phase 
 			e.pipe.slotUsed[un.slot] = done
 		}
 		pass.compute(u, start, done)
+		if u == n-1 && ahead == 1 && slotPending(un, 0) {
+			if err := e.startPrefetch(); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
+
+// slotPending says whether unit un was copied into slot i and so holds it
+// until its compute is enqueued (and slotUsed records it).
+func slotPending(un *unit, i int) bool { return un.slotLo != nil && un.slot == i }
 
 // layerForward runs block l: attention over each sequence's own cache, then
 // the FFN the pass asks for (top-k chooses its neurons first; a prefill
