@@ -56,10 +56,8 @@ func LoadModelInfo(path string) (ModelInfo, error) {
 	}
 	if mm, err := model.Open(path); err == nil {
 		w := FileWeights(mm)
+		info.DType = bundledDType(mm, info.DType)
 		w.Name = info.DType
-		if mm.Bundled {
-			w.Name += ", bundled"
-		}
 		info.Weights = &w
 		mm.Close()
 	}
@@ -106,4 +104,42 @@ func weightDType(m *pager.Model) (string, float64, error) {
 		name += "+mixed"
 	}
 	return name, float64(bytes) / float64(elems), nil
+}
+
+// bundledDType names a bundled model's weight type by the types of its
+// bundles' parts (the bundle tensors themselves are raw bytes), e.g.
+// "q4_k+mixed, bundled"; an unbundled model keeps name.
+func bundledDType(m *model.Model, name string) string {
+	if !m.Bundled {
+		return name
+	}
+	byType := map[pager.DType]int64{}
+	for _, t := range m.File.Tensors {
+		if len(t.Shape) >= 2 && t.DType != pager.I8 {
+			byType[t.DType] += int64(len(t.Data))
+		}
+	}
+	for _, L := range m.Layers {
+		rows := int64(L.Bundle.Rows())
+		for i, d := range L.BundleParts.Types {
+			byType[d] += rows * int64(L.BundleParts.Bytes[i])
+		}
+		if L.BundleParts.Uniform() && L.Bundle.DType != pager.I8 {
+			byType[L.Bundle.DType] -= int64(len(L.Bundle.Data)) // a typed bundle was counted as a tensor too
+		}
+	}
+	var best pager.DType
+	for d, n := range byType {
+		if n > byType[best] || (n == byType[best] && d < best) {
+			best = d
+		}
+	}
+	out := strings.ToLower(best.String())
+	for d, n := range byType {
+		if d != best && n > 0 {
+			out += "+mixed"
+			break
+		}
+	}
+	return out + ", bundled"
 }
