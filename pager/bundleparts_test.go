@@ -15,8 +15,9 @@ func rawBundleGGUF(t testing.TB, dir string, dim, hidden int, types [3]DType, me
 		"general.architecture": "llama", "llama.embedding_length": uint32(dim), "llama.feed_forward_length": uint32(hidden),
 		"llama.block_count": uint32(1), "llama.attention.head_count": uint32(1), "llama.context_length": uint32(16),
 		"llama.attention.layer_norm_rms_epsilon": float32(1e-5),
-		MetaFFNBundled:                           true, MetaFFNBundleTypes: BundleTypesMeta([][3]DType{types}),
 	}
+	m[MetaFFNBundled] = true
+	m[MetaFFNBundleTypes] = BundleTypesMeta([][3]DType{types})
 	for k, v := range meta {
 		if v == nil {
 			delete(m, k)
