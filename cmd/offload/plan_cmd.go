@@ -34,7 +34,7 @@ Example: offload plan --shape llama-3-70b --gpu rtx-4090 --link pcie4 --window 1
 			&cli.StringFlag{Name: "gpu", Value: plan.DefaultGPU, Usage: "GPU from the table: " + strings.Join(gpuNames(), ", ")},
 			&cli.StringFlag{Name: "gpu-mem", Usage: "device memory for the plan, e.g. 24GiB (default: the GPU's)"},
 			&cli.StringFlag{Name: "link", Value: "pcie4", Usage: "host->device rate: pcie3, pcie4, pcie5 (pinned, measured) or e.g. 25GB/s"},
-			&cli.StringFlag{Name: "dtype", Usage: "weight type: bf16, f16, f32, int8, int4, or a llama.cpp file type with its per-tensor mix as `offload convert --type` writes it (q8_0, q4_k_m, q5_k_m, ...) (default: a --model file's own tensors, or bf16 for a shape)"},
+			&cli.StringFlag{Name: "dtype", Usage: "weight type: bf16, f16, f32, int8, int4, or a llama.cpp file type with its per-tensor mix, as offload convert --type writes it (q8_0, q4_k_m, q5_k_m, ...) (default: a --model file's own tensors, or bf16 for a shape)"},
 			&cli.IntFlag{Name: "window", Value: plan.PaperWindow, Usage: "Sirius period K: drafted tokens per check, plus one"},
 			&cli.Float64Flag{Name: "keep", Value: plan.PaperKeep, Usage: "Griffin fraction of FFN neurons kept per sequence"},
 			&cli.Float64Flag{Name: "aal", Usage: "Sirius average advance length (default: the paper's 15.22/16 of the window)"},
