@@ -777,12 +777,20 @@ func (t *CostTable) ObserveDraft(branches int, d time.Duration) { t.draft.observ
 func (t *CostTable) ObserveCheck(rows int, d time.Duration) { t.check.observe(rows, d) }
 
 // DraftCost implements Costs.
-func (t *CostTable) DraftCost(branches int) time.Duration { return t.draft.lookup(branches) }
+func (t *CostTable) DraftCost(branches int) time.Duration { return t.draft.lookup(branches, false) }
 
 // CheckCost implements Costs.
-func (t *CostTable) CheckCost(rows int) time.Duration { return t.check.lookup(rows) }
+func (t *CostTable) CheckCost(rows int) time.Duration { return t.check.lookup(rows, true) }
 
-func (s *costSeries) lookup(k int) time.Duration {
+// lookup answers the cost of size k. Beyond the largest size measured a
+// check is answered optimistically (as the largest costs) when optimistic is
+// set: a batched pass's cost need not grow linearly with its rows (on a CPU
+// a few rows run as repeated matvecs and more on register-tiled kernels, so
+// 8 rows can cost barely more than 4), and a linear extrapolation would keep
+// the policy from ever trying the longer window that pays. The policy grows
+// a window at most twofold past what it has run, so an optimistic guess
+// that proves wrong costs one window.
+func (s *costSeries) lookup(k int, optimistic bool) time.Duration {
 	keys := s.keys
 	if len(keys) == 0 {
 		return 0
@@ -802,8 +810,8 @@ func (s *costSeries) lookup(k int) time.Duration {
 		return time.Duration(at(0))
 	case i < len(keys):
 		return line(i-1, i)
-	case len(keys) == 1:
-		return time.Duration(at(0))
+	case len(keys) == 1 || optimistic:
+		return time.Duration(at(len(keys) - 1))
 	default:
 		return max(line(0, len(keys)-1), time.Duration(at(len(keys)-1)))
 	}

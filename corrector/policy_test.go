@@ -390,7 +390,7 @@ func TestCostTable(t *testing.T) {
 	}{
 		{ct.CheckCost(1), 10 * time.Millisecond},
 		{ct.CheckCost(6), 15 * time.Millisecond},  // interpolated
-		{ct.CheckCost(31), 40 * time.Millisecond}, // extrapolated
+		{ct.CheckCost(31), 25 * time.Millisecond}, // beyond the largest: as the largest (optimistic)
 		{ct.CheckCost(0), 10 * time.Millisecond},
 		{ct.DraftCost(1), 6 * time.Millisecond}, // the lower median of 50 5 6 5 7
 		{ct.DraftCost(2), 4 * time.Millisecond},

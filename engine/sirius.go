@@ -73,14 +73,14 @@ func (m *siriusModel) Prefill(prompt []int) ([]float32, error) {
 		} else {
 			e.Expect(FFNFull)
 		}
-		t0 := time.Now()
+		// A prefill chunk is not timed as a check of as many rows: it also
+		// gathers the Griffin statistics and takes the first page faults,
+		// and a cold, inflated point would keep the policy from ever
+		// trying longer windows.
 		out, err := e.Forward(m.ctx, []Seq{{Toks: prompt[p:end], Pos: p, Logits: end == len(prompt), LastOnly: true}}, PhasePrefill, FFNFull)
 		if err != nil {
 			return nil, err
 		}
-		// A prefill chunk is a full pass over its rows: what a check of as
-		// many rows costs (the policy's first large-row data point).
-		e.costs.ObserveCheck(end-p, time.Since(t0))
 		if end == len(prompt) {
 			last = out[0][0]
 		}
