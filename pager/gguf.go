@@ -26,12 +26,23 @@ const (
 
 // Limits on untrusted GGUF headers. Counts are also bounded by the bytes left
 // in the file (each item needs at least a few bytes), so a header claiming
-// 2^60 items fails before anything is allocated.
+// 2^60 items fails before anything is allocated. The file size alone is not
+// enough: a sparse file costs no disk, and a 16 GB one can hold the length
+// fields of 2^31 empty strings, which decode to 32 GB of Go strings. So the
+// decoded metadata as a whole is bounded too (ggufMaxMeta), and each array
+// is charged against that budget before it is allocated.
 const (
-	ggufMaxTensors   = 1 << 20
-	ggufMaxKV        = 1 << 20
-	ggufMaxString    = 1 << 30 // a single string (chat templates run to tens of KB)
-	ggufMaxName      = 64 << 10
+	ggufMaxTensors = 1 << 17 // the largest real models (MoE with per-expert tensors) have ~15k
+	ggufMaxKV      = 1 << 20
+	ggufMaxString  = 1 << 30 // a single string (chat templates run to tens of KB)
+	ggufMaxName    = 64 << 10
+	// ggufMaxTensorName bounds a tensor's name (ggml's own limit is 64 bytes).
+	ggufMaxTensorName = 1 << 10
+	// ggufMaxMeta bounds the metadata's cost in memory: the header bytes
+	// read (mapped pages count in the resident set) plus what they decode
+	// to. The largest real tokenizers (Llama 3, Qwen 2, Command R: 128-256k
+	// tokens and as many merges) cost 15-25 MB.
+	ggufMaxMeta = 40 << 20
 	ggufMaxDims      = 4
 	ggufMaxNesting   = 4
 	ggufDefaultAlign = 32
@@ -44,6 +55,26 @@ var errShort = errors.New("unexpected end of file")
 type reader struct {
 	b   []byte
 	off int
+	// meta is what is left of the decoded-metadata budget (ggufMaxMeta).
+	meta int64
+}
+
+// Go's in-memory sizes of decoded metadata, for the budget.
+const (
+	goStringHeader = 16 // a string header
+	goIface        = 16 // an interface value (a []any element, a map value)
+	goSlice        = 24 // a slice header
+)
+
+// charge takes n bytes from the metadata budget before they are read or
+// allocated.
+func (r *reader) charge(what string, n int64) error {
+	if n < 0 || n > r.meta {
+		return fmt.Errorf("at offset %d: %s would take the metadata past the limit of %d MiB (header bytes read plus their decoded size; used %d MiB)",
+			r.off, what, ggufMaxMeta>>20, (ggufMaxMeta-r.meta)>>20)
+	}
+	r.meta -= n
+	return nil
 }
 
 func (r *reader) left() int { return len(r.b) - r.off }
@@ -51,6 +82,9 @@ func (r *reader) left() int { return len(r.b) - r.off }
 func (r *reader) take(n int) ([]byte, error) {
 	if n < 0 || n > r.left() {
 		return nil, fmt.Errorf("at offset %d: need %d bytes, %d left: %w", r.off, n, r.left(), errShort)
+	}
+	if err := r.charge("reading the header", int64(n)); err != nil {
+		return nil, err
 	}
 	s := r.b[r.off : r.off+n]
 	r.off += n
@@ -111,6 +145,9 @@ func (r *reader) str(max uint64) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if err := r.charge("a string", int64(n)); err != nil {
+		return "", err
+	}
 	b, err := r.take(n)
 	if err != nil {
 		return "", err
@@ -131,7 +168,7 @@ func parseGGUF(path string, mm []byte) (*Model, error) {
 }
 
 func parseGGUFHeader(mm []byte) (*Model, error) {
-	r := &reader{b: mm}
+	r := &reader{b: mm, meta: ggufMaxMeta}
 	if _, err := r.take(4); err != nil { // magic, checked by the caller
 		return nil, err
 	}
@@ -156,6 +193,11 @@ func parseGGUFHeader(mm []byte) (*Model, error) {
 	}
 	nKV, err := r.count("metadata count", ggufMaxKV, 13)
 	if err != nil {
+		return nil, err
+	}
+	// The map itself: about a key header, a value interface and bucket
+	// overhead per entry.
+	if err := r.charge(fmt.Sprintf("a table of %d metadata keys", nKV), int64(nKV)*64); err != nil {
 		return nil, err
 	}
 	m := &Model{Format: "gguf", Meta: make(map[string]any, nKV+2)}
@@ -196,8 +238,11 @@ func parseGGUFHeader(mm []byte) (*Model, error) {
 		n   int64
 	}
 	infos := make([]info, 0, nTensors)
+	// The tensor table is not metadata: it is bounded by its own limits
+	// (count, name length, dims) instead of the metadata budget.
+	r.meta = math.MaxInt64
 	for i := 0; i < nTensors; i++ {
-		name, err := r.str(ggufMaxName)
+		name, err := r.str(ggufMaxTensorName)
 		if err != nil {
 			return nil, fmt.Errorf("tensor %d name: %w", i, err)
 		}
@@ -322,6 +367,18 @@ func (r *reader) array(depth int) (any, error) {
 	}
 	n, err := r.count("array length", math.MaxInt32, es)
 	if err != nil {
+		return nil, err
+	}
+	// In memory an element takes its own size, a string header, or an
+	// interface (arrays of arrays); charge the whole array before making it.
+	mem := int64(es)
+	switch et {
+	case ggufString:
+		mem = goStringHeader
+	case ggufArray:
+		mem = goIface + goSlice
+	}
+	if err := r.charge(fmt.Sprintf("an array of %d elements", n), goSlice+int64(n)*mem); err != nil {
 		return nil, err
 	}
 	fixed := func() ([]byte, error) { return r.take(n * es) } // n*es <= left, checked by count

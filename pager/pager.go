@@ -20,6 +20,8 @@ import (
 
 	"github.com/edsrzf/mmap-go"
 	"golang.org/x/sys/unix"
+
+	"offload/internal/fault"
 )
 
 // Tensor is one named weight. Data aliases the file mapping: it is valid only
@@ -161,7 +163,7 @@ func (m *Model) Bytes() int64 {
 func (m *Model) Close() error {
 	var errs []error
 	for i := range m.mappings {
-		if err := m.mappings[i].Unmap(); err != nil {
+		if err := unmap(m.mappings[i]); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -233,28 +235,23 @@ func Open(path string) (*Model, error) {
 		m, err = parseLlama2C(path, mm)
 	}
 	if err != nil {
-		_ = mm.Unmap()
+		_ = unmap(mm)
 		return nil, err
 	}
 	m.mappings = append(m.mappings, mm)
 	return m, nil
 }
 
-// mapFile maps a whole file read-only. The descriptor is closed at once: the
-// mapping keeps the file alive.
+// mapFile maps a whole file read-only and registers the mapping with
+// package fault, so that a read of it that faults (the file was truncated
+// while mapped) becomes an error naming the file. The descriptor is closed at
+// once: the mapping keeps the file alive.
 func mapFile(path string) (mmap.MMap, error) {
-	f, err := os.Open(path)
+	f, st, err := OpenRegular(path)
 	if err != nil {
 		return nil, fmt.Errorf("open model: %w", err)
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("stat %s: %w", path, err)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file", path)
-	}
 	if st.Size() == 0 {
 		return nil, fmt.Errorf("%s: empty file", path)
 	}
@@ -265,7 +262,14 @@ func mapFile(path string) (mmap.MMap, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mmap %s: %w", path, err)
 	}
+	fault.Register(mm, path)
 	return mm, nil
+}
+
+// unmap undoes mapFile.
+func unmap(mm mmap.MMap) error {
+	fault.Unregister(mm)
+	return mm.Unmap()
 }
 
 // sortByOffset orders tensors of one file by where their data starts, which
