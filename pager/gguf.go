@@ -42,7 +42,7 @@ const (
 	// read (mapped pages count in the resident set) plus what they decode
 	// to. The largest real tokenizers (Llama 3, Qwen 2, Command R: 128-256k
 	// tokens and as many merges) cost 15-25 MB.
-	ggufMaxMeta = 40 << 20
+	ggufMaxMeta      = 40 << 20
 	ggufMaxDims      = 4
 	ggufMaxNesting   = 4
 	ggufDefaultAlign = 32
