@@ -139,9 +139,21 @@ type Model struct {
 	Tensors []*Tensor // in file order (shard order, then offset, for sharded safetensors)
 
 	mappings []mmap.MMap
+	files    []string // the files mapped, in mappings' order
 	byName   map[string]*Tensor
 	// configPath is the file Meta's architecture keys come from, for errors.
 	configPath string
+}
+
+// Files lists every file the model was read from: the weight files mapped
+// and the config.json their architecture came from. A writer refuses an
+// output that is one of them (atomicfile.SameFile).
+func (m *Model) Files() []string {
+	out := append([]string(nil), m.files...)
+	if m.configPath != "" && (len(out) == 0 || m.configPath != out[0]) {
+		out = append(out, m.configPath)
+	}
+	return out
 }
 
 // Tensor looks a tensor up by name.
@@ -239,6 +251,7 @@ func Open(path string) (*Model, error) {
 		return nil, err
 	}
 	m.mappings = append(m.mappings, mm)
+	m.files = append(m.files, path)
 	return m, nil
 }
 

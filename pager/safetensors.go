@@ -255,5 +255,6 @@ func (m *Model) addShard(path string) error {
 		return fmt.Errorf("safetensors %s: %w", m.Path, err)
 	}
 	m.mappings = append(m.mappings, mm)
+	m.files = append(m.files, path)
 	return m.addSafetensors(path, mm)
 }

@@ -8,13 +8,61 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
+	"syscall"
 
 	"github.com/urfave/cli/v2"
+
+	"offload/internal/atomicfile"
 )
 
+// ownsInterrupt is set by a command that handles SIGINT itself (to stop
+// cleanly and report): the signal hook then only cleans up, unless a write
+// was in progress.
+var ownsInterrupt atomic.Bool
+
+// cleanupOnSignal installs the SIGINT/SIGTERM hook: it removes the temp files
+// of any write in progress (convert, synth, --trace: internal/atomicfile
+// registers them) so an interrupted command leaves nothing behind, then exits
+// with 128+signal as a killed process would.
+func cleanupOnSignal() {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		for sig := range ch {
+			removed := atomicfile.RemoveAll()
+			if sig == os.Interrupt && ownsInterrupt.Load() && len(removed) == 0 {
+				continue
+			}
+			msg := "offload: interrupted by " + sigName(sig)
+			if len(removed) > 0 {
+				msg += "; removed the partial output " + strings.Join(removed, ", ")
+			}
+			fmt.Fprintln(os.Stderr, msg)
+			code := 1
+			if s, ok := sig.(syscall.Signal); ok {
+				code = 128 + int(s)
+			}
+			os.Exit(code)
+		}
+	}()
+}
+
+func sigName(sig os.Signal) string {
+	switch sig {
+	case syscall.SIGINT:
+		return "SIGINT"
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	}
+	return sig.String()
+}
+
 func main() {
+	cleanupOnSignal()
 	app := newApp()
 	if err := app.Run(os.Args); err != nil {
 		msg := strings.TrimSpace(err.Error())
