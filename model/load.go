@@ -6,6 +6,7 @@ import (
 	"math"
 
 	"offload/device"
+	"offload/internal/fault"
 	"offload/internal/half"
 	"offload/pager"
 	"offload/quant"
@@ -134,6 +135,9 @@ func fromFile(f *pager.Model) (*Model, error) {
 	if cfg.RopeFreqs, err = ropeFreqs(f, byName, cfg); err != nil {
 		return nil, err
 	}
+	if err := cfg.Validate(); err != nil { // again, with the scaled frequencies
+		return nil, fmt.Errorf("%s: %w", f.Path, err)
+	}
 	m := &Model{Config: cfg, File: f}
 	get := func(name string, shape ...int) (*pager.Tensor, error) {
 		t, ok := byName[name]
@@ -211,6 +215,25 @@ func fromFile(f *pager.Model) (*Model, error) {
 		}
 		if L.Down, err = get(n("ffn_down"), d, h); err != nil {
 			return nil, err
+		}
+		// The FFN is gathered and packed as one block of one dtype.
+		if L.Gate.DType != L.Up.DType || L.Gate.DType != L.Down.DType {
+			return nil, fmt.Errorf("%s: layer %d mixes FFN dtypes (ffn_gate %s, ffn_up %s, ffn_down %s); offload needs one dtype per FFN",
+				f.Path, l, L.Gate.DType, L.Up.DType, L.Down.DType)
+		}
+	}
+	// The norms are small and read by every token: check them now (the
+	// engine checks every other weight as it first reads it).
+	norms := []*pager.Tensor{m.OutNorm}
+	for l := range m.Layers {
+		norms = append(norms, m.Layers[l].AttnNorm, m.Layers[l].FFNNorm)
+	}
+	for _, t := range norms {
+		if err := fault.Guard(func() { err = t.CheckFinite() }); err != nil {
+			return nil, err
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", f.Path, err)
 		}
 	}
 	return m, nil
