@@ -81,6 +81,10 @@ type Engine struct {
 	// costs are the measured times of draft and check passes, kept across
 	// requests, for the adaptive window policy.
 	costs corrector.CostTable
+	fin   finiteChecker
+	// diag, when set, is called after each unit's compute is enqueued
+	// (diagnose: it finds the layer where activations went non-finite).
+	diag func(u int) error
 
 	Prof *Profiler
 }
@@ -143,7 +147,7 @@ func New(m *model.Model, dev device.Device, opt Options) (*Engine, error) {
 	if opt.DeviceMem > 0 && opt.DeviceMem < budget {
 		budget = opt.DeviceMem
 	}
-	e := &Engine{M: m, cfg: cfg, dev: dev, opt: opt, Prof: newProfiler(cfg.Layers, opt.Trace)}
+	e := &Engine{M: m, cfg: cfg, dev: dev, opt: opt, Prof: newProfiler(cfg.Layers, opt.Trace), fin: finiteChecker{path: m.File.Path}}
 	var err error
 	if e.copy, err = dev.NewStream("copy"); err != nil {
 		return nil, err
@@ -339,6 +343,9 @@ func (e *Engine) Forward(ctx context.Context, seqs []Seq, phase Phase, ffn FFNMo
 	}
 	if err != nil {
 		return nil, err
+	}
+	if total := logitRows(seqs); total > 0 && nonFiniteLogits(e.act.outHost[:total*e.cfg.Vocab*4]) {
+		return nil, e.diagnose(ctx, seqs, rows, phase, ffn)
 	}
 	for _, s := range seqs {
 		e.kv.Append(s.Branch, s.Pos, len(s.Toks))

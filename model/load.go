@@ -132,7 +132,10 @@ func fromFile(f *pager.Model) (*Model, error) {
 		}
 		byName[name] = t
 	}
-	if cfg.RopeFreqs, err = ropeFreqs(f, byName, cfg); err != nil {
+	if ferr := fault.Guard(func() { cfg.RopeFreqs, err = ropeFreqs(f, byName, cfg) }); ferr != nil {
+		return nil, ferr
+	}
+	if err != nil {
 		return nil, err
 	}
 	if err := cfg.Validate(); err != nil { // again, with the scaled frequencies
@@ -257,16 +260,29 @@ func checkShape(t *pager.Tensor, want []int) error {
 }
 
 // EmbedRow writes token tok's embedding row into dst as float32 (the table
-// stays on the host: a pass sends only its tokens' rows).
-func (m *Model) EmbedRow(dst []float32, tok int) error {
+// stays on the host: a pass sends only its tokens' rows). The row is read
+// from the mapped file on every call, so it is read under fault.Guard (a
+// file truncated while running is an error, not SIGBUS) and checked for
+// NaN/Inf (a corrupt row is an error naming the tensor, not garbage text).
+func (m *Model) EmbedRow(dst []float32, tok int) (err error) {
 	if tok < 0 || tok >= m.Config.Vocab {
 		return fmt.Errorf("token id %d out of range [0,%d)", tok, m.Config.Vocab)
 	}
-	row := m.Embed.Row(tok)
 	if len(dst) < m.Config.Dim {
 		return fmt.Errorf("embedding row of %d values into %d", m.Config.Dim, len(dst))
 	}
 	dst = dst[:m.Config.Dim]
+	if ferr := fault.Guard(func() { err = m.embedRow(dst, tok) }); ferr != nil {
+		return ferr
+	}
+	return err
+}
+
+func (m *Model) embedRow(dst []float32, tok int) error {
+	row := m.Embed.Row(tok)
+	if i := pager.NonFinite(m.Embed.DType, row); i >= 0 {
+		return fmt.Errorf("tensor %s row %d (token %d) holds a non-finite weight at column %d: the file is corrupt", m.Embed.Name, tok, tok, i)
+	}
 	switch m.Embed.DType {
 	case pager.F32:
 		for i := range dst {

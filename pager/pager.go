@@ -232,19 +232,25 @@ func Open(path string) (*Model, error) {
 		return nil, err
 	}
 	var m *Model
-	switch {
-	case len(mm) >= 4 && string(mm[:4]) == "GGUF":
-		m, err = parseGGUF(path, mm)
-	case len(mm) >= 4 && string(mm[:4]) == "FUGG":
-		err = fmt.Errorf("gguf %s: big-endian GGUF is not supported", path)
-	case strings.HasSuffix(strings.ToLower(path), ".safetensors"):
-		m = &Model{Path: path, Format: "safetensors", Meta: map[string]any{}}
-		cfg := filepath.Join(filepath.Dir(path), "config.json")
-		if err = m.readConfig(cfg); err == nil {
-			err = m.addSafetensors(path, mm)
+	// The header is parsed from the mapping: guard it like any other read.
+	ferr := fault.Guard(func() {
+		switch {
+		case len(mm) >= 4 && string(mm[:4]) == "GGUF":
+			m, err = parseGGUF(path, mm)
+		case len(mm) >= 4 && string(mm[:4]) == "FUGG":
+			err = fmt.Errorf("gguf %s: big-endian GGUF is not supported", path)
+		case strings.HasSuffix(strings.ToLower(path), ".safetensors"):
+			m = &Model{Path: path, Format: "safetensors", Meta: map[string]any{}}
+			cfg := filepath.Join(filepath.Dir(path), "config.json")
+			if err = m.readConfig(cfg); err == nil {
+				err = m.addSafetensors(path, mm)
+			}
+		default:
+			m, err = parseLlama2C(path, mm)
 		}
-	default:
-		m, err = parseLlama2C(path, mm)
+	})
+	if ferr != nil {
+		err = ferr
 	}
 	if err != nil {
 		_ = unmap(mm)

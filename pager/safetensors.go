@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"github.com/edsrzf/mmap-go"
+
+	"offload/internal/fault"
 )
 
 const (
@@ -256,5 +258,9 @@ func (m *Model) addShard(path string) error {
 	}
 	m.mappings = append(m.mappings, mm)
 	m.files = append(m.files, path)
-	return m.addSafetensors(path, mm)
+	var err2 error
+	if ferr := fault.Guard(func() { err2 = m.addSafetensors(path, mm) }); ferr != nil {
+		return ferr
+	}
+	return err2
 }

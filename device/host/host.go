@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"time"
 	"unsafe"
@@ -23,6 +24,7 @@ import (
 
 	"offload/device"
 	"offload/device/kernels"
+	"offload/internal/fault"
 	"offload/internal/sysmem"
 )
 
@@ -431,11 +433,18 @@ func (s *stream) loop() {
 }
 
 // runItem runs one item, turning a panic into an error so that a bug in a
-// kernel is reported by Synchronize instead of killing the process.
+// kernel is reported by Synchronize instead of killing the process. A fault
+// reading a memory-mapped model file (truncated while mapped) becomes
+// fault.ErrFileChanged.
 func (s *stream) runItem(it *item) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("panic: %v", r)
+			if ferr := fault.Recovered(r); ferr != nil {
+				err = ferr
+			} else {
+				err = fmt.Errorf("panic: %v", r)
+			}
 		}
 		if it.end > 0 {
 			s.ready = it.end
