@@ -16,10 +16,13 @@ import (
 	"runtime"
 	"unsafe"
 
+	"github.com/dustin/go-humanize"
+
 	"offload/corrector"
 	"offload/device"
 	"offload/internal/sysmem"
 	"offload/model"
+	"offload/plan"
 	"offload/sparsity"
 )
 
@@ -147,6 +150,9 @@ func New(m *model.Model, dev device.Device, opt Options) (*Engine, error) {
 	if opt.DeviceMem > 0 && opt.DeviceMem < budget {
 		budget = opt.DeviceMem
 	}
+	if err := checkBatch(cfg, opt, budget); err != nil {
+		return nil, err
+	}
 	e := &Engine{M: m, cfg: cfg, dev: dev, opt: opt, Prof: newProfiler(cfg.Layers, opt.Trace), fin: finiteChecker{path: m.File.Path}}
 	var err error
 	if e.copy, err = dev.NewStream("copy"); err != nil {
@@ -166,6 +172,27 @@ func New(m *model.Model, dev device.Device, opt Options) (*Engine, error) {
 		return nil, err
 	}
 	return e, nil
+}
+
+// checkBatch refuses, before anything is allocated, a batch the machine
+// cannot hold: every pass holds MaxBatch rows of activations on the device
+// and up to window x width rows of logits on both sides, so an absurd
+// window or width would otherwise ask for hundreds of GB (the host backend's
+// device memory is host RAM too).
+func checkBatch(cfg model.Config, opt Options, budget int64) error {
+	rows := int64(opt.MaxBatch)
+	logitRows := min(rows, max(64, int64(opt.Window)*int64(opt.Width)))
+	act := rows * 4 * int64(3*cfg.Dim+2*cfg.Heads*cfg.HeadDim+2*cfg.KVDim()+2*cfg.Hidden)
+	logits := logitRows * 4 * int64(cfg.Vocab)
+	what := fmt.Sprintf("a batch of %d rows (window %d x width %d) of activations and logits", rows, opt.Window, opt.Width)
+	if act+logits > budget {
+		return &plan.BudgetError{What: what, Need: act + logits, Have: budget}
+	}
+	if host, phys := logits+rows*4*int64(cfg.Dim), sysmem.Physical(); host > phys/2 {
+		return fmt.Errorf("%s needs %s of host buffers, more than half of this machine's %s of memory: lower the window or width",
+			what, humanize.IBytes(uint64(host)), humanize.IBytes(uint64(phys)))
+	}
+	return nil
 }
 
 // logitRows is the most rows of one pass that return logits: a window check

@@ -137,3 +137,27 @@ func TestTruncatedWhileRunning(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckBatch: an absurd window x width is refused from the shapes
+// alone, before anything is allocated; the defaults fit.
+func TestCheckBatch(t *testing.T) {
+	s, err := model.LookupShape("llama-3-70b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		window, width int
+		ok            bool
+	}{
+		{16, 1, true},
+		{64, 4, true},
+		{2000, 64, false},
+		{8192, 1000, false},
+	} {
+		opt := Options{Decoding: Decoding{Window: c.window, Width: c.width}, MaxBatch: max(512, c.window*c.width)}
+		err := checkBatch(s.Config, opt, 80<<30)
+		if (err == nil) != c.ok {
+			t.Errorf("window %d width %d: %v", c.window, c.width, err)
+		}
+	}
+}

@@ -60,8 +60,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("config: RMS norm epsilon %g must be in (0, 1]", c.NormEps)
 	case c.RopeFreqs == nil && !(c.RopeTheta > 0 && c.RopeTheta <= math.MaxFloat32):
 		return fmt.Errorf("config: RoPE theta %g must be positive and finite", c.RopeTheta)
-	case c.MaxSeq < 0:
-		return fmt.Errorf("config: context length %d is negative", c.MaxSeq)
+	case c.MaxSeq < 0 || c.MaxSeq > 1<<24:
+		return fmt.Errorf("config: context length %d outside [0, %d]", c.MaxSeq, 1<<24)
 	}
 	for i, f := range c.RopeFreqs {
 		if !(f > 0 && f <= math.MaxFloat32) {

@@ -14,6 +14,7 @@ package host
 import (
 	"errors"
 	"fmt"
+	"math"
 	"runtime"
 	"runtime/debug"
 	"sync"
@@ -26,6 +27,7 @@ import (
 	"offload/device/kernels"
 	"offload/internal/fault"
 	"offload/internal/sysmem"
+	"offload/internal/units"
 )
 
 // Options configures a host device.
@@ -92,8 +94,9 @@ func New(opts Options) (*Device, error) {
 	if opts.Capacity <= 0 {
 		return nil, fmt.Errorf("host: capacity must be positive, got %d", opts.Capacity)
 	}
-	if opts.Link < 0 {
-		return nil, fmt.Errorf("host: link speed must not be negative, got %g", opts.Link)
+	if opts.Link < 0 || (opts.Link > 0 && opts.Link < units.MinLink) || math.IsNaN(opts.Link) || math.IsInf(opts.Link, 0) {
+		// A crawl (1 B/s) would make a run take years and say nothing.
+		return nil, fmt.Errorf("host: link speed %g B/s must be 0 (unpaced) or at least %s", opts.Link, units.Rate(units.MinLink))
 	}
 	if opts.Threads < 0 {
 		return nil, fmt.Errorf("host: threads must not be negative, got %d", opts.Threads)
