@@ -106,7 +106,8 @@ type activations struct {
 // New builds an engine: it decides the residency plan under opt.DeviceMem,
 // allocates the KV caches, activations, layer slots and staging, and copies
 // the resident weights to the device.
-func New(m *model.Model, dev device.Device, opt Options) (*Engine, error) {
+func New(m *model.Model, dev device.Device, opt Options) (_ *Engine, err error) {
+	defer func() { err = plainFault(err) }()
 	cfg := m.Config
 	if opt.Window <= 0 {
 		opt.Window = corrector.DefaultWindow
@@ -154,7 +155,6 @@ func New(m *model.Model, dev device.Device, opt Options) (*Engine, error) {
 		return nil, err
 	}
 	e := &Engine{M: m, cfg: cfg, dev: dev, opt: opt, Prof: newProfiler(cfg.Layers, opt.Trace), fin: finiteChecker{path: m.File.Path}}
-	var err error
 	if e.copy, err = dev.NewStream("copy"); err != nil {
 		return nil, err
 	}

@@ -127,6 +127,17 @@ func (e *Engine) diagnose(ctx context.Context, seqs []Seq, rows int, phase Phase
 		ErrNonFinite, e.M.Head.Name)
 }
 
+// plainFault returns a fault of the mapped file as itself: "model file
+// changed on disk" is the whole story, whichever copy or gather of which
+// pass happened to touch the vanished page first.
+func plainFault(err error) error {
+	var fe *fault.Error
+	if errors.As(err, &fe) {
+		return fe
+	}
+	return err
+}
+
 type layerError struct{ layer, row int }
 
 func (l *layerError) Error() string { return fmt.Sprintf("layer %d output is not finite", l.layer) }

@@ -107,6 +107,11 @@ func ConfigFrom(format string, p pager.LlamaParams) Config {
 	return cfg
 }
 
+// FromFile checks an already opened weight file as Open does (it does not
+// take ownership: closing the Model closes f). inspect uses it so that a
+// file's header is parsed once.
+func FromFile(f *pager.Model) (*Model, error) { return fromFile(f) }
+
 func fromFile(f *pager.Model) (*Model, error) {
 	if err := f.CheckDTypes(); err != nil {
 		return nil, err

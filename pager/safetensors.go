@@ -21,6 +21,8 @@ const (
 	// stMaxHeader bounds the safetensors JSON header. Real headers are a
 	// few hundred KB even for 1000+ tensor shards (an entry is ~100 bytes).
 	stMaxHeader = 16 << 20
+	// stMaxMetadata bounds the header's __metadata__ object.
+	stMaxMetadata = 1 << 20
 	// maxJSONFile bounds config.json and model.safetensors.index.json.
 	maxJSONFile = 64 << 20
 	stMaxDims   = 8
@@ -91,6 +93,12 @@ func parseSafetensors(mm []byte) ([]*Tensor, map[string]string, error) {
 		}
 		seen[name] = true
 		if name == "__metadata__" {
+			// Real metadata is a few short strings ({"format": "pt"}); a
+			// huge value would be buffered and decoded whole, so its size
+			// is measured in place first.
+			if n := jsonValueLen(hdr[dec.InputOffset():]); n > stMaxMetadata {
+				return nil, nil, fmt.Errorf("__metadata__ is %d bytes, over the limit of %d", n, stMaxMetadata)
+			}
 			if err := dec.Decode(&meta); err != nil {
 				return nil, nil, fmt.Errorf("__metadata__ must map strings to strings: %w", err)
 			}
@@ -263,4 +271,44 @@ func (m *Model) addShard(path string) error {
 		return ferr
 	}
 	return err2
+}
+
+// jsonValueLen is the length of the JSON value at the start of b (after
+// white space and a ':' separator), found by scanning its brackets and
+// strings without decoding it; malformed input yields some length <= len(b)
+// (the decoder then reports the syntax error).
+func jsonValueLen(b []byte) int {
+	i := 0
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\r' || b[i] == '\n' || b[i] == ':') {
+		i++
+	}
+	start, depth := i, 0
+	for ; i < len(b); i++ {
+		switch c := b[i]; c {
+		case '"':
+			for i++; i < len(b) && b[i] != '"'; i++ {
+				if b[i] == '\\' {
+					i++
+				}
+			}
+			if depth == 0 {
+				return min(i+1, len(b)) - start
+			}
+		case '{', '[':
+			depth++
+		case '}', ']':
+			if depth == 0 { // the end of the enclosing object
+				return i - start
+			}
+			depth--
+			if depth == 0 {
+				return i + 1 - start
+			}
+		case ',', ' ', '\t', '\r', '\n':
+			if depth == 0 {
+				return i - start
+			}
+		}
+	}
+	return len(b) - start
 }

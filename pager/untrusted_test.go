@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -128,4 +129,29 @@ func TestTruncatedWhileMapped(t *testing.T) {
 		t.Fatalf("got %v (sum %d), want ErrFileChanged", err, sum)
 	}
 	wantErr(t, err, path)
+}
+
+func TestJSONValueLen(t *testing.T) {
+	for in, want := range map[string]int{
+		`: {"a":"b"}, "x"`:     9,
+		` : "x\"}y" ,`:         7,
+		`:[1,[2,{"]":3}]]}`:    15,
+		`: 12.5e3}`:            6,
+		`:true`:                4,
+		`: "unterminated`:      13,
+		`: {"a": {"b": "}"}}}`: 17,
+	} {
+		if got := jsonValueLen([]byte(in)); got != want {
+			t.Errorf("%q: %d, want %d", in, got, want)
+		}
+	}
+}
+
+// TestSafetensorsMetadataBound: a huge __metadata__ is refused before it is
+// decoded.
+func TestSafetensorsMetadataBound(t *testing.T) {
+	h := `{"__metadata__":{"x":"` + strings.Repeat("a", stMaxMetadata) + `"}}`
+	b := binary.LittleEndian.AppendUint64(nil, uint64(len(h)))
+	_, _, err := parseSafetensors(append(b, h...))
+	wantErr(t, err, "__metadata__", "limit")
 }

@@ -72,7 +72,8 @@ func main() {
 			code = ec.ExitCode()
 		}
 		if msg != "" {
-			fmt.Fprintln(os.Stderr, "offload: "+msg)
+			// One line: errors.Join puts each joined error on its own.
+			fmt.Fprintln(os.Stderr, "offload: "+strings.ReplaceAll(msg, "\n", "; "))
 		}
 		os.Exit(code)
 	}
