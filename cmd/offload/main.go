@@ -8,10 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/signal"
 	"runtime/debug"
 	"strings"
-	"sync/atomic"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -19,36 +17,25 @@ import (
 	"offload/internal/atomicfile"
 )
 
-// ownsInterrupt is set by a command that handles SIGINT itself (to stop
-// cleanly and report): the signal hook then only cleans up, unless a write
-// was in progress.
-var ownsInterrupt atomic.Bool
-
-// cleanupOnSignal installs the SIGINT/SIGTERM hook: it removes the temp files
-// of any write in progress (convert, synth, --trace: internal/atomicfile
-// registers them) so an interrupted command leaves nothing behind, then exits
-// with 128+signal as a killed process would.
+// cleanupOnSignal makes SIGINT and SIGTERM remove the temp files of any
+// write in progress (convert, synth, --trace: internal/atomicfile registers
+// them) so an interrupted command leaves nothing behind, then exit with
+// 128+signal as a killed process would. The handler is active only while a
+// temp file exists: otherwise the signals keep their default action, or the
+// command's own handling (serve and chat shut down, run reports).
 func cleanupOnSignal() {
-	ch := make(chan os.Signal, 1)
-	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
-	go func() {
-		for sig := range ch {
-			removed := atomicfile.RemoveAll()
-			if sig == os.Interrupt && ownsInterrupt.Load() && len(removed) == 0 {
-				continue
-			}
-			msg := "offload: interrupted by " + sigName(sig)
-			if len(removed) > 0 {
-				msg += "; removed the partial output " + strings.Join(removed, ", ")
-			}
-			fmt.Fprintln(os.Stderr, msg)
-			code := 1
-			if s, ok := sig.(syscall.Signal); ok {
-				code = 128 + int(s)
-			}
-			os.Exit(code)
+	atomicfile.OnSignal(func(sig os.Signal, removed []string) {
+		msg := "offload: interrupted by " + sigName(sig)
+		if len(removed) > 0 {
+			msg += "; removed the partial output " + strings.Join(removed, ", ")
 		}
-	}()
+		fmt.Fprintln(os.Stderr, msg)
+		code := 1
+		if s, ok := sig.(syscall.Signal); ok {
+			code = 128 + int(s)
+		}
+		os.Exit(code)
+	})
 }
 
 func sigName(sig os.Signal) string {

@@ -4,8 +4,12 @@
 //
 //   - A file is written to a temp file beside it, then renamed over it, so a
 //     reader sees the old file or the new one, never half of one.
-//   - Every temp file is registered while it exists; RemoveAll (called by the
-//     command's SIGINT/SIGTERM handler) deletes them all and refuses new ones.
+//   - Every temp file is registered while it exists; RemoveAll deletes them all
+//     and refuses new ones. With OnSignal, a SIGINT or SIGTERM that arrives
+//     while any temp file exists calls RemoveAll and then the program's exit
+//     function; the handler is installed only while a temp file exists, so
+//     commands that handle those signals themselves (serve, chat, a run
+//     that reports on Ctrl-C) are left alone the rest of the time.
 //   - Temp names carry the writer's pid (".NAME.offload-tmp-PID-RANDOM"), so a
 //     later write into the same directory removes the ones whose writer is
 //     gone (killed with SIGKILL, or the machine lost power).
@@ -17,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -32,10 +37,49 @@ const tmpMarker = ".offload-tmp-"
 var ErrInterrupted = errors.New("interrupted: not starting a new output file")
 
 var (
-	mu      sync.Mutex
-	live    = map[string]bool{}
-	stopped bool
+	mu       sync.Mutex
+	live     = map[string]bool{}
+	creating int // temp files being created (counted by watch)
+	stopped  bool
+	// onSignal, when set, is called after RemoveAll for a signal that
+	// arrives while temp files exist; sigs is then subscribed.
+	onSignal func(sig os.Signal, removed []string)
+	sigs     chan os.Signal
 )
+
+// OnSignal makes a SIGINT or SIGTERM that arrives while a temp file exists
+// remove every temp file and then call exit (which should end the process,
+// e.g. with status 128+signal). Call it once, early in main.
+func OnSignal(exit func(sig os.Signal, removed []string)) {
+	mu.Lock()
+	defer mu.Unlock()
+	onSignal = exit
+	if sigs == nil {
+		sigs = make(chan os.Signal, 1)
+		go func() {
+			for sig := range sigs {
+				removed := RemoveAll()
+				mu.Lock()
+				f := onSignal
+				mu.Unlock()
+				f(sig, removed)
+			}
+		}()
+	}
+	watch()
+}
+
+// watch subscribes to the signals while temp files exist (mu held).
+func watch() {
+	if sigs == nil {
+		return
+	}
+	if len(live)+creating > 0 {
+		signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	} else {
+		signal.Stop(sigs)
+	}
+}
 
 // File is a temp file that becomes path on Commit.
 type File struct {
@@ -62,8 +106,14 @@ func Create(path string) (*File, error) {
 	if stopped {
 		return nil, fmt.Errorf("write %s: %w", path, ErrInterrupted)
 	}
+	// Subscribe before the file exists: a signal between the two would
+	// otherwise kill the process with the file in place.
+	creating++
+	watch()
 	f, err := os.CreateTemp(dir, "."+base+tmpMarker+strconv.Itoa(os.Getpid())+"-*")
+	creating--
 	if err != nil {
+		watch()
 		return nil, fmt.Errorf("write %s: %w", path, err)
 	}
 	live[f.Name()] = true
@@ -123,6 +173,7 @@ func (f *File) Abort() {
 func unregister(name string) {
 	mu.Lock()
 	delete(live, name)
+	watch()
 	mu.Unlock()
 }
 

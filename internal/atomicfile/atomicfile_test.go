@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -125,4 +126,32 @@ func TestSameFile(t *testing.T) {
 	if err := SameFile(filepath.Join(dir, "new.gguf"), in); err != nil {
 		t.Errorf("a new file refused: %v", err)
 	}
+}
+
+// TestOnSignal: a SIGINT that arrives while a temp file exists removes it
+// and calls the exit function with the signal.
+func TestOnSignal(t *testing.T) {
+	type call struct {
+		sig     os.Signal
+		removed []string
+	}
+	got := make(chan call, 1)
+	OnSignal(func(sig os.Signal, removed []string) { got <- call{sig, removed} })
+	f, err := Create(filepath.Join(t.TempDir(), "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	c := <-got
+	if c.sig != syscall.SIGINT || len(c.removed) != 1 || c.removed[0] != f.tmp {
+		t.Fatalf("exit called with %v %v", c.sig, c.removed)
+	}
+	if _, err := os.Stat(f.tmp); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("temp file still there: %v", err)
+	}
+	mu.Lock()
+	stopped = false
+	mu.Unlock()
 }
