@@ -224,11 +224,6 @@ func fromFile(f *pager.Model) (*Model, error) {
 		if L.Down, err = get(n("ffn_down"), d, h); err != nil {
 			return nil, err
 		}
-		// The FFN is gathered and packed as one block of one dtype.
-		if L.Gate.DType != L.Up.DType || L.Gate.DType != L.Down.DType {
-			return nil, fmt.Errorf("%s: layer %d mixes FFN dtypes (ffn_gate %s, ffn_up %s, ffn_down %s); offload needs one dtype per FFN",
-				f.Path, l, L.Gate.DType, L.Up.DType, L.Down.DType)
-		}
 	}
 	// The norms are small and read by every token: check them now (the
 	// engine checks every other weight as it first reads it).

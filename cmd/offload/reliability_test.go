@@ -467,7 +467,6 @@ func TestReliabilityNonFinite(t *testing.T) {
 		{"overflowing weights", edited("big.gguf", nil, ggufedit.Tensor("blk.2.ffn_down.weight", ggufedit.FillF32(3e38))), nil, []string{"non-finite in layer 2"}},
 		{"NaN epsilon", edited("eps.gguf", ggufedit.Meta("llama.attention.layer_norm_rms_epsilon", nan), nil), nil, []string{"epsilon"}},
 		{"RoPE theta 0", edited("theta.gguf", ggufedit.Meta("llama.rope.freq_base", float32(0)), nil), nil, []string{"RoPE theta"}},
-		{"mixed FFN dtypes", edited("mixed.gguf", nil, ggufedit.Tensor("blk.0.ffn_down.weight", ggufedit.ToF16)), nil, []string{"mixes FFN dtypes"}},
 		{"tokenizer smaller than the embedding", src, []string{"--tokenizer", small}, []string{small, "300 tokens"}},
 		{"tokenizer larger than the embedding", src, []string{"--tokenizer", large}, []string{large, "32000 tokens"}},
 	}
@@ -526,7 +525,9 @@ func TestReliabilityTruncatedWhileMapped(t *testing.T) {
 }
 
 // TestReliabilitySelfOverwrite: convert -o its own input (the same path, a
-// hard link, a symbolic link) is refused and the input is untouched.
+// hard link, a symbolic link) or a directory, and a conversion that cannot
+// be done (an FFN whose parts differ in dtype cannot be bundled), are
+// refused before anything is written, and the input is untouched.
 func TestReliabilitySelfOverwrite(t *testing.T) {
 	dir := t.TempDir()
 	model := storiesCopy(t, dir, "stories260K.gguf")
@@ -546,6 +547,16 @@ func TestReliabilitySelfOverwrite(t *testing.T) {
 			sameFiles(t, before, snapshot(t, dir))
 		})
 	}
+	t.Run("mixed FFN dtypes", func(t *testing.T) {
+		mixed := filepath.Join(dir, "mixed.gguf")
+		if err := ggufedit.Rewrite(model, mixed, nil, ggufedit.Tensor("blk.0.ffn_down.weight", ggufedit.ToF16)); err != nil {
+			t.Fatal(err)
+		}
+		before := snapshot(t, dir)
+		r := runLimited(t, 30*time.Second, "convert", "--model", mixed, "-o", filepath.Join(dir, "bundled.gguf"))
+		cleanError(t, r, mixed, "dtypes differ")
+		sameFiles(t, before, snapshot(t, dir))
+	})
 	t.Run("output is a directory", func(t *testing.T) {
 		before := snapshot(t, dir)
 		r := runLimited(t, 30*time.Second, "convert", "--model", model, "-o", dir)
