@@ -8,8 +8,10 @@ import (
 )
 
 // NonFinite returns the index of the first element of data (elements of
-// dtype d) that is NaN or infinite, or -1 when all are finite. Types it
-// cannot scan element by element (quantised blocks) return -1.
+// dtype d) that is NaN or infinite, or -1 when all are finite. For a
+// block-quantised type it checks each block's f16 scales (the only floats a
+// block holds) and returns the first element of the first bad block; types
+// it does not know the layout of return -1.
 //
 // It is meant to run over every weight once, as it is first read: it tests
 // eight bytes at a time for an all-ones exponent (for each lane, masking
@@ -27,7 +29,7 @@ func NonFinite(d DType, data []byte) int {
 	case BF16:
 		mask, unit, sign, es = 0x7f807f807f807f80, 0x0080008000800080, 0x8000800080008000, 2
 	default:
-		return -1
+		return nonFiniteBlocks(d, data)
 	}
 	// Scan whole aligned words (a misaligned *uint64 is not allowed): the
 	// bytes before the first 8-byte boundary go the slow way, and so does a
@@ -122,5 +124,32 @@ func (t *Tensor) CheckFinite() error {
 	if c := t.Cols(); len(t.Shape) >= 2 && c > 0 {
 		at = fmt.Sprintf("row %d, column %d", i/c, i%c)
 	}
+	if t.DType.BlockSize() > 1 {
+		return fmt.Errorf("tensor %s (%s %v) holds a non-finite weight (the scale of the block at %s): the file is corrupt", t.Name, t.DType, t.Shape, at)
+	}
 	return fmt.Errorf("tensor %s (%s %v) holds a non-finite weight (%g at %s): the file is corrupt", t.Name, t.DType, t.Shape, v, at)
+}
+
+// quantScales are the byte offsets of the f16 scales in one block of each
+// quantised type the runtime computes with (ggml's block layouts: d, and m
+// or dmin where the block has one).
+var quantScales = map[DType][]int{
+	Q4_0: {0}, Q4_1: {0, 2}, Q5_0: {0}, Q5_1: {0, 2}, Q8_0: {0},
+	Q2_K: {80, 82}, Q3_K: {108}, Q4_K: {0, 2}, Q5_K: {0, 2}, Q6_K: {208},
+}
+
+func nonFiniteBlocks(d DType, data []byte) int {
+	offs, ok := quantScales[d]
+	info := dtypes[d]
+	if !ok || info.size == 0 {
+		return -1
+	}
+	for b, o := 0, 0; o+info.size <= len(data); b, o = b+1, o+info.size {
+		for _, so := range offs {
+			if binary.LittleEndian.Uint16(data[o+so:])&0x7c00 == 0x7c00 {
+				return b * info.block
+			}
+		}
+	}
+	return -1
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"offload/internal/half"
@@ -65,5 +66,36 @@ func BenchmarkNonFinite(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestNonFiniteQuantScales: a quantised block is finite unless one of its
+// f16 scales is NaN or Inf; the first element of that block is reported.
+func TestNonFiniteQuantScales(t *testing.T) {
+	for d, offs := range quantScales {
+		info := dtypes[d]
+		data := make([]byte, 5*info.size)
+		for i := range data {
+			data[i] = 0x7f // quants of any value; scales 0x7f7f is a finite f16
+		}
+		for _, so := range offs {
+			for i := 0; i < 5; i++ {
+				binary.LittleEndian.PutUint16(data[i*info.size+so:], 0x3c00) // 1.0
+			}
+		}
+		if got := NonFinite(d, data); got != -1 {
+			t.Fatalf("%s: finite blocks flagged at %d", d, got)
+		}
+		for _, so := range offs {
+			binary.LittleEndian.PutUint16(data[3*info.size+so:], 0x7e00) // NaN
+			if got := NonFinite(d, data); got != 3*info.block {
+				t.Fatalf("%s: NaN scale at offset %d of block 3 found at %d", d, so, got)
+			}
+			tn := &Tensor{Name: "w", DType: d, Shape: []int{1, 5 * info.block}, Data: data}
+			if err := tn.CheckFinite(); err == nil || !strings.Contains(err.Error(), "scale") {
+				t.Fatalf("%s: CheckFinite: %v", d, err)
+			}
+			binary.LittleEndian.PutUint16(data[3*info.size+so:], 0x3c00)
+		}
 	}
 }
