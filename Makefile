@@ -52,10 +52,13 @@ mutants:
 
 # race: the packages that run goroutines (the engine's pipeline, the device
 # streams and kernel pool, the corrector, the server) under the race
-# detector (about 3 minutes on 2 cores).
+# detector, with -short. Numerical tests that run in `unit` and take minutes
+# under the detector without exercising any concurrency of their own are
+# skipped here (RACE_SKIP). About 2 minutes on 2 cores.
 RACE_PKGS := ./engine/... ./device/... ./corrector/... $(if $(wildcard server),./server/...)
+RACE_SKIP := ^(TestQuantizedOracle|TestMatMulVsRef)$$
 race: model
-	$(GO) test -race -count=1 $(RACE_PKGS)
+	$(GO) test -race -short -count=1 -skip '$(RACE_SKIP)' $(RACE_PKGS)
 
 fuzz:
 	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
