@@ -154,7 +154,7 @@ func New(m *model.Model, dev device.Device, opt Options) (_ *Engine, err error) 
 	if err := checkBatch(cfg, opt, budget); err != nil {
 		return nil, err
 	}
-	e := &Engine{M: m, cfg: cfg, dev: dev, opt: opt, Prof: newProfiler(cfg.Layers, opt.Trace), fin: finiteChecker{path: m.File.Path}}
+	e := &Engine{M: m, cfg: cfg, dev: dev, opt: opt, Prof: newProfiler(cfg.Layers, opt.Trace), }
 	if e.copy, err = dev.NewStream("copy"); err != nil {
 		return nil, err
 	}
@@ -171,6 +171,9 @@ func New(m *model.Model, dev device.Device, opt Options) (_ *Engine, err error) 
 		e.Close()
 		return nil, err
 	}
+	// From now on a corrupt tensor found on its first read names the file
+	// (New's errors are reported with the model's path by its callers).
+	e.fin.path = m.File.Path
 	return e, nil
 }
 

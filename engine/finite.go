@@ -27,7 +27,7 @@ var ErrNonFinite = errors.New("activations went non-finite")
 
 // finiteChecker remembers which file tensors have been scanned.
 type finiteChecker struct {
-	path string // the model, for errors
+	path string // the model, for errors ("" while New runs: its callers add it)
 	done map[*pager.Tensor]bool
 }
 
@@ -76,7 +76,10 @@ func (f *finiteChecker) checkTensors(ts []*pager.Tensor, workers int) error {
 			for _, t := range todo[i:] {
 				delete(f.done, t)
 			}
-			return fmt.Errorf("%s: %w", f.path, err)
+			if f.path != "" {
+				err = fmt.Errorf("%s: %w", f.path, err)
+			}
+			return err
 		}
 	}
 	return nil

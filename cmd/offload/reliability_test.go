@@ -215,6 +215,7 @@ func cleanError(t *testing.T, r result, names ...string) {
 			t.Fatalf("error does not name %q: %s", name, last)
 		}
 	}
+	t.Logf("exit %d in %v, peak RSS %.1f MiB: %s", r.code, r.took.Round(time.Millisecond), float64(r.rss)/mib, last)
 }
 
 // fileState is what "untouched" compares: size, mtime, inode and, for
