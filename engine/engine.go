@@ -154,7 +154,7 @@ func New(m *model.Model, dev device.Device, opt Options) (_ *Engine, err error) 
 	if err := checkBatch(cfg, opt, budget); err != nil {
 		return nil, err
 	}
-	e := &Engine{M: m, cfg: cfg, dev: dev, opt: opt, Prof: newProfiler(cfg.Layers, opt.Trace), }
+	e := &Engine{M: m, cfg: cfg, dev: dev, opt: opt, Prof: newProfiler(cfg.Layers, opt.Trace)}
 	if e.copy, err = dev.NewStream("copy"); err != nil {
 		return nil, err
 	}

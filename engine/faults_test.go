@@ -3,16 +3,16 @@ package engine
 import (
 	"context"
 	"errors"
-	"os"
 	"path/filepath"
 	"slices"
 	"testing"
 
 	"offload/corrector"
-	_ "offload/cuda" // registers "cuda" for the emulated driver
+	_ "offload/cuda" // registers "cuda", for the emulated driver
 	"offload/device"
 	"offload/device/devicetest"
 	"offload/device/host"
+	"offload/internal/emu"
 	"offload/internal/fixtures"
 	"offload/model"
 )
@@ -50,22 +50,18 @@ func TestFaultInjection(t *testing.T) {
 	})
 }
 
-// TestFaultInjectionCUDA is the same on the CUDA backend, when a driver is
-// configured through OFFLOAD_LIBCUDA (the emulated driver in CI). The
+// TestEmuFaultInjection is the same on the CUDA backend over the CPU
+// emulator of the driver (internal/emu; it skips without g++, as every
+// TestEmu test does, and `make test` runs it from scripts/emu-test.sh). The
 // emulator runs a stories260K token in ~0.2 s, so the generation is the
 // shortest that still has a prefill, a draft and a check (or two dense
-// steps): every fault point of it is still run.
-func TestFaultInjectionCUDA(t *testing.T) {
-	if os.Getenv("OFFLOAD_LIBCUDA") == "" {
-		t.Skip("OFFLOAD_LIBCUDA is not set: no emulated CUDA driver")
-	}
-	if testing.Short() {
-		t.Skip("-short")
-	}
+// steps): every fault point of it is still run (580, about a minute).
+func TestEmuFaultInjection(t *testing.T) {
+	emu.Use(t)
 	testFaults(t, faultGen{prompt: 2, tokens: 2, window: 2}, func(t *testing.T) device.Device {
 		d, err := device.Open("cuda", device.Config{Capacity: 256 << 20})
 		if err != nil {
-			t.Skip("no CUDA device:", err)
+			t.Fatal("the emulated CUDA device does not open:", err)
 		}
 		return d
 	})
