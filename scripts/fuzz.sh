@@ -20,10 +20,19 @@ flakes=0
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 run() { go test -run '^$' -fuzz "^${2}\$" -fuzztime "$t" -fuzzminimizetime "$mt" "$1" >"$log" 2>&1; }
-# rate prints "N execs in Ts, R/min" from the coordinator's last progress line.
+# rate prints, from the coordinator's last progress line, the inputs run,
+# their rate over the whole budget (gathering the baseline coverage of the
+# seed corpus included) and over the last interval it reported.
 rate() {
-	grep -o 'elapsed: [0-9]*s, execs: [0-9]*' "$log" | tail -1 |
-		awk '{ s = $2 + 0; e = $4; if (s < 1) s = 1; printf "%d execs in %ds, %d/min", e, s, e * 60 / s }'
+	local last
+	last=$(grep -o 'elapsed: [0-9]*s, execs: [0-9]* ([0-9]*/sec)' "$log" | tail -1)
+	if [ -z "$last" ]; then
+		echo "no inputs run: gathering the baseline coverage took the whole budget"
+		return
+	fi
+	echo "$last" | sed -E 's/elapsed: ([0-9]+)s, execs: ([0-9]+) \(([0-9]+)\/sec\)/\1 \2 \3/' |
+		awk '{ s = $1 > 0 ? $1 : 1
+		printf "%d execs in %ds: %d/min overall, %d/min in the last interval", $2, s, $2 * 60 / s, $3 * 60 }'
 }
 while IFS=: read -r file name; do
 	pkg=./$(dirname "$file")
