@@ -5,7 +5,7 @@ PROMPT  ?= Once upon a time
 N       ?= 64
 FUZZTIME ?= 4s
 
-.PHONY: all build run model test unit emu vet fuzz bench gpu-bin mutants clean
+.PHONY: all build run model test unit emu vet race fuzz bench gpu-bin mutants clean
 
 all: build
 
@@ -20,9 +20,10 @@ model:
 run: build model
 	$(BIN) run --prompt "$(PROMPT)" -n $(N)
 
-# test: formatting, vet, every unit test, every CUDA kernel on the emulator
-# under each schedule, then every fuzz target for $(FUZZTIME).
-test: vet unit emu fuzz
+# test: formatting, vet, every unit test, the concurrent packages under the
+# race detector, every CUDA kernel on the emulator under each schedule, then
+# every fuzz target for $(FUZZTIME).
+test: vet unit race emu fuzz
 
 vet:
 	@bad=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -48,6 +49,16 @@ emu:
 # ones the emulated suite catches (minutes; not part of `test`).
 mutants:
 	GO=$(GO) scripts/mutants.sh
+
+# race: the packages that run goroutines (the engine's pipeline, the device
+# streams and kernel pool, the corrector, the server) under the race
+# detector, with -short. Numerical tests that run in `unit` and take minutes
+# under the detector without exercising any concurrency of their own are
+# skipped here (RACE_SKIP). About 2 minutes on 2 cores.
+RACE_PKGS := ./engine/... ./device/... ./corrector/... $(if $(wildcard server),./server/...)
+RACE_SKIP := ^(TestQuantizedOracle|TestMatMulVsRef)$$
+race: model
+	$(GO) test -race -short -count=1 -skip '$(RACE_SKIP)' $(RACE_PKGS)
 
 fuzz:
 	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh

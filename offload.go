@@ -17,6 +17,7 @@ package offload
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -53,11 +54,37 @@ func Load(path, tokenizerPath string) (*Model, error) {
 	} else {
 		tok, err = tokenizer.ForModel(path, m.File.Meta, m.File.Format)
 	}
+	if err == nil {
+		_, synthetic := m.File.Meta["safetensors.metadata.offload.synthetic"]
+		err = checkVocab(m.Config.Vocab, tok, path, synthetic)
+	}
 	if err != nil {
 		m.Close()
 		return nil, err
 	}
 	return &Model{Model: m, Tok: tok, Path: path, Name: ModelName(path)}, nil
+}
+
+// checkVocab is where the tokenizer meets the model: its ids index the
+// embedding and the head (both vocab rows, checked by model.Open). A
+// tokenizer with more tokens than rows would fail mid-run ("token id out of
+// range"); one with far fewer decodes most of what the model says as
+// nothing. A few spare rows are normal: checkpoints pad the embedding to a
+// round size (Qwen 2.5: 151,665 tokens, 152,064 rows), so up to vocab/256
+// unused rows are accepted. A synthetic model (offload synth: random weights
+// with a real shape, for measuring speed) says nothing meaningful anyway, so
+// any tokenizer that fits its rows is accepted.
+func checkVocab(vocab int, tok *tokenizer.Tokenizer, modelPath string, synthetic bool) error {
+	n := tok.VocabSize()
+	switch {
+	case n > vocab:
+		return fmt.Errorf("tokenizer %s has %d tokens but the model %s has %d embedding rows: its ids %d..%d have no embedding; use the model's own tokenizer",
+			tok.Source(), n, modelPath, vocab, vocab, n-1)
+	case vocab-n > vocab/256 && !synthetic:
+		return fmt.Errorf("tokenizer %s has %d tokens but the model %s has %d embedding rows: the model would say tokens the tokenizer cannot print; use the model's own tokenizer",
+			tok.Source(), n, modelPath, vocab)
+	}
+	return nil
 }
 
 // ModelName is what reports call the model at path: its file or directory name.

@@ -21,8 +21,9 @@ import (
 	"io"
 	"runtime"
 	"strings"
-	"sync"
 
+	"offload/internal/atomicfile"
+	"offload/internal/fault"
 	"offload/pager"
 	"offload/quant"
 )
@@ -116,6 +117,11 @@ func Convert(src *pager.Model, dst string, opt Options) (*Result, error) {
 }
 
 func convert(src *pager.Model, dst string, opt Options) (*Result, error) {
+	// Writing over an input (the same path, or a link to it) would replace
+	// the model being read with the conversion of its first pages.
+	if err := atomicfile.SameFile(dst, src.Files()...); err != nil {
+		return nil, err
+	}
 	if err := src.CheckDTypes(); err != nil {
 		return nil, err
 	}
@@ -221,14 +227,20 @@ func convert(src *pager.Model, dst string, opt Options) (*Result, error) {
 	}
 	res.Bytes = total
 	pw := &progressWriter{total: total, report: opt.Progress}
-	err = pager.WriteGGUF(dst, meta, specs, func(i int, w io.Writer) error {
-		pw.w = w
-		if err := outs[i].fill(pw); err != nil {
-			return err
-		}
-		pw.flush()
-		return nil
-	})
+	// The fills read the mapped source: a fault (it was truncated
+	// meanwhile) is an error, and the partial output is removed.
+	if ferr := fault.Guard(func() {
+		err = pager.WriteGGUF(dst, meta, specs, func(i int, w io.Writer) error {
+			pw.w = w
+			if err := outs[i].fill(pw); err != nil {
+				return err
+			}
+			pw.flush()
+			return nil
+		})
+	}); ferr != nil {
+		err = ferr
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -320,23 +332,24 @@ func recode(dst []byte, to pager.DType, src []byte, from pager.DType, f []float3
 }
 
 // parallel runs f over [0, n) split into up to threads ranges and returns
-// the first error.
+// the first error. f reads the mapped source, so each range runs under
+// fault.Guard (fault.Go): a fault is returned as an error, not a crash on a
+// goroutine no recover reaches.
 func parallel(n, threads int, f func(a, b int) error) error {
 	if threads <= 1 || n < 2 {
-		return f(0, n)
+		var err error
+		if ferr := fault.Guard(func() { err = f(0, n) }); ferr != nil {
+			return ferr
+		}
+		return err
 	}
 	threads = min(threads, n)
-	var wg sync.WaitGroup
 	errs := make([]error, threads)
-	for k := 0; k < threads; k++ {
-		a, b := k*n/threads, (k+1)*n/threads
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[k] = f(a, b)
-		}()
+	if ferr := fault.Go(threads, func(k int) {
+		errs[k] = f(k*n/threads, (k+1)*n/threads)
+	}); ferr != nil {
+		return ferr
 	}
-	wg.Wait()
 	for _, err := range errs {
 		if err != nil {
 			return err

@@ -16,10 +16,13 @@ import (
 	"runtime"
 	"unsafe"
 
+	"github.com/dustin/go-humanize"
+
 	"offload/corrector"
 	"offload/device"
 	"offload/internal/sysmem"
 	"offload/model"
+	"offload/plan"
 	"offload/sparsity"
 )
 
@@ -81,6 +84,10 @@ type Engine struct {
 	// costs are the measured times of draft and check passes, kept across
 	// requests, for the adaptive window policy.
 	costs corrector.CostTable
+	fin   finiteChecker
+	// diag, when set, is called after each unit's compute is enqueued
+	// (diagnose: it finds the layer where activations went non-finite).
+	diag func(u int) error
 
 	Prof *Profiler
 }
@@ -99,7 +106,8 @@ type activations struct {
 // New builds an engine: it decides the residency plan under opt.DeviceMem,
 // allocates the KV caches, activations, layer slots and staging, and copies
 // the resident weights to the device.
-func New(m *model.Model, dev device.Device, opt Options) (*Engine, error) {
+func New(m *model.Model, dev device.Device, opt Options) (_ *Engine, err error) {
+	defer func() { err = plainFault(err) }()
 	cfg := m.Config
 	if opt.Window <= 0 {
 		opt.Window = corrector.DefaultWindow
@@ -143,8 +151,10 @@ func New(m *model.Model, dev device.Device, opt Options) (*Engine, error) {
 	if opt.DeviceMem > 0 && opt.DeviceMem < budget {
 		budget = opt.DeviceMem
 	}
+	if err := checkBatch(cfg, opt, budget); err != nil {
+		return nil, err
+	}
 	e := &Engine{M: m, cfg: cfg, dev: dev, opt: opt, Prof: newProfiler(cfg.Layers, opt.Trace)}
-	var err error
 	if e.copy, err = dev.NewStream("copy"); err != nil {
 		return nil, err
 	}
@@ -161,7 +171,31 @@ func New(m *model.Model, dev device.Device, opt Options) (*Engine, error) {
 		e.Close()
 		return nil, err
 	}
+	// From now on a corrupt tensor found on its first read names the file
+	// (New's errors are reported with the model's path by its callers).
+	e.fin.path = m.File.Path
 	return e, nil
+}
+
+// checkBatch refuses, before anything is allocated, a batch the machine
+// cannot hold: every pass holds MaxBatch rows of activations on the device
+// and up to window x width rows of logits on both sides, so an absurd
+// window or width would otherwise ask for hundreds of GB (the host backend's
+// device memory is host RAM too).
+func checkBatch(cfg model.Config, opt Options, budget int64) error {
+	rows := int64(opt.MaxBatch)
+	logitRows := min(rows, max(64, int64(opt.Window)*int64(opt.Width)))
+	act := rows * 4 * int64(3*cfg.Dim+2*cfg.Heads*cfg.HeadDim+2*cfg.KVDim()+2*cfg.Hidden)
+	logits := logitRows * 4 * int64(cfg.Vocab)
+	what := fmt.Sprintf("a batch of %d rows (window %d x width %d) of activations and logits", rows, opt.Window, opt.Width)
+	if act+logits > budget {
+		return &plan.BudgetError{What: what, Need: act + logits, Have: budget}
+	}
+	if host, phys := logits+rows*4*int64(cfg.Dim), sysmem.Physical(); host > phys/2 {
+		return fmt.Errorf("%s needs %s of host buffers, more than half of this machine's %s of memory: lower the window or width",
+			what, humanize.IBytes(uint64(host)), humanize.IBytes(uint64(phys)))
+	}
+	return nil
 }
 
 // logitRows is the most rows of one pass that return logits: a window check
@@ -339,6 +373,9 @@ func (e *Engine) Forward(ctx context.Context, seqs []Seq, phase Phase, ffn FFNMo
 	}
 	if err != nil {
 		return nil, err
+	}
+	if total := logitRows(seqs); total > 0 && nonFiniteLogits(e.act.outHost[:total*e.cfg.Vocab*4]) {
+		return nil, e.diagnose(ctx, seqs, rows, phase, ffn)
 	}
 	for _, s := range seqs {
 		e.kv.Append(s.Branch, s.Pos, len(s.Toks))

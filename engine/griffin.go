@@ -198,7 +198,14 @@ func (e *Engine) packHost() error {
 				return fmt.Errorf("packing griffin rows on the host: %w", err)
 			}
 		}
-		lo.items[0].gather(b)
+		if err := e.fin.check(lo.items, e.opt.Workers); err != nil {
+			e.dev.HostFree(b)
+			return err
+		}
+		if err := lo.items[0].gather(b); err != nil {
+			e.dev.HostFree(b)
+			return err
+		}
 		e.grif.hostPacked[l] = b
 	}
 	return nil

@@ -49,11 +49,11 @@ func (d Decoding) Validate() error {
 	if d.Mode != corrector.Sirius && d.Mode != corrector.Dense && d.Mode != corrector.Sparse {
 		errs = append(errs, fmt.Errorf("unknown mode %d", int(d.Mode)))
 	}
-	if d.Mode == corrector.Sirius && d.Window < 2 {
-		errs = append(errs, fmt.Errorf("window %d: Sirius needs a window of at least 2", d.Window))
-	}
-	if d.Window < 1 {
+	switch {
+	case d.Window < 1:
 		errs = append(errs, fmt.Errorf("window %d must be at least 1", d.Window))
+	case d.Mode == corrector.Sirius && d.Window < 2:
+		errs = append(errs, fmt.Errorf("window %d: Sirius needs a window of at least 2", d.Window))
 	}
 	if d.Width < 1 {
 		errs = append(errs, fmt.Errorf("width %d must be at least 1", d.Width))

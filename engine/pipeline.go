@@ -177,6 +177,9 @@ func (e *Engine) copyUnit(u int, un *unit, pass *passRec) error {
 	if ev := pp.slotUsed[i]; ev != nil {
 		e.dev.Wait(e.copy, ev)
 	}
+	if err := e.fin.check(un.slotLo.items, e.opt.Workers); err != nil {
+		return err
+	}
 	start := e.dev.Record(e.copy)
 	n, err := enqueue(e.dev, e.copy, pp.slots[i], un.slotLo, staging, e.opt.StageAll, e.opt.Workers)
 	if err != nil {
@@ -251,6 +254,11 @@ func (e *Engine) layersForward(ctx context.Context, seqs []Seq, rows int, phase 
 		}
 		if err != nil {
 			return fmt.Errorf("layer %d: %w", u, err)
+		}
+		if e.diag != nil {
+			if err := e.diag(u); err != nil {
+				return err
+			}
 		}
 		done := e.dev.Record(e.comp)
 		if un.slotLo != nil {

@@ -305,14 +305,31 @@ func (e *Engine) loadResident(p *Plan) error {
 			// The device reads host memory: map the file's tensors in place
 			// rather than hold a second copy. Blocks that need gathering
 			// (bundles, packed rows) are copied as usual.
+			// A corrupt tensor or a fault reading the file fails the
+			// engine; only a mapping the device refuses falls back to a copy.
+			var hard error
 			lo := layout{mapHost: func(t *pager.Tensor) (device.Buffer, error) {
+				if err := e.fin.checkTensors([]*pager.Tensor{t}, e.opt.Workers); err != nil {
+					hard = err
+					return nil, err
+				}
 				b, err := e.dev.MapHost(t.Data, label+" "+t.Name)
 				if err == nil {
-					prefault(t.Data, e.opt.Workers)
+					if perr := prefault(t.Data, e.opt.Workers); perr != nil {
+						e.dev.Free(b)
+						hard = perr
+						return nil, perr
+					}
 				}
 				return b, err
 			}}
 			build(&lo, nil)
+			if hard != nil {
+				for _, b := range lo.mapped {
+					e.dev.Free(b)
+				}
+				return hard
+			}
 			if lo.err == nil && len(lo.items) == 0 {
 				e.res.bufs = append(e.res.bufs, lo.mapped...)
 				for _, b := range lo.mapped {
@@ -376,6 +393,9 @@ func (e *Engine) loadResident(p *Plan) error {
 // sendLayout copies a layout into buf once (resident weights, packed rows)
 // through a staging buffer of its own, and waits for it.
 func (e *Engine) sendLayout(buf device.Buffer, lo *layout) (int64, error) {
+	if err := e.fin.check(lo.items, e.opt.Workers); err != nil {
+		return 0, err
+	}
 	staging, err := e.dev.HostAlloc(max(lo.stagingNeed(e.opt.StageAll), 1))
 	if err != nil {
 		return 0, err

@@ -166,7 +166,8 @@ func (r *Result) Decoded() int { return max(0, r.Stats.Generated-1) }
 // engine (dense, sparse or Sirius, as the engine's Decoding says), calling
 // emit for each final token. A cancelled ctx stops it at the next layer
 // boundary; the tokens made so far are in the result, with ctx's error.
-func (e *Engine) Generate(ctx context.Context, req Request, emit func(tok int) error) (*Result, error) {
+func (e *Engine) Generate(ctx context.Context, req Request, emit func(tok int) error) (_ *Result, err error) {
+	defer func() { err = plainFault(err) }()
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}
@@ -216,7 +217,8 @@ func (e *Engine) SparseDensity() float64 {
 // Score is the mean negative log-likelihood, under this engine's full model,
 // of gen following prompt (natural log, per generated token). It runs
 // batched full passes over prompt+gen, so it costs about a prefill.
-func (e *Engine) Score(ctx context.Context, prompt, gen []int) (float64, error) {
+func (e *Engine) Score(ctx context.Context, prompt, gen []int) (_ float64, err error) {
+	defer func() { err = plainFault(err) }()
 	if len(gen) == 0 {
 		return 0, nil
 	}

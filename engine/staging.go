@@ -2,11 +2,11 @@ package engine
 
 import (
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"unsafe"
 
 	"offload/device"
+	"offload/internal/fault"
 	"offload/model"
 	"offload/pager"
 	"offload/quant"
@@ -21,10 +21,17 @@ func alignUp(n int64) int64 { return (n + align - 1) &^ (align - 1) }
 // xfer is one host->device transfer into a slot or a resident buffer: either
 // a contiguous slice of the mapping copied as is, or a gather that fills a
 // staging buffer first (selected rows, bundles split into their three parts).
+//
+// Both read the memory-mapped file: a gather runs under fault.Guard (through
+// parallel), and a direct copy is read by the backend, which guards its own
+// copies. Either way a file truncated while mapped is an error, not a crash.
 type xfer struct {
 	bytes  int64
 	direct []byte
-	gather func(dst []byte)
+	gather func(dst []byte) error
+	// src are the file tensors the transfer reads, checked for NaN/Inf the
+	// first time any of them is read (finiteChecker).
+	src []*pager.Tensor
 }
 
 // layout accumulates tensors placed one after another in one device buffer.
@@ -129,7 +136,7 @@ func (lo *layout) direct(buf device.Buffer, t *pager.Tensor) device.Tensor {
 		lo.err = err
 	}
 	off := lo.place(dt, r, c)
-	lo.items = append(lo.items, xfer{bytes: int64(len(t.Data)), direct: t.Data})
+	lo.items = append(lo.items, xfer{bytes: int64(len(t.Data)), direct: t.Data, src: []*pager.Tensor{t}})
 	return tensorAt(buf, off, dt, r, c)
 }
 
@@ -142,8 +149,8 @@ func (lo *layout) stagingNeed(stageAll bool) int64 {
 	return lo.staged
 }
 
-func (lo *layout) gathered(bytes int64, fill func(dst []byte)) {
-	lo.items = append(lo.items, xfer{bytes: bytes, gather: fill})
+func (lo *layout) gathered(bytes int64, fill func(dst []byte) error, src ...*pager.Tensor) {
+	lo.items = append(lo.items, xfer{bytes: bytes, gather: fill, src: src})
 	lo.staged += alignUp(bytes)
 }
 
@@ -193,8 +200,8 @@ func ffnLayout(lo *layout, buf device.Buffer, L *model.Layer, dim, hidden int, i
 		dt, dRow := L.BundlePart(pager.PartDown)
 		gPart, uPart := alignUp(int64(k)*int64(gRow)), alignUp(int64(k)*int64(uRow))
 		gOff, uOff, dOff := lo.place(gt, k, dim), lo.place(ut, k, dim), lo.place(dt, k, dim)
-		lo.gathered(gPart+uPart+int64(k)*int64(dRow), func(dst []byte) {
-			parallel(k, workers, func(i0, i1 int) {
+		lo.gathered(gPart+uPart+int64(k)*int64(dRow), func(dst []byte) error {
+			return parallel(k, workers, func(i0, i1 int) {
 				for i := i0; i < i1; i++ {
 					b := L.Bundle.Row(row(i))
 					pager.StreamCopy(dst[int64(i)*int64(gRow):], bp.Part(b, pager.PartGate))
@@ -202,7 +209,7 @@ func ffnLayout(lo *layout, buf device.Buffer, L *model.Layer, dim, hidden int, i
 					pager.StreamCopy(dst[gPart+uPart+int64(i)*int64(dRow):], bp.Part(b, pager.PartDown))
 				}
 			})
-		})
+		}, L.Bundle)
 		return model.FFNWeights{Gate: tensorAt(buf, gOff, gt, k, dim), Up: tensorAt(buf, uOff, ut, k, dim),
 			Down: tensorAt(buf, dOff, dt, k, dim), DownT: true, K: k}
 	}
@@ -210,16 +217,19 @@ func ffnLayout(lo *layout, buf device.Buffer, L *model.Layer, dim, hidden int, i
 	gOff, uOff, dOff := lo.place(gt, k, dim), lo.place(ut, k, dim), lo.place(dt, k, dim)
 	gRow, uRow := gt.RowBytes(dim), ut.RowBytes(dim)
 	gPart, uPart := alignUp(int64(k)*gRow), alignUp(int64(k)*uRow)
-	lo.gathered(gPart+uPart+int64(k)*dt.RowBytes(dim), func(dst []byte) {
-		parallel(k, workers, func(i0, i1 int) {
+	lo.gathered(gPart+uPart+int64(k)*dt.RowBytes(dim), func(dst []byte) error {
+		err := parallel(k, workers, func(i0, i1 int) {
 			for i := i0; i < i1; i++ {
 				j := row(i)
 				pager.StreamCopy(dst[int64(i)*gRow:], L.Gate.Row(j))
 				pager.StreamCopy(dst[gPart+int64(i)*uRow:], L.Up.Row(j))
 			}
 		})
-		gatherDown(dst[gPart+uPart:], L, dim, hidden, k, row, workers)
-	})
+		if err != nil {
+			return err
+		}
+		return gatherDown(dst[gPart+uPart:], L, dim, hidden, k, row, workers)
+	}, L.Gate, L.Up, L.Down)
 	return model.FFNWeights{Gate: tensorAt(buf, gOff, gt, k, dim), Up: tensorAt(buf, uOff, ut, k, dim),
 		Down: tensorAt(buf, dOff, dt, k, dim), DownT: true, K: k}
 }
@@ -235,19 +245,18 @@ func downRowType(L *model.Layer) device.DType {
 
 // gatherDown writes down columns row(i), i < k, of L.Down ([dim, hidden]) as
 // rows i of dst ([k, dim] of downRowType).
-func gatherDown(dst []byte, L *model.Layer, dim, hidden, k int, row func(int) int, workers int) {
+func gatherDown(dst []byte, L *model.Layer, dim, hidden, k int, row func(int) int, workers int) error {
 	dt := mustDType(L.Down)
 	if !dt.Quantized() {
-		parallel(k, workers, func(i0, i1 int) {
+		return parallel(k, workers, func(i0, i1 int) {
 			gatherColsT(dst, L.Down.Data, dim, hidden, dt.BlockBytes(), i0, i1, row)
 		})
-		return
 	}
 	// Each source row is dequantized once and its selected elements are
 	// scattered into the k destination rows.
 	qt := quant.Type(L.Down.DType)
 	out := f32s(dst[:int64(k)*int64(dim)*4])
-	parallel(dim, workers, func(r0, r1 int) {
+	return parallel(dim, workers, func(r0, r1 int) {
 		buf := make([]float32, hidden)
 		for r := r0; r < r1; r++ {
 			if err := quant.DequantizeRow(qt, buf, L.Down.Row(r)); err != nil {
@@ -268,13 +277,13 @@ func gateLayout(lo *layout, buf device.Buffer, L *model.Layer, dim, hidden, work
 	}
 	dt, rowB := L.BundlePart(pager.PartGate)
 	off := lo.place(dt, hidden, dim)
-	lo.gathered(int64(hidden)*int64(rowB), func(dst []byte) {
-		parallel(hidden, workers, func(i0, i1 int) {
+	lo.gathered(int64(hidden)*int64(rowB), func(dst []byte) error {
+		return parallel(hidden, workers, func(i0, i1 int) {
 			for i := i0; i < i1; i++ {
 				pager.StreamCopy(dst[int64(i)*int64(rowB):], L.BundleParts.Part(L.Bundle.Row(i), pager.PartGate))
 			}
 		})
-	})
+	}, L.Bundle)
 	return tensorAt(buf, off, dt, hidden, dim)
 }
 
@@ -288,29 +297,32 @@ func upDownLayout(lo *layout, buf device.Buffer, L *model.Layer, dim, hidden int
 		dt, dRow := L.BundlePart(pager.PartDown)
 		uPart := alignUp(int64(k) * int64(uRow))
 		uOff, dOff := lo.place(ut, k, dim), lo.place(dt, k, dim)
-		lo.gathered(uPart+int64(k)*int64(dRow), func(dst []byte) {
-			parallel(k, workers, func(i0, i1 int) {
+		lo.gathered(uPart+int64(k)*int64(dRow), func(dst []byte) error {
+			return parallel(k, workers, func(i0, i1 int) {
 				for i := i0; i < i1; i++ {
 					b := L.Bundle.Row(row(i))
 					pager.StreamCopy(dst[int64(i)*int64(uRow):], bp.Part(b, pager.PartUp))
 					pager.StreamCopy(dst[uPart+int64(i)*int64(dRow):], bp.Part(b, pager.PartDown))
 				}
 			})
-		})
+		}, L.Bundle)
 		return tensorAt(buf, uOff, ut, k, dim), tensorAt(buf, dOff, dt, k, dim)
 	}
 	ut, dt := mustDType(L.Up), downRowType(L)
 	uRow := ut.RowBytes(dim)
 	uPart := alignUp(int64(k) * uRow)
 	uOff, dOff := lo.place(ut, k, dim), lo.place(dt, k, dim)
-	lo.gathered(uPart+int64(k)*dt.RowBytes(dim), func(dst []byte) {
-		parallel(k, workers, func(i0, i1 int) {
+	lo.gathered(uPart+int64(k)*dt.RowBytes(dim), func(dst []byte) error {
+		err := parallel(k, workers, func(i0, i1 int) {
 			for i := i0; i < i1; i++ {
 				pager.StreamCopy(dst[int64(i)*uRow:], L.Up.Row(row(i)))
 			}
 		})
-		gatherDown(dst[uPart:], L, dim, hidden, k, row, workers)
-	})
+		if err != nil {
+			return err
+		}
+		return gatherDown(dst[uPart:], L, dim, hidden, k, row, workers)
+	}, L.Up, L.Down)
 	return tensorAt(buf, uOff, ut, k, dim), tensorAt(buf, dOff, dt, k, dim)
 }
 
@@ -325,11 +337,12 @@ var prefaultSink atomic.Uint32
 
 // prefault reads one byte of every page of b, so that the page faults of a
 // tensor mapped in place are paid at setup (as a copy's would be), not
-// inside the first pass that uses it.
-func prefault(b []byte, workers int) {
+// inside the first pass that uses it. b is the mapped file: a fault is
+// returned as an error.
+func prefault(b []byte, workers int) error {
 	const page = 4096
 	pages := (len(b) + page - 1) / page
-	parallel(pages, workers, func(p0, p1 int) {
+	return parallel(pages, workers, func(p0, p1 int) {
 		var x byte
 		for p := p0; p < p1; p++ {
 			x ^= b[p*page]
@@ -338,26 +351,21 @@ func prefault(b []byte, workers int) {
 	})
 }
 
-// parallel splits [0, n) into up to workers chunks run concurrently.
-func parallel(n, workers int, f func(i0, i1 int)) {
+// parallel splits [0, n) into up to workers chunks run concurrently. f
+// reads the mapped model file, so each chunk runs under fault.Guard: a
+// fault (the file was truncated meanwhile) is returned as an error.
+func parallel(n, workers int, f func(i0, i1 int)) error {
 	if workers < 1 {
 		workers = 1
 	}
 	if n < 256 || workers == 1 {
-		f(0, n)
-		return
+		return fault.Guard(func() { f(0, n) })
 	}
-	if workers > n {
-		workers = n
-	}
-	var wg sync.WaitGroup
+	workers = min(workers, n)
 	chunk := (n + workers - 1) / workers
-	for i0 := 0; i0 < n; i0 += chunk {
-		i1 := min(i0+chunk, n)
-		wg.Add(1)
-		go func() { defer wg.Done(); f(i0, i1) }()
-	}
-	wg.Wait()
+	return fault.Go((n+chunk-1)/chunk, func(c int) {
+		f(c*chunk, min((c+1)*chunk, n))
+	})
 }
 
 // enqueue issues lo's transfers into buf on stream s, gathering into staging
@@ -374,10 +382,13 @@ func enqueue(dev device.Device, s device.Stream, buf device.Buffer, lo *layout, 
 			}
 			src = staging[soff : soff+it.bytes]
 			d := it.direct
-			parallel(int((it.bytes+(1<<20)-1)>>20), workers, func(c0, c1 int) {
+			err := parallel(int((it.bytes+(1<<20)-1)>>20), workers, func(c0, c1 int) {
 				lo, hi := int64(c0)<<20, min(int64(c1)<<20, it.bytes)
 				pager.StreamCopy(src[lo:hi], d[lo:hi])
 			})
+			if err != nil {
+				return total, err
+			}
 			soff += alignUp(it.bytes)
 		case it.direct != nil:
 			src = it.direct
@@ -386,7 +397,9 @@ func enqueue(dev device.Device, s device.Stream, buf device.Buffer, lo *layout, 
 				return total, fmt.Errorf("staging buffer of %d bytes is too small for %d", len(staging), soff+it.bytes)
 			}
 			src = staging[soff : soff+it.bytes]
-			it.gather(src)
+			if err := it.gather(src); err != nil {
+				return total, err
+			}
 			soff += alignUp(it.bytes)
 		}
 		if err := dev.CopyToDevice(s, buf, off, src); err != nil {

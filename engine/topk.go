@@ -105,11 +105,16 @@ func (e *Engine) topkFFN(l int, un *unit, rows int, pass *passRec) (model.FFNWei
 	if int64(len(e.topk.stage)) < lo.staged {
 		return model.FFNWeights{}, fmt.Errorf("top-k staging of %d bytes is too small for %d", len(e.topk.stage), lo.staged)
 	}
+	if err := e.fin.check(lo.items, e.opt.Workers); err != nil {
+		return model.FFNWeights{}, err
+	}
 	start := d.Record(e.copy)
 	var off, soff, n int64 = un.slotLo.off, 0, 0
 	for _, it := range lo.items {
 		src := e.topk.stage[soff : soff+it.bytes]
-		it.gather(src)
+		if err := it.gather(src); err != nil {
+			return model.FFNWeights{}, err
+		}
 		soff += alignUp(it.bytes)
 		if err := d.CopyToDevice(e.copy, e.pipe.slots[un.slot], off, src); err != nil {
 			return model.FFNWeights{}, err

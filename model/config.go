@@ -9,6 +9,7 @@ package model
 
 import (
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 
@@ -53,6 +54,19 @@ func (c Config) Validate() error {
 		return fmt.Errorf("config: head dim %d is odd, RoPE needs pairs", c.HeadDim)
 	case c.Dim > 1<<20, c.Hidden > 1<<22, c.Layers > 1<<12, c.Vocab > 1<<24, c.Heads > 1<<12:
 		return fmt.Errorf("config: implausible size (dim %d, hidden %d, layers %d, vocab %d, heads %d)", c.Dim, c.Hidden, c.Layers, c.Vocab, c.Heads)
+	case !(c.NormEps > 0 && c.NormEps <= 1):
+		// RMSNorm divides by sqrt(mean(x^2) + eps): NaN poisons every
+		// activation, a negative eps can take the root of a negative.
+		return fmt.Errorf("config: RMS norm epsilon %g must be in (0, 1]", c.NormEps)
+	case c.RopeFreqs == nil && !(c.RopeTheta > 0 && c.RopeTheta <= math.MaxFloat32):
+		return fmt.Errorf("config: RoPE theta %g must be positive and finite", c.RopeTheta)
+	case c.MaxSeq < 0 || c.MaxSeq > 1<<24:
+		return fmt.Errorf("config: context length %d outside [0, %d]", c.MaxSeq, 1<<24)
+	}
+	for i, f := range c.RopeFreqs {
+		if !(f > 0 && f <= math.MaxFloat32) {
+			return fmt.Errorf("config: RoPE frequency %d is %g, not positive and finite", i, f)
+		}
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"math"
 
 	"offload/device"
+	"offload/internal/fault"
 	"offload/internal/half"
 	"offload/pager"
 	"offload/quant"
@@ -106,6 +107,11 @@ func ConfigFrom(format string, p pager.LlamaParams) Config {
 	return cfg
 }
 
+// FromFile checks an already opened weight file as Open does (it does not
+// take ownership: closing the Model closes f). inspect uses it so that a
+// file's header is parsed once.
+func FromFile(f *pager.Model) (*Model, error) { return fromFile(f) }
+
 func fromFile(f *pager.Model) (*Model, error) {
 	if err := f.CheckDTypes(); err != nil {
 		return nil, err
@@ -131,8 +137,14 @@ func fromFile(f *pager.Model) (*Model, error) {
 		}
 		byName[name] = t
 	}
-	if cfg.RopeFreqs, err = ropeFreqs(f, byName, cfg); err != nil {
+	if ferr := fault.Guard(func() { cfg.RopeFreqs, err = ropeFreqs(f, byName, cfg) }); ferr != nil {
+		return nil, ferr
+	}
+	if err != nil {
 		return nil, err
+	}
+	if err := cfg.Validate(); err != nil { // again, with the scaled frequencies
+		return nil, fmt.Errorf("%s: %w", f.Path, err)
 	}
 	m := &Model{Config: cfg, File: f}
 	get := func(name string, shape ...int) (*pager.Tensor, error) {
@@ -213,6 +225,20 @@ func fromFile(f *pager.Model) (*Model, error) {
 			return nil, err
 		}
 	}
+	// The norms are small and read by every token: check them now (the
+	// engine checks every other weight as it first reads it).
+	norms := []*pager.Tensor{m.OutNorm}
+	for l := range m.Layers {
+		norms = append(norms, m.Layers[l].AttnNorm, m.Layers[l].FFNNorm)
+	}
+	for _, t := range norms {
+		if err := fault.Guard(func() { err = t.CheckFinite() }); err != nil {
+			return nil, err
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", f.Path, err)
+		}
+	}
 	return m, nil
 }
 
@@ -234,16 +260,29 @@ func checkShape(t *pager.Tensor, want []int) error {
 }
 
 // EmbedRow writes token tok's embedding row into dst as float32 (the table
-// stays on the host: a pass sends only its tokens' rows).
-func (m *Model) EmbedRow(dst []float32, tok int) error {
+// stays on the host: a pass sends only its tokens' rows). The row is read
+// from the mapped file on every call, so it is read under fault.Guard (a
+// file truncated while running is an error, not SIGBUS) and checked for
+// NaN/Inf (a corrupt row is an error naming the tensor, not garbage text).
+func (m *Model) EmbedRow(dst []float32, tok int) (err error) {
 	if tok < 0 || tok >= m.Config.Vocab {
 		return fmt.Errorf("token id %d out of range [0,%d)", tok, m.Config.Vocab)
 	}
-	row := m.Embed.Row(tok)
 	if len(dst) < m.Config.Dim {
 		return fmt.Errorf("embedding row of %d values into %d", m.Config.Dim, len(dst))
 	}
 	dst = dst[:m.Config.Dim]
+	if ferr := fault.Guard(func() { err = m.embedRow(dst, tok) }); ferr != nil {
+		return ferr
+	}
+	return err
+}
+
+func (m *Model) embedRow(dst []float32, tok int) error {
+	row := m.Embed.Row(tok)
+	if i := pager.NonFinite(m.Embed.DType, row); i >= 0 {
+		return fmt.Errorf("tensor %s row %d (token %d) holds a non-finite weight at column %d: the file is corrupt", m.Embed.Name, tok, tok, i)
+	}
 	switch m.Embed.DType {
 	case pager.F32:
 		for i := range dst {

@@ -6,6 +6,9 @@ import (
 	"io"
 	"strconv"
 	"strings"
+
+	"offload/internal/atomicfile"
+	"offload/internal/fault"
 )
 
 // hfLayerNames maps the per-layer part of Hugging Face Llama tensor names
@@ -195,6 +198,9 @@ type outTensor struct {
 // far and the total. The write is atomic.
 func BundleFFN(src *Model, dstPath string, progress func(done, total int64)) error {
 	fail := func(err error) error { return fmt.Errorf("bundle %s -> %s: %w", src.Path, dstPath, err) }
+	if err := atomicfile.SameFile(dstPath, src.Files()...); err != nil {
+		return fail(err)
+	}
 	if err := src.CheckDTypes(); err != nil {
 		return fail(err)
 	}
@@ -238,14 +244,21 @@ func BundleFFN(src *Model, dstPath string, progress func(done, total int64)) err
 		total += n
 	}
 	pw := &progressWriter{total: total, report: progress}
-	err = WriteGGUF(dstPath, meta, specs, func(i int, w io.Writer) error {
-		pw.w = w
-		if err := outs[i].fill(pw); err != nil {
-			return err
-		}
-		pw.flush()
-		return nil
+	// The fills read the mapped source: a fault (the source was truncated
+	// meanwhile) is an error, and the partial output is removed.
+	ferr := fault.Guard(func() {
+		err = WriteGGUF(dstPath, meta, specs, func(i int, w io.Writer) error {
+			pw.w = w
+			if err := outs[i].fill(pw); err != nil {
+				return err
+			}
+			pw.flush()
+			return nil
+		})
 	})
+	if ferr != nil {
+		err = ferr
+	}
 	if err != nil {
 		return fail(err)
 	}

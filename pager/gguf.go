@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
+
+	"golang.org/x/sys/unix"
 )
 
 // GGUF metadata value types (gguf.h enum gguf_type).
@@ -26,12 +29,23 @@ const (
 
 // Limits on untrusted GGUF headers. Counts are also bounded by the bytes left
 // in the file (each item needs at least a few bytes), so a header claiming
-// 2^60 items fails before anything is allocated.
+// 2^60 items fails before anything is allocated. The file size alone is not
+// enough: a sparse file costs no disk, and a 16 GB one can hold the length
+// fields of 2^31 empty strings, which decode to 32 GB of Go strings. So the
+// decoded metadata as a whole is bounded too (ggufMaxMeta), and each array
+// is charged against that budget before it is allocated.
 const (
-	ggufMaxTensors   = 1 << 20
-	ggufMaxKV        = 1 << 20
-	ggufMaxString    = 1 << 30 // a single string (chat templates run to tens of KB)
-	ggufMaxName      = 64 << 10
+	ggufMaxTensors = 1 << 17 // the largest real models (MoE with per-expert tensors) have ~15k
+	ggufMaxKV      = 1 << 20
+	ggufMaxString  = 1 << 30 // a single string (chat templates run to tens of KB)
+	ggufMaxName    = 64 << 10
+	// ggufMaxTensorName bounds a tensor's name (ggml's own limit is 64 bytes).
+	ggufMaxTensorName = 1 << 10
+	// ggufMaxMeta bounds the metadata's cost in memory: the header bytes
+	// read (mapped pages count in the resident set) plus what they decode
+	// to. The largest real tokenizers (Llama 3, Qwen 2, Command R: 128-256k
+	// tokens and as many merges) cost 15-25 MB.
+	ggufMaxMeta      = 40 << 20
 	ggufMaxDims      = 4
 	ggufMaxNesting   = 4
 	ggufDefaultAlign = 32
@@ -44,6 +58,71 @@ var errShort = errors.New("unexpected end of file")
 type reader struct {
 	b   []byte
 	off int
+	// meta is what is left of the decoded-metadata budget (ggufMaxMeta).
+	meta int64
+	// mapped says b is a file mapping whose pages release may drop;
+	// released is the offset up to which it has.
+	mapped   bool
+	released int
+}
+
+// releaseStep is how many consumed header bytes release lets accumulate.
+const releaseStep = 1 << 20
+
+// release drops the mapped pages of the header already decoded (every value
+// is copied out of the mapping), so that reading a large header does not
+// also hold all of it in the resident set: only the current chunk's pages
+// and the decoded values are. The pages are file-backed, so dropping them
+// loses nothing.
+func (r *reader) release() {
+	if !r.mapped {
+		return
+	}
+	end := r.off &^ (os.Getpagesize() - 1)
+	if end-r.released < releaseStep {
+		return
+	}
+	_ = unix.Madvise(r.b[r.released:end], unix.MADV_DONTNEED)
+	r.released = end
+}
+
+// decodeFixed decodes an array of n elements of es bytes each, a chunk at a
+// time, releasing the pages behind each chunk.
+func decodeFixed[T any](r *reader, n, es int, conv func(b []byte, i int) (T, error)) ([]T, error) {
+	out := make([]T, n)
+	chunk := max(1, releaseStep/es)
+	for i0 := 0; i0 < n; i0 += chunk {
+		k := min(chunk, n-i0)
+		b, err := r.take(k * es) // n*es <= left, checked by count
+		if err != nil {
+			return nil, err
+		}
+		for i := range k {
+			if out[i0+i], err = conv(b[i*es:], i0+i); err != nil {
+				return nil, err
+			}
+		}
+		r.release()
+	}
+	return out, nil
+}
+
+// Go's in-memory sizes of decoded metadata, for the budget.
+const (
+	goStringHeader = 16 // a string header
+	goIface        = 16 // an interface value (a []any element, a map value)
+	goSlice        = 24 // a slice header
+)
+
+// charge takes n bytes from the metadata budget before they are read or
+// allocated.
+func (r *reader) charge(what string, n int64) error {
+	if n < 0 || n > r.meta {
+		return fmt.Errorf("at offset %d: %s would take the metadata past the limit of %d MiB (header bytes read plus their decoded size; used %d MiB)",
+			r.off, what, ggufMaxMeta>>20, (ggufMaxMeta-r.meta)>>20)
+	}
+	r.meta -= n
+	return nil
 }
 
 func (r *reader) left() int { return len(r.b) - r.off }
@@ -51,6 +130,9 @@ func (r *reader) left() int { return len(r.b) - r.off }
 func (r *reader) take(n int) ([]byte, error) {
 	if n < 0 || n > r.left() {
 		return nil, fmt.Errorf("at offset %d: need %d bytes, %d left: %w", r.off, n, r.left(), errShort)
+	}
+	if err := r.charge("reading the header", int64(n)); err != nil {
+		return nil, err
 	}
 	s := r.b[r.off : r.off+n]
 	r.off += n
@@ -111,6 +193,9 @@ func (r *reader) str(max uint64) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if err := r.charge("a string", int64(n)); err != nil {
+		return "", err
+	}
 	b, err := r.take(n)
 	if err != nil {
 		return "", err
@@ -121,7 +206,7 @@ func (r *reader) str(max uint64) (string, error) {
 // parseGGUF reads a GGUF v2/v3 header from the mapped file and builds tensor
 // views into it.
 func parseGGUF(path string, mm []byte) (*Model, error) {
-	m, err := parseGGUFHeader(mm)
+	m, err := parseGGUFHeader(mm, true)
 	if err != nil {
 		return nil, fmt.Errorf("gguf %s: %w", path, err)
 	}
@@ -130,8 +215,10 @@ func parseGGUF(path string, mm []byte) (*Model, error) {
 	return m, nil
 }
 
-func parseGGUFHeader(mm []byte) (*Model, error) {
-	r := &reader{b: mm}
+// parseGGUFHeader parses the header at the start of mm; mapped says mm is a
+// file mapping (whose decoded pages may be dropped as it goes).
+func parseGGUFHeader(mm []byte, mapped bool) (*Model, error) {
+	r := &reader{b: mm, meta: ggufMaxMeta, mapped: mapped}
 	if _, err := r.take(4); err != nil { // magic, checked by the caller
 		return nil, err
 	}
@@ -156,6 +243,11 @@ func parseGGUFHeader(mm []byte) (*Model, error) {
 	}
 	nKV, err := r.count("metadata count", ggufMaxKV, 13)
 	if err != nil {
+		return nil, err
+	}
+	// The map itself: about a key header, a value interface and bucket
+	// overhead per entry.
+	if err := r.charge(fmt.Sprintf("a table of %d metadata keys", nKV), int64(nKV)*64); err != nil {
 		return nil, err
 	}
 	m := &Model{Format: "gguf", Meta: make(map[string]any, nKV+2)}
@@ -196,8 +288,11 @@ func parseGGUFHeader(mm []byte) (*Model, error) {
 		n   int64
 	}
 	infos := make([]info, 0, nTensors)
+	// The tensor table is not metadata: it is bounded by its own limits
+	// (count, name length, dims) instead of the metadata budget.
+	r.meta = math.MaxInt64
 	for i := 0; i < nTensors; i++ {
-		name, err := r.str(ggufMaxName)
+		name, err := r.str(ggufMaxTensorName)
 		if err != nil {
 			return nil, fmt.Errorf("tensor %d name: %w", i, err)
 		}
@@ -324,7 +419,18 @@ func (r *reader) array(depth int) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	fixed := func() ([]byte, error) { return r.take(n * es) } // n*es <= left, checked by count
+	// In memory an element takes its own size, a string header, or an
+	// interface (arrays of arrays); charge the whole array before making it.
+	mem := int64(es)
+	switch et {
+	case ggufString:
+		mem = goStringHeader
+	case ggufArray:
+		mem = goIface + goSlice
+	}
+	if err := r.charge(fmt.Sprintf("an array of %d elements", n), goSlice+int64(n)*mem); err != nil {
+		return nil, err
+	}
 	switch et {
 	case ggufString:
 		out := make([]string, n)
@@ -332,6 +438,7 @@ func (r *reader) array(depth int) (any, error) {
 			if out[i], err = r.str(ggufMaxString); err != nil {
 				return nil, fmt.Errorf("array element %d: %w", i, err)
 			}
+			r.release()
 		}
 		return out, nil
 	case ggufArray:
@@ -343,77 +450,35 @@ func (r *reader) array(depth int) (any, error) {
 		}
 		return out, nil
 	}
-	b, err := fixed()
-	if err != nil {
-		return nil, err
-	}
 	le := binary.LittleEndian
 	switch et {
 	case ggufUint8:
-		return append([]uint8(nil), b...), nil
+		return decodeFixed(r, n, es, func(b []byte, _ int) (uint8, error) { return b[0], nil })
 	case ggufInt8:
-		out := make([]int8, n)
-		for i := range out {
-			out[i] = int8(b[i])
-		}
-		return out, nil
+		return decodeFixed(r, n, es, func(b []byte, _ int) (int8, error) { return int8(b[0]), nil })
 	case ggufBool:
-		out := make([]bool, n)
-		for i := range out {
-			if b[i] > 1 {
-				return nil, fmt.Errorf("array element %d: bool value %d is neither 0 nor 1", i, b[i])
+		return decodeFixed(r, n, es, func(b []byte, i int) (bool, error) {
+			if b[0] > 1 {
+				return false, fmt.Errorf("array element %d: bool value %d is neither 0 nor 1", i, b[0])
 			}
-			out[i] = b[i] == 1
-		}
-		return out, nil
+			return b[0] == 1, nil
+		})
 	case ggufUint16:
-		out := make([]uint16, n)
-		for i := range out {
-			out[i] = le.Uint16(b[2*i:])
-		}
-		return out, nil
+		return decodeFixed(r, n, es, func(b []byte, _ int) (uint16, error) { return le.Uint16(b), nil })
 	case ggufInt16:
-		out := make([]int16, n)
-		for i := range out {
-			out[i] = int16(le.Uint16(b[2*i:]))
-		}
-		return out, nil
+		return decodeFixed(r, n, es, func(b []byte, _ int) (int16, error) { return int16(le.Uint16(b)), nil })
 	case ggufUint32:
-		out := make([]uint32, n)
-		for i := range out {
-			out[i] = le.Uint32(b[4*i:])
-		}
-		return out, nil
+		return decodeFixed(r, n, es, func(b []byte, _ int) (uint32, error) { return le.Uint32(b), nil })
 	case ggufInt32:
-		out := make([]int32, n)
-		for i := range out {
-			out[i] = int32(le.Uint32(b[4*i:]))
-		}
-		return out, nil
+		return decodeFixed(r, n, es, func(b []byte, _ int) (int32, error) { return int32(le.Uint32(b)), nil })
 	case ggufFloat32:
-		out := make([]float32, n)
-		for i := range out {
-			out[i] = math.Float32frombits(le.Uint32(b[4*i:]))
-		}
-		return out, nil
+		return decodeFixed(r, n, es, func(b []byte, _ int) (float32, error) { return math.Float32frombits(le.Uint32(b)), nil })
 	case ggufUint64:
-		out := make([]uint64, n)
-		for i := range out {
-			out[i] = le.Uint64(b[8*i:])
-		}
-		return out, nil
+		return decodeFixed(r, n, es, func(b []byte, _ int) (uint64, error) { return le.Uint64(b), nil })
 	case ggufInt64:
-		out := make([]int64, n)
-		for i := range out {
-			out[i] = int64(le.Uint64(b[8*i:]))
-		}
-		return out, nil
+		return decodeFixed(r, n, es, func(b []byte, _ int) (int64, error) { return int64(le.Uint64(b)), nil })
 	case ggufFloat64:
-		out := make([]float64, n)
-		for i := range out {
-			out[i] = math.Float64frombits(le.Uint64(b[8*i:]))
-		}
-		return out, nil
+		return decodeFixed(r, n, es, func(b []byte, _ int) (float64, error) { return math.Float64frombits(le.Uint64(b)), nil })
 	}
 	return nil, fmt.Errorf("unhandled array element type %d", et)
 }

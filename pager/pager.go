@@ -20,6 +20,8 @@ import (
 
 	"github.com/edsrzf/mmap-go"
 	"golang.org/x/sys/unix"
+
+	"offload/internal/fault"
 )
 
 // Tensor is one named weight. Data aliases the file mapping: it is valid only
@@ -137,9 +139,21 @@ type Model struct {
 	Tensors []*Tensor // in file order (shard order, then offset, for sharded safetensors)
 
 	mappings []mmap.MMap
+	files    []string // the files mapped, in mappings' order
 	byName   map[string]*Tensor
 	// configPath is the file Meta's architecture keys come from, for errors.
 	configPath string
+}
+
+// Files lists every file the model was read from: the weight files mapped
+// and the config.json their architecture came from. A writer refuses an
+// output that is one of them (atomicfile.SameFile).
+func (m *Model) Files() []string {
+	out := append([]string(nil), m.files...)
+	if m.configPath != "" && (len(out) == 0 || m.configPath != out[0]) {
+		out = append(out, m.configPath)
+	}
+	return out
 }
 
 // Tensor looks a tensor up by name.
@@ -161,7 +175,7 @@ func (m *Model) Bytes() int64 {
 func (m *Model) Close() error {
 	var errs []error
 	for i := range m.mappings {
-		if err := m.mappings[i].Unmap(); err != nil {
+		if err := unmap(m.mappings[i]); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -218,43 +232,45 @@ func Open(path string) (*Model, error) {
 		return nil, err
 	}
 	var m *Model
-	switch {
-	case len(mm) >= 4 && string(mm[:4]) == "GGUF":
-		m, err = parseGGUF(path, mm)
-	case len(mm) >= 4 && string(mm[:4]) == "FUGG":
-		err = fmt.Errorf("gguf %s: big-endian GGUF is not supported", path)
-	case strings.HasSuffix(strings.ToLower(path), ".safetensors"):
-		m = &Model{Path: path, Format: "safetensors", Meta: map[string]any{}}
-		cfg := filepath.Join(filepath.Dir(path), "config.json")
-		if err = m.readConfig(cfg); err == nil {
-			err = m.addSafetensors(path, mm)
+	// The header is parsed from the mapping: guard it like any other read.
+	ferr := fault.Guard(func() {
+		switch {
+		case len(mm) >= 4 && string(mm[:4]) == "GGUF":
+			m, err = parseGGUF(path, mm)
+		case len(mm) >= 4 && string(mm[:4]) == "FUGG":
+			err = fmt.Errorf("gguf %s: big-endian GGUF is not supported", path)
+		case strings.HasSuffix(strings.ToLower(path), ".safetensors"):
+			m = &Model{Path: path, Format: "safetensors", Meta: map[string]any{}}
+			cfg := filepath.Join(filepath.Dir(path), "config.json")
+			if err = m.readConfig(cfg); err == nil {
+				err = m.addSafetensors(path, mm)
+			}
+		default:
+			m, err = parseLlama2C(path, mm)
 		}
-	default:
-		m, err = parseLlama2C(path, mm)
+	})
+	if ferr != nil {
+		err = ferr
 	}
 	if err != nil {
-		_ = mm.Unmap()
+		_ = unmap(mm)
 		return nil, err
 	}
 	m.mappings = append(m.mappings, mm)
+	m.files = append(m.files, path)
 	return m, nil
 }
 
-// mapFile maps a whole file read-only. The descriptor is closed at once: the
-// mapping keeps the file alive.
+// mapFile maps a whole file read-only and registers the mapping with
+// package fault, so that a read of it that faults (the file was truncated
+// while mapped) becomes an error naming the file. The descriptor is closed at
+// once: the mapping keeps the file alive.
 func mapFile(path string) (mmap.MMap, error) {
-	f, err := os.Open(path)
+	f, st, err := OpenRegular(path)
 	if err != nil {
 		return nil, fmt.Errorf("open model: %w", err)
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("stat %s: %w", path, err)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file", path)
-	}
 	if st.Size() == 0 {
 		return nil, fmt.Errorf("%s: empty file", path)
 	}
@@ -265,7 +281,14 @@ func mapFile(path string) (mmap.MMap, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mmap %s: %w", path, err)
 	}
+	fault.Register(mm, path)
 	return mm, nil
+}
+
+// unmap undoes mapFile.
+func unmap(mm mmap.MMap) error {
+	fault.Unregister(mm)
+	return mm.Unmap()
 }
 
 // sortByOffset orders tensors of one file by where their data starts, which

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,12 +13,16 @@ import (
 	"strings"
 
 	"github.com/edsrzf/mmap-go"
+
+	"offload/internal/fault"
 )
 
 const (
 	// stMaxHeader bounds the safetensors JSON header. Real headers are a
-	// few hundred KB even for 1000+ tensor shards.
-	stMaxHeader = 100 << 20
+	// few hundred KB even for 1000+ tensor shards (an entry is ~100 bytes).
+	stMaxHeader = 16 << 20
+	// stMaxMetadata bounds the header's __metadata__ object.
+	stMaxMetadata = 1 << 20
 	// maxJSONFile bounds config.json and model.safetensors.index.json.
 	maxJSONFile = 64 << 20
 	stMaxDims   = 8
@@ -66,23 +71,45 @@ func parseSafetensors(mm []byte) ([]*Tensor, map[string]string, error) {
 	dataStart := 8 + int64(n)
 	dataLen := uint64(int64(len(mm)) - dataStart)
 
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(hdr, &raw); err != nil {
-		return nil, nil, fmt.Errorf("header JSON: %w", err)
+	// Decode the header as a stream, one entry at a time, rather than into
+	// a map of raw messages: that would copy the whole header once more
+	// before a single entry was checked.
+	dec := json.NewDecoder(bytes.NewReader(hdr))
+	dec.DisallowUnknownFields()
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, nil, fmt.Errorf("header JSON: not an object")
 	}
 	meta := map[string]string{}
-	if mr, ok := raw["__metadata__"]; ok {
-		if err := json.Unmarshal(mr, &meta); err != nil {
-			return nil, nil, fmt.Errorf("__metadata__ must map strings to strings: %w", err)
+	seen := map[string]bool{}
+	var ts []*Tensor
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, nil, fmt.Errorf("header JSON: %w", err)
 		}
-		delete(raw, "__metadata__")
-	}
-	ts := make([]*Tensor, 0, len(raw))
-	for name, msg := range raw {
+		name, _ := tok.(string)
+		if seen[name] {
+			return nil, nil, fmt.Errorf("header JSON: duplicate key %q", name)
+		}
+		seen[name] = true
+		if name == "__metadata__" {
+			// Real metadata is a few short strings ({"format": "pt"}); a
+			// huge value would be buffered and decoded whole, so its size
+			// is measured in place first.
+			if n := jsonValueLen(hdr[dec.InputOffset():]); n > stMaxMetadata {
+				return nil, nil, fmt.Errorf("__metadata__ is %d bytes, over the limit of %d", n, stMaxMetadata)
+			}
+			if err := dec.Decode(&meta); err != nil {
+				return nil, nil, fmt.Errorf("__metadata__ must map strings to strings: %w", err)
+			}
+			continue
+		}
 		var e stEntry
-		dec := json.NewDecoder(bytes.NewReader(msg))
-		dec.DisallowUnknownFields()
 		if err := dec.Decode(&e); err != nil {
+			var se *json.SyntaxError
+			if errors.As(err, &se) || err == io.EOF || err == io.ErrUnexpectedEOF {
+				return nil, nil, fmt.Errorf("header JSON: tensor %s: %w", name, err)
+			}
 			return nil, nil, fmt.Errorf("tensor %s: %w", name, err)
 		}
 		dt, ok := stDTypes[e.DType]
@@ -123,13 +150,19 @@ func parseSafetensors(mm []byte) ([]*Tensor, map[string]string, error) {
 		ts = append(ts, &Tensor{Name: name, DType: dt, Shape: shape, Data: mm[off : off+want : off+want],
 			mapping: mmap.MMap(mm), off: off})
 	}
+	if _, err := dec.Token(); err != nil {
+		return nil, nil, fmt.Errorf("header JSON: %w", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, nil, fmt.Errorf("header JSON: data after the header object")
+	}
 	sortByOffset(ts)
 	return ts, meta, nil
 }
 
 // readJSONFile reads a bounded JSON file into v.
 func readJSONFile(path string, v any) error {
-	f, err := os.Open(path)
+	f, _, err := OpenRegular(path)
 	if err != nil {
 		return err
 	}
@@ -232,5 +265,50 @@ func (m *Model) addShard(path string) error {
 		return fmt.Errorf("safetensors %s: %w", m.Path, err)
 	}
 	m.mappings = append(m.mappings, mm)
-	return m.addSafetensors(path, mm)
+	m.files = append(m.files, path)
+	var err2 error
+	if ferr := fault.Guard(func() { err2 = m.addSafetensors(path, mm) }); ferr != nil {
+		return ferr
+	}
+	return err2
+}
+
+// jsonValueLen is the length of the JSON value at the start of b (after
+// white space and a ':' separator), found by scanning its brackets and
+// strings without decoding it; malformed input yields some length <= len(b)
+// (the decoder then reports the syntax error).
+func jsonValueLen(b []byte) int {
+	i := 0
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\r' || b[i] == '\n' || b[i] == ':') {
+		i++
+	}
+	start, depth := i, 0
+	for ; i < len(b); i++ {
+		switch c := b[i]; c {
+		case '"':
+			for i++; i < len(b) && b[i] != '"'; i++ {
+				if b[i] == '\\' {
+					i++
+				}
+			}
+			if depth == 0 {
+				return min(i+1, len(b)) - start
+			}
+		case '{', '[':
+			depth++
+		case '}', ']':
+			if depth == 0 { // the end of the enclosing object
+				return i - start
+			}
+			depth--
+			if depth == 0 {
+				return i + 1 - start
+			}
+		case ',', ' ', '\t', '\r', '\n':
+			if depth == 0 {
+				return i - start
+			}
+		}
+	}
+	return len(b) - start
 }

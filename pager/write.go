@@ -8,11 +8,11 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
-	"path/filepath"
 	"reflect"
 	"sort"
 	"strings"
+
+	"offload/internal/atomicfile"
 )
 
 // TensorSpec describes one tensor to write.
@@ -30,55 +30,26 @@ const writeBufSize = 4 << 20
 // tests turn it off, to keep each iteration fast.
 var syncWrites = true
 
-// writeAtomic creates a temporary file in path's directory, lets body write
-// it through a buffered writer, then flushes, fsyncs, and renames it over
-// path (and fsyncs the directory). On any error the temporary file is
-// removed, so a partial output never appears under path.
-func writeAtomic(path string, body func(w io.Writer) error) (err error) {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
+// writeAtomic creates a temporary file in path's directory
+// (internal/atomicfile: registered, so an interrupt removes it), lets body
+// write it through a buffered writer, then flushes, fsyncs, and renames it
+// over path (and fsyncs the directory). On any error, or a panic (a fault
+// reading a mapped input), the temporary file is removed, so a partial
+// output never appears under path nor lingers beside it.
+func writeAtomic(path string, body func(w io.Writer) error) error {
+	f, err := atomicfile.Create(path)
 	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+		return err
 	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			_ = f.Close()
-			_ = os.Remove(tmp)
-		}
-	}()
+	defer f.Abort()
 	bw := bufio.NewWriterSize(f, writeBufSize)
-	if err = body(bw); err != nil {
+	if err := body(bw); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	if err = bw.Flush(); err != nil {
+	if err := bw.Flush(); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	if syncWrites {
-		if err = f.Sync(); err != nil {
-			return fmt.Errorf("write %s: fsync: %w", path, err)
-		}
-	}
-	if err = f.Chmod(0o644); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err = os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if !syncWrites {
-		return nil
-	}
-	if d, derr := os.Open(dir); derr == nil { // make the rename durable; best effort
-		_ = d.Sync()
-		_ = d.Close()
-	}
-	return nil
+	return f.Commit(syncWrites)
 }
 
 // countingWriter counts bytes and refuses to write past limit, so a fill

@@ -67,6 +67,15 @@ for c in $configs; do
 	ok=1
 	env OFFLOAD_EMU=1 EMU_PROFILE=1 "${env[@]}" $GO test -count=1 -v -run '^TestGPU' ./cuda >"$logs/$name-cuda.log" 2>&1 || ok=0
 	env OFFLOAD_EMU=1 "${env[@]}" $GO test -count=1 -v -run '^TestEmuRunMatchesHost$' ./cmd/offload >"$logs/$name-e2e.log" 2>&1 || ok=0
+	if [ "$c" = forward ]; then
+		# The device calls of a dense and a Sirius generation failed in
+		# turn (engine's fault sweep), once: every Alloc and Synchronize,
+		# every tenth copy and kernel (-short; all 580 take two minutes).
+		env OFFLOAD_EMU=1 "${env[@]}" $GO test -short -count=1 -v -run '^TestEmuFaultInjection$' ./engine >"$logs/$name-faults.log" 2>&1 || {
+			ok=0
+			failures "$logs/$name-faults.log" | sed 's/^/    /'
+		}
+	fi
 	prof=$(profile "$logs/$name-cuda.log")
 	nran=$(echo "$prof" | grep -c . || true)
 	launches=$(echo "$prof" | awk '{s += $2} END {print s + 0}')

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"offload/internal/atomicfile"
 	"offload/internal/half"
 	"offload/model"
 	"offload/pager"
@@ -174,21 +175,17 @@ func Write(dir string, o Options) error {
 	return writeAtomic(filepath.Join(dir, "config.json"), b)
 }
 
+// writeAtomic writes b to path through a registered temp file
+// (internal/atomicfile), which an error or an interrupt removes.
 func writeAtomic(path string, b []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-config-*")
+	err := atomicfile.Write(path, func(f *os.File) error {
+		_, err := f.Write(b)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("synth: %w", err)
 	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return fmt.Errorf("synth %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(f.Name())
-		return fmt.Errorf("synth %s: %w", path, err)
-	}
-	return os.Rename(f.Name(), path)
+	return nil
 }
 
 type xorshift uint64

@@ -7,10 +7,14 @@ import (
 )
 
 const (
-	maxFileBytes    = 256 << 20 // largest tokenizer file read (Gemma 3's tokenizer.json is ~33 MB)
-	maxTokens       = 1 << 22   // largest vocabulary accepted
-	maxPieceBytes   = 1 << 16   // longest single token
-	llama2cMaxToken = 1 << 16   // plausible max_token_length header
+	maxFileBytes = 256 << 20 // largest tokenizer.json read (Gemma 3's is ~33 MB)
+	// maxListBytes bounds the binary and line formats (llama2.c's
+	// tokenizer.bin, tiktoken rank files): 32k-token vocabularies are
+	// ~0.5 MB, Llama 3's 128k ranks 2 MB, o200k 3.6 MB.
+	maxListBytes    = 32 << 20
+	maxTokens       = 1 << 22 // largest vocabulary accepted
+	maxPieceBytes   = 1 << 16 // longest single token
+	llama2cMaxToken = 1 << 16 // plausible max_token_length header
 )
 
 // LoadLlama2C reads a llama2.c tokenizer.bin: a uint32 max_token_length,
@@ -19,7 +23,7 @@ const (
 // it is <= 0, tokens are read until the end of the file (at most 4M).
 // Ids 0, 1, 2 are <unk>, BOS, EOS and 3..258 the byte tokens <0x00>..<0xFF>.
 func LoadLlama2C(path string, vocabSize int) (*Tokenizer, error) {
-	data, err := readBounded(path, maxFileBytes)
+	data, err := readBounded(path, maxListBytes)
 	if err != nil {
 		return nil, fmt.Errorf("llama2.c tokenizer %s: %w", path, err)
 	}

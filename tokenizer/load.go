@@ -14,19 +14,13 @@ import (
 )
 
 // readBounded reads a whole file, refusing files over limit bytes.
+// Only regular files are read (pager.OpenRegular): a FIFO would block.
 func readBounded(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
+	f, st, err := pager.OpenRegular(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if st.IsDir() {
-		return nil, fmt.Errorf("is a directory")
-	}
 	if st.Size() > limit {
 		return nil, fmt.Errorf("file is %d bytes, over the limit of %d", st.Size(), limit)
 	}
@@ -97,7 +91,7 @@ func Load(path string) (*Tokenizer, error) {
 }
 
 func readHead(path string, n int) ([]byte, error) {
-	f, err := os.Open(path)
+	f, _, err := pager.OpenRegular(path)
 	if err != nil {
 		return nil, err
 	}

@@ -21,7 +21,7 @@ import (
 // strings in the text encode as their ids (tiktoken's allowed_special="all",
 // which is what Hugging Face does by default).
 func LoadTiktoken(path string, specialsPath string) (*Tokenizer, error) {
-	data, err := readBounded(path, maxFileBytes)
+	data, err := readBounded(path, maxListBytes)
 	if err != nil {
 		return nil, fmt.Errorf("tiktoken %s: %w", path, err)
 	}

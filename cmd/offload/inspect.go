@@ -50,11 +50,10 @@ func inspectCommand() *cli.Command {
 			} else {
 				fmt.Printf("config   dim %d, ffn %d, layers %d, heads %d (kv %d, head dim %d), vocab %d, context %d, rope theta %g, rms eps %g, tied embeddings %v\n",
 					p.Dim, p.Hidden, p.Layers, p.Heads, p.KVHeads, p.HeadDim, p.Vocab, p.ContextLength, p.RopeTheta, float32(p.NormEps), p.TiedEmbeddings)
-				if m, err := model.Open(path); err != nil {
+				if m, err := model.FromFile(f); err != nil { // f stays open: parsed once
 					fmt.Printf("runnable no: %v\n", err)
 				} else {
 					fmt.Printf("runnable yes (%s of weights the device may need; FFN bundled: %v)\n", humanize.IBytes(uint64(m.WeightBytes())), m.Bundled)
-					m.Close()
 				}
 			}
 			fmt.Printf("tensors  %d, %s (%s)\n\n", len(f.Tensors), humanize.IBytes(uint64(f.Bytes())), humanize.Comma(f.Bytes())+" bytes")

@@ -10,11 +10,46 @@ import (
 	"os"
 	"runtime/debug"
 	"strings"
+	"syscall"
 
 	"github.com/urfave/cli/v2"
+
+	"offload/internal/atomicfile"
 )
 
+// cleanupOnSignal makes SIGINT and SIGTERM remove the temp files of any
+// write in progress (convert, synth, --trace: internal/atomicfile registers
+// them) so an interrupted command leaves nothing behind, then exit with
+// 128+signal as a killed process would. The handler is active only while a
+// temp file exists: otherwise the signals keep their default action, or the
+// command's own handling (serve and chat shut down, run reports).
+func cleanupOnSignal() {
+	atomicfile.OnSignal(func(sig os.Signal, removed []string) {
+		msg := "offload: interrupted by " + sigName(sig)
+		if len(removed) > 0 {
+			msg += "; removed the partial output " + strings.Join(removed, ", ")
+		}
+		fmt.Fprintln(os.Stderr, msg)
+		code := 1
+		if s, ok := sig.(syscall.Signal); ok {
+			code = 128 + int(s)
+		}
+		os.Exit(code)
+	})
+}
+
+func sigName(sig os.Signal) string {
+	switch sig {
+	case syscall.SIGINT:
+		return "SIGINT"
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	}
+	return sig.String()
+}
+
 func main() {
+	cleanupOnSignal()
 	app := newApp()
 	if err := app.Run(os.Args); err != nil {
 		msg := strings.TrimSpace(err.Error())
@@ -24,7 +59,8 @@ func main() {
 			code = ec.ExitCode()
 		}
 		if msg != "" {
-			fmt.Fprintln(os.Stderr, "offload: "+msg)
+			// One line: errors.Join puts each joined error on its own.
+			fmt.Fprintln(os.Stderr, "offload: "+strings.ReplaceAll(msg, "\n", "; "))
 		}
 		os.Exit(code)
 	}

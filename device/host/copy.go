@@ -2,11 +2,11 @@ package host
 
 import (
 	"fmt"
-	"sync"
 	"time"
 	"unsafe"
 
 	"offload/device"
+	"offload/internal/fault"
 )
 
 const (
@@ -94,8 +94,7 @@ func (d *Device) CopyDevice(s device.Stream, dst device.Buffer, dstOff int64, sr
 			copy(to, from) // memmove; not worth splitting
 			return nil
 		}
-		d.memcpy(to, from)
-		return nil
+		return d.memcpy(to, from)
 	})
 }
 
@@ -114,8 +113,7 @@ func overlap(a, b []byte) bool {
 // overshoot never accumulates over a run of copies).
 func (d *Device) transfer(it *item, dir int, dst, src []byte) error {
 	if d.opts.Link <= 0 {
-		d.memcpy(dst, src)
-		return nil
+		return d.memcpy(dst, src)
 	}
 	dur := time.Duration(float64(len(src)) / d.opts.Link * float64(time.Second))
 	d.linkMu.Lock()
@@ -123,7 +121,9 @@ func (d *Device) transfer(it *item, dir int, dst, src []byte) error {
 	end := begin + dur
 	d.linkFree[dir] = end
 	d.linkMu.Unlock()
-	d.memcpy(dst, src)
+	if err := d.memcpy(dst, src); err != nil {
+		return err
+	}
 	if t := d.now(); t >= end {
 		it.end = t // the memcpy itself was slower than the link
 		return nil
@@ -144,20 +144,19 @@ func (d *Device) transfer(it *item, dir int, dst, src []byte) error {
 // copying get closer to it; below it the handoff costs more than it saves.
 const memcpySplit = 4 << 20
 
-// memcpy copies src into dst (same length, not overlapping).
-func (d *Device) memcpy(dst, src []byte) {
+// memcpy copies src into dst (same length, not overlapping). A source may
+// be a memory-mapped model file, so every part runs under fault.Guard: a
+// file truncated while mapped is returned as an error (the stream reports
+// it at the next Synchronize) instead of killing the process with SIGBUS.
+func (d *Device) memcpy(dst, src []byte) error {
 	n := len(src)
 	parts := min(d.threads, 4, n/memcpySplit)
 	if parts <= 1 {
-		copy(dst, src)
-		return
+		return fault.Guard(func() { copy(dst, src) })
 	}
 	chunk := (n/parts + 4095) &^ 4095
-	var wg sync.WaitGroup
-	for lo := chunk; lo < n; lo += chunk {
-		hi := min(lo+chunk, n)
-		wg.Go(func() { copy(dst[lo:hi], src[lo:hi]) })
-	}
-	copy(dst[:chunk], src[:chunk])
-	wg.Wait()
+	return fault.Go((n+chunk-1)/chunk, func(i int) {
+		lo, hi := i*chunk, min((i+1)*chunk, n)
+		copy(dst[lo:hi], src[lo:hi])
+	})
 }

@@ -14,7 +14,9 @@ package host
 import (
 	"errors"
 	"fmt"
+	"math"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"time"
 	"unsafe"
@@ -23,7 +25,9 @@ import (
 
 	"offload/device"
 	"offload/device/kernels"
+	"offload/internal/fault"
 	"offload/internal/sysmem"
+	"offload/internal/units"
 )
 
 // Options configures a host device.
@@ -90,8 +94,9 @@ func New(opts Options) (*Device, error) {
 	if opts.Capacity <= 0 {
 		return nil, fmt.Errorf("host: capacity must be positive, got %d", opts.Capacity)
 	}
-	if opts.Link < 0 {
-		return nil, fmt.Errorf("host: link speed must not be negative, got %g", opts.Link)
+	if opts.Link < 0 || (opts.Link > 0 && opts.Link < units.MinLink) || math.IsNaN(opts.Link) || math.IsInf(opts.Link, 0) {
+		// A crawl (1 B/s) would make a run take years and say nothing.
+		return nil, fmt.Errorf("host: link speed %g B/s must be 0 (unpaced) or at least %s", opts.Link, units.Rate(units.MinLink))
 	}
 	if opts.Threads < 0 {
 		return nil, fmt.Errorf("host: threads must not be negative, got %d", opts.Threads)
@@ -431,11 +436,18 @@ func (s *stream) loop() {
 }
 
 // runItem runs one item, turning a panic into an error so that a bug in a
-// kernel is reported by Synchronize instead of killing the process.
+// kernel is reported by Synchronize instead of killing the process. A fault
+// reading a memory-mapped model file (truncated while mapped) becomes
+// fault.ErrFileChanged.
 func (s *stream) runItem(it *item) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("panic: %v", r)
+			if ferr := fault.Recovered(r); ferr != nil {
+				err = ferr
+			} else {
+				err = fmt.Errorf("panic: %v", r)
+			}
 		}
 		if it.end > 0 {
 			s.ready = it.end

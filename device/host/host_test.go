@@ -47,7 +47,7 @@ func TestConformance(t *testing.T) {
 }
 
 func TestNewRejects(t *testing.T) {
-	for _, o := range []Options{{}, {Capacity: -1}, {Capacity: 1, Link: -1}, {Capacity: 1, Threads: -2}} {
+	for _, o := range []Options{{}, {Capacity: -1}, {Capacity: 1, Link: -1}, {Capacity: 1, Link: 1}, {Capacity: 1, Link: 999_999}, {Capacity: 1, Threads: -2}} {
 		if _, err := New(o); err == nil {
 			t.Errorf("New(%+v) succeeded", o)
 		}

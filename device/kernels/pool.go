@@ -2,6 +2,7 @@ package kernels
 
 import (
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 )
@@ -40,6 +41,28 @@ type job struct {
 	block int
 	next  atomic.Int64
 	wg    sync.WaitGroup
+	// A participant's panic (a fault reading weights mapped from a model
+	// file that was truncated) is kept here and re-raised on the caller,
+	// whose recover reports it; on a pool worker it would kill the process.
+	mu       sync.Mutex
+	panicked any
+	failed   bool
+}
+
+// runCaught is run with faults turned into panics, and keeps the first one.
+func (j *job) runCaught() {
+	defer j.catch()
+	j.run()
+}
+
+func (j *job) catch() {
+	if r := recover(); r != nil {
+		j.mu.Lock()
+		if !j.failed {
+			j.panicked, j.failed = r, true
+		}
+		j.mu.Unlock()
+	}
 }
 
 func (j *job) run() {
@@ -53,8 +76,9 @@ func (j *job) run() {
 }
 
 func worker() {
+	debug.SetPanicOnFault(true) // see job.panicked
 	for j := range poolQueue {
-		j.run()
+		j.runCaught()
 		j.wg.Done()
 	}
 }
@@ -136,8 +160,14 @@ func runBlocks(total, block, nblocks int, fn func(lo, hi int)) {
 	for range helpers {
 		poolQueue <- j
 	}
-	j.run()
+	old := debug.SetPanicOnFault(true)
+	j.runCaught()
+	debug.SetPanicOnFault(old)
 	j.wg.Wait()
-	j.fn = nil
+	r, failed := j.panicked, j.failed
+	j.fn, j.panicked, j.failed = nil, nil, false
 	jobs.Put(j)
+	if failed {
+		panic(r) // on the caller (the host backend's stream reports it)
+	}
 }

@@ -20,6 +20,7 @@ import (
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
 
+	"offload/internal/atomicfile"
 	"offload/internal/units"
 	"offload/plan"
 )
@@ -202,31 +203,11 @@ func timelinePlot(spans []plan.Span) (*plot.Plot, error) {
 	return p, nil
 }
 
-// writeFileAtomic writes data to a temporary file beside path and renames
-// it into place.
-func writeFileAtomic(path string, data []byte) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			_ = os.Remove(f.Name())
-		}
-	}()
-	if err = f.Chmod(0o644); err != nil {
-		_ = f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err = f.Write(data); err != nil {
-		_ = f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err = os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+// writeFileAtomic writes data to a registered temporary file beside path
+// (internal/atomicfile) and renames it into place.
+func writeFileAtomic(path string, data []byte) error {
+	return atomicfile.Write(path, func(f *os.File) error {
+		_, err := f.Write(data)
+		return err
+	})
 }
