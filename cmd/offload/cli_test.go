@@ -800,3 +800,22 @@ func TestBenchRepeats(t *testing.T) {
 		}
 	}
 }
+
+// TestTraceDirAndHugeWindow: a --trace path that is a directory is refused
+// before anything runs (nothing left behind), and a window longer than the
+// model's context is refused naming the flag and the context.
+func TestTraceDirAndHugeWindow(t *testing.T) {
+	model := filepath.Join(fixtures.Stories(t), "stories260K.gguf")
+	dir := t.TempDir()
+	_, errOut, code := runCLI(t, "run", "--model", model, "--device", "host", "-n", "4", "--trace", dir, "--json")
+	if code == 0 || !strings.Contains(errOut, "--trace") || !strings.Contains(errOut, "is a directory") {
+		t.Fatalf("--trace DIR: exit %d: %s", code, errOut)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("--trace DIR left %v", entries)
+	}
+	_, errOut, code = runCLI(t, "run", "--model", model, "--device", "host", "-n", "4", "--window", "2000000000")
+	if code == 0 || !strings.Contains(errOut, "--window 2000000000") || !strings.Contains(errOut, "2048 positions") {
+		t.Fatalf("--window 2000000000: exit %d: %s", code, errOut)
+	}
+}

@@ -18,6 +18,7 @@ import (
 
 	"offload"
 	"offload/engine"
+	"offload/internal/atomicfile"
 )
 
 func runCommand() *cli.Command {
@@ -108,6 +109,9 @@ func runAction(c *cli.Context) error {
 	req.Tokens = m.Encode(promptText)
 	if len(req.Tokens) == 0 {
 		return fmt.Errorf("the prompt is empty and this tokenizer has no BOS token to start from: pass --prompt")
+	}
+	if dec.Window >= m.Config.MaxSeq {
+		return fmt.Errorf("--window %d: %s holds %d positions; a window must be shorter than the context", dec.Window, m.Name, m.Config.MaxSeq)
 	}
 	if room := m.Config.MaxSeq - dec.Window - 1; len(req.Tokens) > room {
 		return fmt.Errorf("the prompt has %d tokens; %s holds %d positions, so with --window %d a prompt can have at most %d: shorten it",
@@ -257,6 +261,9 @@ func stdinIsData() bool {
 // checkWritableDir says whether a file could be created at path, so a long
 // run does not end with an output it cannot write.
 func checkWritableDir(path string) error {
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return fmt.Errorf("%s is a directory, not a file", path)
+	}
 	fi, err := os.Stat(dirOf(path))
 	if err != nil {
 		return err
@@ -327,22 +334,10 @@ func signalName(s os.Signal) string {
 	return s.String()
 }
 
-// writeFileAtomic writes through a temp file in the same directory and
-// renames it into place, so a failure never leaves a partial file.
+// writeFileAtomic writes through a registered temp file in the same
+// directory and renames it into place (internal/atomicfile), so a failure or
+// a signal never leaves a partial file, and a path that is a directory is
+// refused before anything is written.
 func writeFileAtomic(path string, write func(f *os.File) error) error {
-	f, err := os.CreateTemp(dirOf(path), ".tmp-"+baseOf(path)+"-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	if err := write(f); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.Write(path, write)
 }
