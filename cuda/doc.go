@@ -7,11 +7,15 @@
 // compiled at start by NVRTC for the card's architecture and cached on disk.
 // Matrix products with few activation rows (decoding, Sirius window checks)
 // run on our own kernels; larger batches (prefill) go through cuBLAS with
-// fp32 accumulation.
+// fp32 accumulation. Weights may be f32, f16, bf16 or one of ggml's
+// block-quantized types (Q4_0 ... Q8_0, Q2_K ... Q6_K): our kernels
+// dequantize them in registers, exactly as ggml does, and accumulate in f32
+// in the same batch-independent order as the float kernels; for cuBLAS,
+// panels of rows are dequantized to f32 first.
 //
 // Memory outside Capacity: the CUDA context, the kernel module, cuBLAS
-// handles and workspaces, and a conversion scratch per stream (scratchBytes,
-// only when a large batch meets half-precision weights) live outside the
+// handles and workspaces, and a scratch per stream (scratchBytes, only when
+// a large batch meets half-precision or quantized weights) live outside the
 // budget Alloc enforces. That is why Capacity defaults to free memory minus
 // a margin (capacityMargin).
 //
