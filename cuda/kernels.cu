@@ -123,7 +123,8 @@ __device__ void matmul_impl(float* __restrict__ y, const float* __restrict__ x,
                 if (k < nr) acc[k] += wv * xr[(i64)k * in + i];
         }
 #pragma unroll
-        for (int k = 0; k < MM_ROWS; k++) acc[k] = warp_sum(acc[k]);
+        for (int k = 0; k < MM_ROWS; k++)
+            if (k < nr) acc[k] = warp_sum(acc[k]); // nr is warp-uniform
         if (lane == 0)
             for (int k = 0; k < nr; k++) y[(i64)(r0 + k) * out + o] = acc[k];
     }
@@ -390,7 +391,8 @@ __device__ void matmul_q_impl(float* __restrict__ y, const float* __restrict__ x
                     if (k < nr) acc[k] += v[j] * xb[(i64)k * in + 32 * j];
         }
 #pragma unroll
-        for (int k = 0; k < MM_ROWS; k++) acc[k] = warp_sum(acc[k]);
+        for (int k = 0; k < MM_ROWS; k++)
+            if (k < nr) acc[k] = warp_sum(acc[k]); // nr is warp-uniform
         if (lane == 0)
             for (int k = 0; k < nr; k++) y[(i64)(r0 + k) * out + o] = acc[k];
     }
