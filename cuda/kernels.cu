@@ -199,9 +199,10 @@ extern "C" __global__ void matmul_t_bf16(float* y, const float* x, const u16* w,
 // Each format is a struct with QK (elements per block), BYTES (bytes per
 // block) and deq(b, lane, v): the QK/32 elements lane, lane+32, lane+64, ...
 // of block b, dequantized into registers exactly as ggml's dequantize_row_*
-// computes them (products that are then added to are __fmul_rn, so no
-// multiply-add is fused). So lane l of a warp holds, for every block, the
-// elements i ≡ l (mod 32), as in matmul_impl.
+// computes them: every product that then meets an addition or subtraction
+// is __fmul_rn, which --fmad=true never fuses into a multiply-add (a fused
+// one rounds once, ggml's C twice). So lane l of a warp holds, for every
+// block, the elements i ≡ l (mod 32), as in matmul_impl.
 
 typedef unsigned char u8;
 
@@ -262,7 +263,7 @@ struct Q2_K {
             int h = j >> 2, s = j & 3;
             int sc = b[8 * h + 2 * s + (l >> 4)];
             int q = (b[16 + 32 * h + l] >> (2 * s)) & 3;
-            float dl = d * (float)(sc & 15), ml = dmin * (float)(sc >> 4);
+            float dl = d * (float)(sc & 15), ml = __fmul_rn(dmin, (float)(sc >> 4));
             v[j] = __fmul_rn(dl, (float)q) - ml;
         }
     }
@@ -317,7 +318,7 @@ struct Q4_K {
             k4_scale_min(b + 4, j, &sc, &m);
             int q = b[16 + 32 * c + l];
             q = k ? q >> 4 : q & 15;
-            float dl = d * (float)sc, ml = dmin * (float)m;
+            float dl = d * (float)sc, ml = __fmul_rn(dmin, (float)m);
             v[j] = __fmul_rn(dl, (float)q) - ml;
         }
     }
@@ -336,7 +337,7 @@ struct Q5_K {
             k4_scale_min(b + 4, j, &sc, &m);
             int q = b[48 + 32 * c + l];
             q = (k ? q >> 4 : q & 15) | ((qh >> j) & 1) << 4;
-            float dl = d * (float)sc, ml = dmin * (float)m;
+            float dl = d * (float)sc, ml = __fmul_rn(dmin, (float)m);
             v[j] = __fmul_rn(dl, (float)q) - ml;
         }
     }

@@ -78,7 +78,7 @@ q5_1-qh-bit @@ ((b[4 + (l >> 3)] >> (l & 7)) & 1) << 4; @@ ((b[4 + (l >> 3)] >> 
 q5_1-quants-offset @@ int q = b[8 + (l & 15)]; @@ int q = b[7 + (l & 15)];
 q8_0-unsigned @@ (float)(signed char)b[2 + l] @@ (float)b[2 + l]
 q8_0-byte @@ (float)(signed char)b[2 + l] @@ (float)(signed char)b[1 + l]
-q2_k-min-nibble @@ ml = dmin * (float)(sc >> 4); @@ ml = dmin * (float)(sc & 15);
+q2_k-min-nibble @@ ml = __fmul_rn(dmin, (float)(sc >> 4)); @@ ml = __fmul_rn(dmin, (float)(sc & 15));
 q2_k-scale-group @@ int sc = b[8 * h + 2 * s + (l >> 4)]; @@ int sc = b[8 * h + 2 * s];
 q2_k-shift @@ int q = (b[16 + 32 * h + l] >> (2 * s)) & 3; @@ int q = (b[16 + 32 * h + l] >> s) & 3;
 q2_k-d-dmin @@ float d = ldh(b + 80), dmin = ldh(b + 82); @@ float d = ldh(b + 82), dmin = ldh(b + 80);
@@ -91,7 +91,7 @@ k4-min-low @@ *m = q[g + 4] & 63; @@ *m = q[g] & 63;
 k4-min-high @@ *m = (q[g + 4] >> 4) | ((q[g] >> 6) << 4); @@ *m = (q[g + 4] >> 4) | ((q[g - 4] >> 6) << 4);
 k4-scale-high @@ *sc = (q[g + 4] & 15) | ((q[g - 4] >> 6) << 4); @@ *sc = (q[g + 4] & 15) | ((q[g - 4] >> 4) << 4);
 q4_k-nibble-half @@ q = k ? q >> 4 : q & 15; @@ q = k ? q & 15 : q >> 4;
-q4_k-min-sign @@ q = k ? q >> 4 : q & 15;\n            float dl = d * (float)sc, ml = dmin * (float)m;\n            v[j] = __fmul_rn(dl, (float)q) - ml; @@ q = k ? q >> 4 : q & 15;\n            float dl = d * (float)sc, ml = dmin * (float)m;\n            v[j] = __fmul_rn(dl, (float)q) + ml;
+q4_k-min-sign @@ q = k ? q >> 4 : q & 15;\n            float dl = d * (float)sc, ml = __fmul_rn(dmin, (float)m);\n            v[j] = __fmul_rn(dl, (float)q) - ml; @@ q = k ? q >> 4 : q & 15;\n            float dl = d * (float)sc, ml = __fmul_rn(dmin, (float)m);\n            v[j] = __fmul_rn(dl, (float)q) + ml;
 q4_k-chunk @@ int q = b[16 + 32 * c + l]; @@ int q = b[16 + 32 * k + l];
 q5_k-high-bit @@ ((qh >> j) & 1) << 4; @@ ((qh >> c) & 1) << 4;
 q5_k-quants-offset @@ int q = b[48 + 32 * c + l]; @@ int q = b[16 + 32 * c + l];
