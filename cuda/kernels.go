@@ -74,11 +74,12 @@ var kernelSigs = map[string][]pkind{
 	"loglik_rows":       {pPtr, pPtr, pPtr, pI32, pF32, pPtr},
 }
 
-// The quantized products and dequantizations, one of each per block type
-// (matmul_q4_0, dequant_q4_0, ...).
+// The quantized products (plain and transposed) and dequantizations, one of
+// each per block type (matmul_q4_0, matmul_t_q4_0, dequant_q4_0, ...).
 func init() {
 	for _, dt := range quantTypes {
 		kernelSigs["matmul_"+dt.String()] = []pkind{pPtr, pPtr, pPtr, pI32, pI32, pI32}
+		kernelSigs["matmul_t_"+dt.String()] = []pkind{pPtr, pPtr, pPtr, pI32, pI32, pI32}
 		kernelSigs["dequant_"+dt.String()] = []pkind{pPtr, pPtr, pI64}
 	}
 }

@@ -81,9 +81,11 @@ func wantDType(op, what string, t device.Tensor, dts ...device.DType) error {
 	return fmt.Errorf("cuda: %s: %s is %s, want %v", op, what, t.DType, dts)
 }
 
-// quantTypes are the block-quantized weight types: MatMul reads them with
-// matmul_<type> (dequantizing in registers) and, for large batches,
-// dequantizes panels of rows with dequant_<type> for cuBLAS.
+// quantTypes are the block-quantized weight types: MatMul and MatMulT read
+// them with matmul_<type> and matmul_t_<type> (dequantizing in registers)
+// and, for large batches, dequantize panels of rows with dequant_<type> for
+// cuBLAS. Either way the weight's rows are whole blocks: w [out, in] for
+// MatMul, w [in, out] for MatMulT (quantized neuron bundles' down columns).
 var quantTypes = []device.DType{device.Q4_0, device.Q4_1, device.Q5_0, device.Q5_1, device.Q8_0,
 	device.Q2_K, device.Q3_K, device.Q4_K, device.Q5_K, device.Q6_K}
 
@@ -123,11 +125,16 @@ func (d *Device) matmul(s device.Stream, y, x, w device.Tensor, trans bool) erro
 		return nil
 	}
 	if w.DType.Quantized() {
-		if n > gemvMaxRows && d.blas != nil && int64(in)*4 <= scratchBytes {
-			return d.gemmQuant(cs, ps[0], ps[1], ps[2], w.DType, n, in, out)
+		if n > gemvMaxRows && d.blas != nil && int64(w.Cols)*4 <= quantPanelBytes {
+			return d.gemmQuant(cs, ps[0], ps[1], ps[2], w.DType, n, in, out, trans)
 		}
+		name := "matmul_" + w.DType.String()
 		grid := [3]uint32{uint32((int64(out)*32 + threads - 1) / threads), 1, 1}
-		return d.launch(cs, "matmul_"+w.DType.String(), grid, [3]uint32{threads, 1, 1}, ps[0], ps[1], ps[2], int32(n), int32(in), int32(out))
+		if trans {
+			name = "matmul_t_" + w.DType.String()
+			grid[0] = uint32((out + mmtCols - 1) / mmtCols)
+		}
+		return d.launch(cs, name, grid, [3]uint32{threads, 1, 1}, ps[0], ps[1], ps[2], int32(n), int32(in), int32(out))
 	}
 	if n > gemvMaxRows && d.blas != nil && (w.DType == device.F32 || int64(in)*2*2 <= scratchBytes) {
 		return d.gemm(cs, ps[0], ps[1], ps[2], w.DType, n, in, out, trans)
@@ -235,11 +242,18 @@ func (d *Device) streamScratch(cs *stream) error {
 	return nil
 }
 
-// gemmQuant is the cuBLAS path of a quantized MatMul (prefill): panels of
+// quantPanelBytes sizes gemmQuant's panels: scratchBytes, less in tests
+// that want several panels of a small matrix.
+var quantPanelBytes int64 = scratchBytes
+
+// gemmQuant is the cuBLAS path of a quantized product (prefill): panels of
 // whole rows of w are dequantized exactly to f32 into the stream's scratch
-// (dequant_<type>, the same decoding as matmul_<type>), and each panel's
-// columns of y are one f32 GEMM: yᵀ[o0:o0+rows, :] = panelᵀ · xᵀ, ldc = out.
-func (d *Device) gemmQuant(cs *stream, y, x, w devPtr, wt device.DType, n, in, out int) error {
+// (dequant_<type>, the same decoding as the product kernels) and each
+// panel is one f32 GEMM. For MatMul a panel is rows o0.. of w [out, in]
+// and gives columns o0.. of y (yᵀ[o0:, :] = panelᵀ·xᵀ, ldc = out); for
+// MatMulT it is rows i0.. of w [in, out] and adds x[:, i0:]·panel to y
+// (beta 1 after the first panel).
+func (d *Device) gemmQuant(cs *stream, y, x, w devPtr, wt device.DType, n, in, out int, trans bool) error {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	leave, err := d.enter()
@@ -255,13 +269,16 @@ func (d *Device) gemmQuant(cs *stream, y, x, w devPtr, wt device.DType, n, in, o
 	}
 	name := "dequant_" + wt.String()
 	f := d.fns[name]
-	rowBytes := wt.RowBytes(in)
-	perBlock := int64(wt.BlockElems())
-	panel := int(scratchBytes / (int64(in) * 4))
-	for o0 := 0; o0 < out; o0 += panel {
-		rows := min(panel, out-o0)
-		nblk := int64(rows) * int64(in) / perBlock
-		ka, err := packArgs(name, []any{devPtr(cs.scratch), w + devPtr(int64(o0)*rowBytes), nblk})
+	rows, cols := out, in // w's shape
+	if trans {
+		rows, cols = in, out
+	}
+	rowBytes := wt.RowBytes(cols)
+	panel := int(quantPanelBytes / (int64(cols) * 4))
+	for r0 := 0; r0 < rows; r0 += panel {
+		pr := min(panel, rows-r0)
+		nblk := int64(pr) * int64(cols) / int64(wt.BlockElems())
+		ka, err := packArgs(name, []any{devPtr(cs.scratch), w + devPtr(int64(r0)*rowBytes), nblk})
 		if err != nil {
 			return err
 		}
@@ -270,10 +287,17 @@ func (d *Device) gemmQuant(cs *stream, y, x, w devPtr, wt device.DType, n, in, o
 		if err != nil {
 			return fmt.Errorf("cuda: launch %s: %w", name, err)
 		}
-		g := gemmArgs{transA: cublasOpT, transB: cublasOpN, m: rows, n: n, k: in,
+		g := gemmArgs{transA: cublasOpT, transB: cublasOpN, m: pr, n: n, k: in,
 			a: cs.scratch, aType: cudaR32F, lda: in,
 			b: uint64(x), bType: cudaR32F, ldb: in,
-			c: uint64(y) + uint64(o0)*4, cType: cudaR32F, ldc: out}
+			c: uint64(y) + uint64(r0)*4, cType: cudaR32F, ldc: out}
+		if trans {
+			g.transA, g.m, g.k, g.lda = cublasOpN, out, pr, out
+			g.b, g.c = uint64(x)+uint64(r0)*4, uint64(y)
+			if r0 > 0 {
+				g.beta = 1
+			}
+		}
 		if err := d.blas.gemmEx(cs.blas, g); err != nil {
 			return fmt.Errorf("cuda: cuBLAS: %w", err)
 		}

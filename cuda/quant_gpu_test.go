@@ -56,59 +56,77 @@ var quantGGML = map[device.DType]quant.Type{
 
 // TestGPUQuantExact holds every quantized type's kernels to ggml's
 // decoding exactly, on arbitrary blocks: dequant_<type> (the cuBLAS path's
-// panels) bit for bit against quant.DequantizeRow, and MatMul with one-hot
-// activation rows, which picks single weights out of the product (every
-// other term is an exact zero), in batches of 64 (matmul_<type>) and of 128
-// (dequantized panels and cuBLAS): any weight decoded from the wrong bits,
-// scale, block or lane shows as an exact mismatch that names it.
+// panels) bit for bit against quant.DequantizeRow, and MatMul and MatMulT
+// with one-hot activation rows, which pick single weights out of the
+// product (every other term is an exact zero), in batches of 64
+// (matmul_<type>, matmul_t_<type>) and of 128 (dequantized panels of three
+// rows, so several panels and a short last one, and cuBLAS): any weight
+// decoded from the wrong bits, scale, block or lane, and any panel put in
+// the wrong place, shows as an exact mismatch that names it.
 func TestGPUQuantExact(t *testing.T) {
 	g := newGPUFixture(t, Options{Capacity: 64 << 20, Pinned: true})
-	const out = 7
+	const rows = 7
 	for _, dt := range quantTypes {
 		t.Run(dt.String(), func(t *testing.T) {
 			g.t = t
-			in := 2 * max(dt.BlockElems(), 128)
-			raw, deq := g.randomBlocks(dt, out, in)
-			w := g.tensor(dt, out, in)
+			cols := 2 * max(dt.BlockElems(), 128)
+			raw, deq := g.randomBlocks(dt, rows, cols)
+			w := g.tensor(dt, rows, cols)
 			g.put(w, raw)
 
 			// dequant_<type> over the whole matrix.
-			full := g.tensor(device.F32, out, in)
+			full := g.tensor(device.F32, rows, cols)
 			cs, ps, err := g.d.operands(g.s, "test", nil, full, w)
 			if err != nil {
 				t.Fatal(err)
 			}
-			nblk := int64(out*in) / int64(dt.BlockElems())
+			nblk := int64(rows*cols) / int64(dt.BlockElems())
 			if err := g.d.launch(cs, "dequant_"+dt.String(), [3]uint32{blocks(nblk*32, threads), 1, 1}, [3]uint32{threads, 1, 1}, ps[0], ps[1], nblk); err != nil {
 				t.Fatal(err)
 			}
 			for i, v := range f32s(g.raw(full)) {
 				if math.Float32bits(v) != math.Float32bits(deq[i]) {
-					t.Fatalf("dequant_%s: w[%d][%d] = %g (%08x), ggml decodes %g (%08x)", dt, i/in, i%in, v, math.Float32bits(v), deq[i], math.Float32bits(deq[i]))
+					t.Fatalf("dequant_%s: w[%d][%d] = %g (%08x), ggml decodes %g (%08x)", dt, i/cols, i%cols, v, math.Float32bits(v), deq[i], math.Float32bits(deq[i]))
 				}
 			}
 
-			for _, batch := range []int{gemvMaxRows, 2 * gemvMaxRows} {
-				if batch > gemvMaxRows && g.d.blas == nil {
-					continue
+			defer func(b int64) { quantPanelBytes = b }(quantPanelBytes)
+			quantPanelBytes = 3 * int64(cols) * 4
+			for _, trans := range []bool{false, true} {
+				in, out := cols, rows
+				if trans {
+					in, out = rows, cols
 				}
-				x := g.tensor(device.F32, batch, in)
-				y := g.tensor(device.F32, batch, out)
-				for p0 := 0; p0 < in; p0 += batch {
-					xv := make([]float32, batch*in)
-					for r := range batch {
-						xv[r*in+(p0+r)%in] = 1
+				for _, batch := range []int{gemvMaxRows, 2 * gemvMaxRows} {
+					if batch > gemvMaxRows && g.d.blas == nil {
+						continue
 					}
-					g.put(x, f32raw(xv))
-					if err := g.d.MatMul(g.s, y, x, w); err != nil {
-						t.Fatal(err)
-					}
-					yv := f32s(g.raw(y))
-					for r := range batch {
-						i := (p0 + r) % in
-						for o := range out {
-							if got, want := yv[r*out+o], deq[o*in+i]; got != want {
-								t.Fatalf("MatMul %s batch %d: w[%d][%d] reads as %g, ggml decodes %g", dt, batch, o, i, got, want)
+					x := g.tensor(device.F32, batch, in)
+					y := g.tensor(device.F32, batch, out)
+					for p0 := 0; p0 < in; p0 += batch {
+						xv := make([]float32, batch*in)
+						for r := range batch {
+							xv[r*in+(p0+r)%in] = 1
+						}
+						g.put(x, f32raw(xv))
+						op := g.d.MatMul
+						if trans {
+							op = g.d.MatMulT
+						}
+						if err := op(g.s, y, x, w); err != nil {
+							t.Fatal(err)
+						}
+						yv := f32s(g.raw(y))
+						for r := range batch {
+							i := (p0 + r) % in
+							for o := range out {
+								wr, wc := o, i // w's row and column of the weight y[r][o] picked
+								if trans {
+									wr, wc = i, o
+								}
+								if got, want := yv[r*out+o], deq[wr*cols+wc]; got != want {
+									t.Fatalf("trans=%v batch %d: w[%d][%d] reads as %g, ggml decodes %g", trans, batch, wr, wc, got, want)
+								}
 							}
 						}
 					}
@@ -118,34 +136,42 @@ func TestGPUQuantExact(t *testing.T) {
 	}
 }
 
-// TestGPUQuantBatchInvariance: for every quantized type, a product over 16
-// rows (a Sirius window check) gives bit-identical rows to one row at a
-// time (decode steps), as TestGPUBatchInvariance holds for float weights.
+// TestGPUQuantBatchInvariance: for every quantized type, MatMul and MatMulT
+// over 16 rows (a Sirius window check) give bit-identical rows to one row
+// at a time (decode steps), as TestGPUBatchInvariance holds for float
+// weights.
 func TestGPUQuantBatchInvariance(t *testing.T) {
 	g := newGPUFixture(t, Options{Capacity: 64 << 20, Pinned: true})
-	const n, out = 16, 45
+	const n, rows = 16, 45
 	for _, dt := range quantTypes {
 		t.Run(dt.String(), func(t *testing.T) {
 			g.t = t
-			in := 2 * max(dt.BlockElems(), 128)
-			raw, _ := g.randomBlocks(dt, out, in)
-			w := g.tensor(dt, out, in)
+			cols := 2 * max(dt.BlockElems(), 128)
+			raw, _ := g.randomBlocks(dt, rows, cols)
+			w := g.tensor(dt, rows, cols)
 			g.put(w, raw)
-			x := g.tensor(device.F32, n, in)
-			g.put(x, f32raw(g.randF32(n*in, 1)))
-			yb := g.tensor(device.F32, n, out)
-			if err := g.d.MatMul(g.s, yb, x, w); err != nil {
-				t.Fatal(err)
-			}
-			batch := f32s(g.raw(yb))
-			y1 := g.tensor(device.F32, 1, out)
-			for _, r := range []int{0, 3, 4, 15} { // first and last of a group of MM_ROWS, and the last row
-				if err := g.d.MatMul(g.s, y1, x.Slice(r, r+1), w); err != nil {
+			for _, trans := range []bool{false, true} {
+				in, out := cols, rows
+				op := g.d.MatMul
+				if trans {
+					in, out, op = rows, cols, g.d.MatMulT
+				}
+				x := g.tensor(device.F32, n, in)
+				g.put(x, f32raw(g.randF32(n*in, 1)))
+				yb := g.tensor(device.F32, n, out)
+				if err := op(g.s, yb, x, w); err != nil {
 					t.Fatal(err)
 				}
-				for o, v := range f32s(g.raw(y1)) {
-					if math.Float32bits(v) != math.Float32bits(batch[r*out+o]) {
-						t.Fatalf("%s: row %d col %d: batched %g, alone %g", dt, r, o, batch[r*out+o], v)
+				batch := f32s(g.raw(yb))
+				y1 := g.tensor(device.F32, 1, out)
+				for _, r := range []int{0, 3, 4, 15} { // first and last of a group of MM_ROWS, and the last row
+					if err := op(g.s, y1, x.Slice(r, r+1), w); err != nil {
+						t.Fatal(err)
+					}
+					for o, v := range f32s(g.raw(y1)) {
+						if math.Float32bits(v) != math.Float32bits(batch[r*out+o]) {
+							t.Fatalf("trans=%v: row %d col %d: batched %g, alone %g", trans, r, o, batch[r*out+o], v)
+						}
 					}
 				}
 			}

@@ -39,8 +39,8 @@ sync-block_sum-before-write @@ v = warp_sum(v);\n    __syncthreads(); @@ v = war
 sync-block_sum-before-read @@ red[warp] = v;\n    __syncthreads();\n    float t = 0.0f; @@ red[warp] = v;\n    float t = 0.0f;
 sync-block_max-before-write @@ v = warp_max(v);\n    __syncthreads(); @@ v = warp_max(v);
 sync-block_max-before-read @@ red[warp] = v;\n    __syncthreads();\n    float t = -F32_INF; @@ red[warp] = v;\n    float t = -F32_INF;
-sync-matmul_t-publish @@ part[s][k][lane] = acc[k];\n        __syncthreads(); @@ part[s][k][lane] = acc[k];
-sync-matmul_t-reuse @@ y[(i64)(r0 + k) * out + c] = t;\n            }\n        }\n        __syncthreads(); @@ y[(i64)(r0 + k) * out + c] = t;\n            }\n        }
+sync-matmul_t-publish @@ __syncthreads();\n        if (s == 0 && c < out) @@ if (s == 0 && c < out)
+sync-matmul_t-reuse @@ t += part[j][k][lane];\n                y[(i64)(r0 + k) * out + c] = t;\n            }\n        }\n        __syncthreads(); @@ t += part[j][k][lane];\n                y[(i64)(r0 + k) * out + c] = t;\n            }\n        }
 sync-attention-scores @@ sc[t] = d * scale;\n        }\n        __syncthreads(); @@ sc[t] = d * scale;\n        }
 sync-attention-tile-end @@ m = mn;\n        __syncthreads(); @@ m = mn;
 sync-argmax @@ bi[warp] = bidx; }\n    __syncthreads(); @@ bi[warp] = bidx; }
@@ -70,10 +70,10 @@ matmul-reduce-rows @@ xr[(i64)k * in + i];\n        }\n#pragma unroll\n        f
 q4_0-nibble-half @@ q = (l < 16 ? q & 15 : q >> 4) - 8; @@ q = (l < 16 ? q >> 4 : q & 15) - 8;
 q4_0-no-offset @@ q = (l < 16 ? q & 15 : q >> 4) - 8; @@ q = (l < 16 ? q & 15 : q >> 4);
 q4_0-byte @@ int q = b[2 + (l & 15)]; @@ int q = b[2 + (l & 7)];
-q4_1-min-sign @@ q = l < 16 ? q & 15 : q >> 4;\n        v[0] = __fmul_rn((float)q, ldh(b)) + ldh(b + 2); @@ q = l < 16 ? q & 15 : q >> 4;\n        v[0] = __fmul_rn((float)q, ldh(b)) - ldh(b + 2);
-q4_1-scale-index @@ q = l < 16 ? q & 15 : q >> 4;\n        v[0] = __fmul_rn((float)q, ldh(b)) @@ q = l < 16 ? q & 15 : q >> 4;\n        v[0] = __fmul_rn((float)q, ldh(b + 2))
+q4_1-min-sign @@ q = l < 16 ? q & 15 : q >> 4;\n        return __fmul_rn((float)q, ldh(b)) + ldh(b + 2); @@ q = l < 16 ? q & 15 : q >> 4;\n        return __fmul_rn((float)q, ldh(b)) - ldh(b + 2);
+q4_1-scale-index @@ q = l < 16 ? q & 15 : q >> 4;\n        return __fmul_rn((float)q, ldh(b)) @@ q = l < 16 ? q & 15 : q >> 4;\n        return __fmul_rn((float)q, ldh(b + 2))
 q5_0-qh-byte @@ ((b[2 + (l >> 3)] >> (l & 7)) & 1) << 4; @@ ((b[2 + (l >> 4)] >> (l & 7)) & 1) << 4;
-q5_0-no-offset @@ v[0] = (float)(q - 16) * ldh(b); @@ v[0] = (float)q * ldh(b);
+q5_0-no-offset @@ return (float)(q - 16) * ldh(b); @@ return (float)q * ldh(b);
 q5_1-qh-bit @@ ((b[4 + (l >> 3)] >> (l & 7)) & 1) << 4; @@ ((b[4 + (l >> 3)] >> (l & 3)) & 1) << 4;
 q5_1-quants-offset @@ int q = b[8 + (l & 15)]; @@ int q = b[7 + (l & 15)];
 q8_0-unsigned @@ (float)(signed char)b[2 + l] @@ (float)b[2 + l]
@@ -91,7 +91,7 @@ k4-min-low @@ *m = q[g + 4] & 63; @@ *m = q[g] & 63;
 k4-min-high @@ *m = (q[g + 4] >> 4) | ((q[g] >> 6) << 4); @@ *m = (q[g + 4] >> 4) | ((q[g - 4] >> 6) << 4);
 k4-scale-high @@ *sc = (q[g + 4] & 15) | ((q[g - 4] >> 6) << 4); @@ *sc = (q[g + 4] & 15) | ((q[g - 4] >> 4) << 4);
 q4_k-nibble-half @@ q = k ? q >> 4 : q & 15; @@ q = k ? q & 15 : q >> 4;
-q4_k-min-sign @@ q = k ? q >> 4 : q & 15;\n            float dl = d * (float)sc, ml = __fmul_rn(dmin, (float)m);\n            v[j] = __fmul_rn(dl, (float)q) - ml; @@ q = k ? q >> 4 : q & 15;\n            float dl = d * (float)sc, ml = __fmul_rn(dmin, (float)m);\n            v[j] = __fmul_rn(dl, (float)q) + ml;
+q4_k-min-sign @@ q = k ? q >> 4 : q & 15;\n        float dl = d * (float)sc, ml = __fmul_rn(dmin, (float)m);\n        return __fmul_rn(dl, (float)q) - ml; @@ q = k ? q >> 4 : q & 15;\n        float dl = d * (float)sc, ml = __fmul_rn(dmin, (float)m);\n        return __fmul_rn(dl, (float)q) + ml;
 q4_k-chunk @@ int q = b[16 + 32 * c + l]; @@ int q = b[16 + 32 * k + l];
 q5_k-high-bit @@ ((qh >> j) & 1) << 4; @@ ((qh >> c) & 1) << 4;
 q5_k-quants-offset @@ int q = b[48 + 32 * c + l]; @@ int q = b[16 + 32 * c + l];
@@ -104,9 +104,16 @@ matmul_q-row-bound @@ if (o >= out) return;\n    int nb = in / Q::QK; @@ if (o >
 matmul_q-last-block @@ for (int b = 0; b < nb; b++) { @@ for (int b = 0; b < nb - 1; b++) {
 matmul_q-row-stride @@ const u8* wr = w + (i64)o * nb * Q::BYTES; @@ const u8* wr = w + (i64)o * (nb - 1) * Q::BYTES;
 matmul_q-activation-index @@ xb[(i64)k * in + 32 * j]; @@ xb[(i64)k * in + 8 * j];
-matmul_q-reduce-rows @@ xb[(i64)k * in + 32 * j];\n        }\n#pragma unroll\n        for (int k = 0; k < MM_ROWS; k++)\n            if (k < nr) @@ xb[(i64)k * in + 32 * j];\n        }\n#pragma unroll\n        for (int k = 0; k < MM_ROWS; k++)\n            if (k < nr - 1)
+matmul_q-reduce-rows @@ xb[(i64)k * in + 32 * j];\n            }\n        }\n#pragma unroll\n        for (int k = 0; k < MM_ROWS; k++)\n            if (k < nr) @@ xb[(i64)k * in + 32 * j];\n            }\n        }\n#pragma unroll\n        for (int k = 0; k < MM_ROWS; k++)\n            if (k < nr - 1)
+sync-matmul_t_q-publish @@ __syncthreads();\n        if (s == 0) { @@ if (s == 0) {
+sync-matmul_t_q-reuse @@ t += part[p][k][lane];\n                y[(i64)(r0 + k) * out + c] = t;\n            }\n        }\n        __syncthreads(); @@ t += part[p][k][lane];\n                y[(i64)(r0 + k) * out + c] = t;\n            }\n        }
+matmul_t_q-row-stride @@ i64 rowBytes = (i64)(out / Q::QK) * Q::BYTES; @@ i64 rowBytes = (i64)(out / Q::QK - 1) * Q::BYTES;
+matmul_t_q-block @@ const u8* wb = w + (i64)(c0 / Q::QK) * Q::BYTES; @@ const u8* wb = w + (i64)(c0 / 32) * Q::BYTES;
+matmul_t_q-group @@ int j = (c0 % Q::QK) / 32; @@ int j = 0;
+matmul_t_q-inner-bound @@ for (int i = s; i < in; i += MMT_SPLIT) {\n            float wv = Q::at @@ for (int i = s; i < in - 1; i += MMT_SPLIT) {\n            float wv = Q::at
+matmul_t_q-split-sum @@ for (int p = 0; p < MMT_SPLIT; p++) @@ for (int p = 1; p < MMT_SPLIT; p++)
 dequant-bound @@ g < blocks; g += @@ g < blocks - 1; g +=
-dequant-store @@ dst[g * Q::QK + 32 * j + lane] = v[j]; @@ dst[g * Q::QK + 8 * j + lane] = v[j];
+dequant-store @@ dst[g * Q::QK + 32 * j + lane] = Q::at( @@ dst[g * Q::QK + 8 * j + lane] = Q::at(
 EOF
 )
 
