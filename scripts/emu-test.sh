@@ -12,9 +12,10 @@
 #     stories260K in dense, sparse and Sirius modes, resident and streamed,
 #     whose tokens must equal the host backend's; and TestEmuRunQuantMatchesHost,
 #     the same on quantized files (Q4_K_M, Q8_0; dense and strict Sirius,
-#     resident and streamed), whose eight runs are spread over the
-#     configurations (OFFLOAD_EMU_SHARD=k/n: configuration k of n runs every
-#     n-th), so that one `make test` runs each once.
+#     resident and streamed; strict Sirius on Q4_K_M as neuron bundles),
+#     whose ten runs are spread over the configurations
+#     (OFFLOAD_EMU_SHARD=k/n: configuration k of n runs every n-th), so that
+#     one `make test` runs each once.
 # and prints how many kernels ran (EMU_PROFILE=1) and how many launches. A
 # kernel of cuda/kernels.cu that the cuda tests never launch is a failure.
 #

@@ -31,8 +31,9 @@
 # streamed, on the GPU, whose tokens must equal the host backend's (the
 # emulated TestEmuRunMatchesHost's runs), and Sirius with strict acceptance
 # against dense decoding; the quantized files (stories260K padded to dim
-# 256, Q4_K_M and Q8_0) dense and strict Sirius, resident and streamed,
-# against the host backend (the emulated TestEmuRunQuantMatchesHost's runs);
+# 256, Q4_K_M and Q8_0) dense and strict Sirius, resident and streamed, and
+# Q4_K_M converted to neuron bundles in strict Sirius, against the host
+# backend (the emulated TestEmuRunQuantMatchesHost's runs);
 # a synthetic
 # llama-3-70b-shaped model (LAYERS layers) benchmarked dense-streamed, sparse
 # and Sirius in s/token and GB/s.
@@ -220,7 +221,9 @@ fi
 
 # 4b. Quantized weights: stories260K padded to dim 256, Q4_K_M (Q4_K and
 # Q6_K tensors) and Q8_0, dense and strict Sirius, resident and streamed
-# (--device-mem 2MiB): GPU tokens must equal the host backend's. The same
+# (--device-mem 2MiB), then strict Sirius on Q4_K_M converted here to
+# neuron bundles (quantized bundle rows gathered on the GPU, down columns
+# multiplied transposed): GPU tokens must equal the host backend's. The same
 # runs, with the same flags, as the emulated TestEmuRunQuantMatchesHost
 # (cmd/offload/emu_quant_test.go).
 qdir=${QMODELS:-}
@@ -254,6 +257,21 @@ else
 			failed=1
 		fi
 	done
+	bundled="$dir/stories260K-pad256-Q4_K_M-bundled.gguf"
+	if step convert-bundled 60 bin/offload convert --model "$qdir/stories260K-pad256-Q4_K_M.gguf" -o "$bundled"; then
+		for mem in resident streamed; do
+			extra=(--mode sirius --accept strict --window 8 --window-policy fixed)
+			if [ "$mem" = streamed ]; then extra+=(--device-mem 2MiB); fi
+			name="Q4_K_M-bundled-sirius-$mem"
+			for dev in host cuda; do
+				step "stories-$name-$dev" 60 bin/offload run --model "$bundled" --device "$dev" "${extra[@]}" \
+					--prompt "Once upon a time" -n 24 --json
+				cp "$dir/stories-$name-$dev.log" "$dir/stories-$name-$dev.json" 2>/dev/null
+			done
+			compare "$name" "quantized stories260K"
+		done
+	fi
+	rm -f "$bundled"
 fi
 
 # 5. Synthetic llama-3-70b-shaped model: dense-streamed, sparse, Sirius.

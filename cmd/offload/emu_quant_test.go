@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -14,14 +15,17 @@ import (
 
 // TestEmuRunQuantMatchesHost runs `offload run --device cuda` on quantized
 // GGUF files (stories260K padded to dim 256: Q4_K_M, which mixes Q4_K and
-// Q6_K, and Q8_0) on the emulated CUDA driver, dense and strict Sirius
-// (whose sparse drafts gather quantized rows on the device), with every
-// weight resident and with a device budget small enough that layers stream,
-// and holds the CUDA backend's tokens equal to the host backend's. The
-// quantized product kernels run inside the engine as they do on a GPU.
+// Q6_K, and Q8_0) on the emulated CUDA driver, dense and strict Sirius, with
+// every weight resident and with a device budget small enough that layers
+// stream, and holds the CUDA backend's tokens equal to the host backend's.
+// Then strict Sirius on Q4_K_M converted to neuron bundles (offload
+// convert, down columns requantized to their type), whose sparse drafts
+// gather quantized bundle rows on the device and multiply the down columns
+// transposed (matmul_t_<type>). The quantized kernels run inside the engine
+// as they do on a GPU.
 //
 // The emulator runs these files about four times slower per token than
-// stories260K, so scripts/emu-test.sh spreads the eight runs over its four
+// stories260K, so scripts/emu-test.sh spreads the ten runs over its four
 // configurations with $OFFLOAD_EMU_SHARD ("k/n": run the runs whose index
 // is k mod n); unset, every run runs.
 func TestEmuRunQuantMatchesHost(t *testing.T) {
@@ -52,10 +56,17 @@ func TestEmuRunQuantMatchesHost(t *testing.T) {
 		{"streamed", []string{"--device-mem", "2MiB"}},
 	}
 	var runs []run
-	for fi, file := range []string{"Q4_K_M", "Q8_0"} {
+	for fi, file := range []string{"Q4_K_M", "Q8_0", "Q4_K_M-bundled"} {
+		if fi == 2 {
+			for _, mem := range mems {
+				runs = append(runs, run{file + "/sirius/" + mem.name, file, append(append([]string(nil), modes[1].args...), mem.args...)})
+			}
+			break
+		}
 		for mi := range modes {
 			// The second file lists Sirius first, so that each shard of four
-			// holds one (slow) Sirius run and one dense run.
+			// holds one (slow) Sirius run and one dense run; the bundled
+			// file's two runs go to the first two.
 			mode := modes[(mi+fi)%len(modes)]
 			for _, mem := range mems {
 				runs = append(runs, run{file + "/" + mode.name + "/" + mem.name, file, append(append([]string(nil), mode.args...), mem.args...)})
@@ -64,12 +75,24 @@ func TestEmuRunQuantMatchesHost(t *testing.T) {
 	}
 	total := emu.Profile{}
 	ran := 0
+	bundled, tmp := "", t.TempDir()
 	for i, r := range runs {
 		if i%shards != shard {
 			continue // another configuration's (not a skip: emu-test.sh fails on skips)
 		}
 		t.Run(r.name, func(t *testing.T) {
 			model := filepath.Join(dir, "stories260K-pad256-"+r.file+".gguf")
+			if r.file == "Q4_K_M-bundled" {
+				if bundled == "" {
+					out := filepath.Join(tmp, "q4_k_m-bundled.gguf")
+					conv := exec.Command(bin, "convert", "--model", filepath.Join(dir, "stories260K-pad256-Q4_K_M.gguf"), "-o", out)
+					if b, err := conv.CombinedOutput(); err != nil {
+						t.Fatalf("offload convert: %v\n%s", err, b)
+					}
+					bundled = out
+				}
+				model = bundled
+			}
 			args := append([]string{"run", "--model", model, "--prompt", "Once upon a time", "-n", "24", "--json"}, r.args...)
 			host, _ := runJSON(t, nil, append(args, "--device", "host")...)
 			gpu, stderr := runJSON(t, env, append(args, "--device", "cuda")...)
@@ -93,12 +116,15 @@ func TestEmuRunQuantMatchesHost(t *testing.T) {
 			var quantLaunches uint64
 			for k, n := range p {
 				total[k] += n
-				if strings.HasPrefix(k, "matmul_q") {
+				if strings.HasPrefix(k, "matmul_q") || strings.HasPrefix(k, "matmul_t_q") {
 					quantLaunches += n
 				}
 			}
 			if quantLaunches == 0 {
 				t.Errorf("no quantized product ran on the device: %v", p)
+			}
+			if r.file == "Q4_K_M-bundled" && p["matmul_t_q4_k"] == 0 {
+				t.Errorf("the bundles' down columns were not multiplied on the device (matmul_t_q4_k): %v", p)
 			}
 			ran++
 			t.Logf("%d tokens equal; %d kernels, %d launches (%d quantized products)", len(gpu.Tokens), len(p), p.Launches(), quantLaunches)
