@@ -125,7 +125,7 @@ func (d *Device) matmul(s device.Stream, y, x, w device.Tensor, trans bool) erro
 		return nil
 	}
 	if w.DType.Quantized() {
-		if n > gemvMaxRows && d.blas != nil && int64(w.Cols)*4 <= quantPanelBytes {
+		if n > gemvMaxRows && d.blas != nil && in > 0 && int64(w.Cols)*4 <= quantPanelBytes {
 			return d.gemmQuant(cs, ps[0], ps[1], ps[2], w.DType, n, in, out, trans)
 		}
 		name := "matmul_" + w.DType.String()

@@ -178,3 +178,33 @@ func TestGPUQuantBatchInvariance(t *testing.T) {
 		})
 	}
 }
+
+// TestGPUQuantEmptyInner: a quantized product over an empty inner
+// dimension (w [out, 0], or transposed w [0, out]) writes zeros, for a
+// decode row and a batch past gemvMaxRows (which must not divide by the
+// empty row's length choosing panels).
+func TestGPUQuantEmptyInner(t *testing.T) {
+	g := newGPUFixture(t, Options{Capacity: 16 << 20, Pinned: true})
+	const out = 256
+	for _, trans := range []bool{false, true} {
+		for _, n := range []int{1, 2 * gemvMaxRows} {
+			rows, cols := out, 0
+			op := g.d.MatMul
+			if trans {
+				rows, cols, op = 0, out, g.d.MatMulT
+			}
+			w := g.tensor(device.Q4_K, rows, cols)
+			x := g.tensor(device.F32, n, 0)
+			y := g.tensor(device.F32, n, out)
+			g.put(y, f32raw(g.randF32(n*out, 1)))
+			if err := op(g.s, y, x, w); err != nil {
+				t.Fatalf("trans=%v n=%d: %v", trans, n, err)
+			}
+			for i, v := range f32s(g.raw(y)) {
+				if v != 0 {
+					t.Fatalf("trans=%v n=%d: y[%d] = %g, want 0", trans, n, i, v)
+				}
+			}
+		}
+	}
+}
