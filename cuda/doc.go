@@ -38,7 +38,7 @@
 //
 // # Mutation check
 //
-// scripts/mutants.sh (`make mutants`) applies each of 72 known-bad edits
+// scripts/mutants.sh (`make mutants`) applies each of 79 known-bad edits
 // to a copy of kernels.cu, alone, and runs the TestGPU* tests on the
 // emulator under the forward, reverse, random:1 and poison schedules until
 // one fails. The edits, spelled out in the script, remove each
@@ -50,9 +50,10 @@
 // get_scale_min_k4's high bits and Q3_K's packed scales; d and dmin
 // swapped; a lost sign of int8 quants and scales or of the K-quant min; a
 // missing Q*_0/Q6_K offset; Q3_K's hmask read the wrong way) and the
-// quantized products (the row stride, the last block, the activation index,
-// the dequantization panel's bound and store). Result on the emulator, 70
-// caught, 2 survivors that change no result:
+// quantized products, plain and transposed (each barrier, the row stride,
+// the block and group of a column, the last block or row, the activation
+// index, the partial sums, the dequantization panel's bound and store).
+// Result on the emulator, 77 caught, 2 survivors that change no result:
 //
 //	mutant                       caught    first failing test (Suite = TestGPUDeviceSuite/pinned=true)
 //	sync-block_sum-before-write  forward   Suite/Kernel/Attention/heads=8/kv=4/hd=64/seq=600/pos0=520/n=3
@@ -125,6 +126,13 @@
 //	matmul_q-row-stride          forward   Suite/Kernel/MatMulQuant/q4_0
 //	matmul_q-activation-index    forward   Suite/Kernel/MatMulQuant/q2_k
 //	matmul_q-reduce-rows         forward   Suite/Kernel/MatMulQuant/q4_0
+//	sync-matmul_t_q-publish      forward   Suite/Kernel/MatMulQuant/q4_0
+//	sync-matmul_t_q-reuse        reverse   Suite/Kernel/MatMulQuant/q4_0
+//	matmul_t_q-row-stride        forward   Suite/Kernel/MatMulQuant/q4_0
+//	matmul_t_q-block             forward   Suite/Kernel/MatMulQuant/q2_k; the emulator faults reading past w
+//	matmul_t_q-group             forward   Suite/Kernel/MatMulQuant/q2_k
+//	matmul_t_q-inner-bound       forward   Suite/Kernel/MatMulQuant/q4_0
+//	matmul_t_q-split-sum         forward   Suite/Kernel/MatMulQuant/q4_0
 //	dequant-bound                forward   Suite/Kernel/MatMulQuant/q4_0
 //	dequant-store                forward   Suite/Kernel/MatMulQuant/q2_k
 //
