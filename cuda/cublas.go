@@ -56,14 +56,15 @@ type gemmArgs struct {
 	bType, ldb     int
 	c              uint64
 	cType, ldc     int
+	beta           float32 // C = A·B + beta C
 }
 
-// gemmEx computes C = A·B (alpha 1, beta 0) with fp32 accumulation. It passes
+// gemmEx computes C = A·B + g.beta C (alpha 1) with fp32 accumulation. It passes
 // all 19 arguments of cublasGemmEx; alpha and beta are host pointers (the
 // default CUBLAS_POINTER_MODE_HOST).
 func (c *cublas) gemmEx(h uintptr, g gemmArgs) error {
 	alpha, beta := new(float32), new(float32)
-	*alpha = 1
+	*alpha, *beta = 1, g.beta
 	err := c.do("cublasGemmEx", h,
 		uintptr(g.transA), uintptr(g.transB),
 		uintptr(g.m), uintptr(g.n), uintptr(g.k),

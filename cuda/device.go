@@ -42,7 +42,7 @@ type Options struct {
 
 const (
 	// capacityMargin is kept free when Capacity is 0: room for the context,
-	// the module, cuBLAS workspaces and the conversion scratch.
+	// the module, cuBLAS workspaces and the per-stream scratch.
 	capacityMargin = 768 << 20
 	// gemvMaxRows is the largest batch our product kernels take when cuBLAS
 	// is available. Their reduction order does not depend on the batch, so a
@@ -50,7 +50,7 @@ const (
 	// steps; only larger batches (prefill) use cuBLAS.
 	gemvMaxRows = 64
 	// scratchBytes is the per-stream device scratch that holds activations
-	// converted to bf16/f16 for cuBLAS.
+	// converted to bf16/f16, or a panel of dequantized weights, for cuBLAS.
 	scratchBytes = 32 << 20
 	// maxGridY is CUDA's limit on gridDim.y.
 	maxGridY = 65535
@@ -459,7 +459,7 @@ type stream struct {
 	mu      sync.Mutex // guards the fields below
 	pending error      // first enqueue-side error of Record/Wait, reported by Synchronize
 	blas    uintptr    // cuBLAS handle bound to this stream (lazy)
-	scratch uint64     // conversion scratch for cuBLAS (lazy, scratchBytes)
+	scratch uint64     // scratch for cuBLAS (lazy, scratchBytes)
 }
 
 func (s *stream) Name() string { return s.name }

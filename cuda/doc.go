@@ -7,11 +7,15 @@
 // compiled at start by NVRTC for the card's architecture and cached on disk.
 // Matrix products with few activation rows (decoding, Sirius window checks)
 // run on our own kernels; larger batches (prefill) go through cuBLAS with
-// fp32 accumulation.
+// fp32 accumulation. Weights may be f32, f16, bf16 or one of ggml's
+// block-quantized types (Q4_0 ... Q8_0, Q2_K ... Q6_K): our kernels
+// dequantize them in registers, exactly as ggml does, and accumulate in f32
+// in the same batch-independent order as the float kernels; for cuBLAS,
+// panels of rows are dequantized to f32 first.
 //
 // Memory outside Capacity: the CUDA context, the kernel module, cuBLAS
-// handles and workspaces, and a conversion scratch per stream (scratchBytes,
-// only when a large batch meets half-precision weights) live outside the
+// handles and workspaces, and a scratch per stream (scratchBytes, only when
+// a large batch meets half-precision or quantized weights) live outside the
 // budget Alloc enforces. That is why Capacity defaults to free memory minus
 // a margin (capacityMargin).
 //
@@ -19,7 +23,7 @@
 //
 // The tests that need a device (TestGPU*: the device conformance suite
 // with pinned and with pageable host memory, batch invariance, the cuBLAS
-// path, the logits kernels) open a real GPU when there is one and
+// path, the logits kernels, the quantized decoders bit for bit) open a real GPU when there is one and
 // otherwise the CPU emulator of the driver, NVRTC and cuBLAS in
 // ../shared/emucuda (internal/emu finds or builds it), which executes
 // every kernel with each CUDA thread a fiber: an access past any
@@ -34,15 +38,22 @@
 //
 // # Mutation check
 //
-// scripts/mutants.sh (`make mutants`) applies each of 31 known-bad edits
+// scripts/mutants.sh (`make mutants`) applies each of 79 known-bad edits
 // to a copy of kernels.cu, alone, and runs the TestGPU* tests on the
 // emulator under the forward, reverse, random:1 and poison schedules until
 // one fails. The edits, spelled out in the script, remove each
 // __syncthreads in turn, move bounds by one, reduce over the wrong lanes,
-// warps or partial sums, and break attention's multi-tile path (the barrier
-// at the end of a tile, the sign of the rescaling factor, the rescaling of
-// the running sum). Result on the emulator, 29 caught, 2 survivors that
-// change no result:
+// warps, rows or partial sums, break attention's multi-tile path (the
+// barrier at the end of a tile, the sign of the rescaling factor, the
+// rescaling of the running sum), and break the quantized decoders (a wrong
+// nibble half, bit, byte or shift; a wrong scale or min index, including
+// get_scale_min_k4's high bits and Q3_K's packed scales; d and dmin
+// swapped; a lost sign of int8 quants and scales or of the K-quant min; a
+// missing Q*_0/Q6_K offset; Q3_K's hmask read the wrong way) and the
+// quantized products, plain and transposed (each barrier, the row stride,
+// the block and group of a column, the last block or row, the activation
+// index, the partial sums, the dequantization panel's bound and store).
+// Result on the emulator, 77 caught, 2 survivors that change no result:
 //
 //	mutant                       caught    first failing test (Suite = TestGPUDeviceSuite/pinned=true)
 //	sync-block_sum-before-write  forward   Suite/Kernel/Attention/heads=8/kv=4/hd=64/seq=600/pos0=520/n=3
@@ -76,6 +87,54 @@
 //	silu_mul-stride              forward   Suite/Kernel/SiLUMul/3x172/inplace=true
 //	softmax-last-element         forward   TestGPUExtras/n=5/vocab=32000
 //	loglik-token-bound           forward   TestGPUExtras/n=5/vocab=32000
+//	matmul-reduce-rows           forward   Suite/Kernel/MatMul/f32/n=1/in=16/out=8
+//	q4_0-nibble-half             forward   Suite/Kernel/MatMulQuant/q4_0
+//	q4_0-no-offset               forward   Suite/Kernel/MatMulQuant/q4_0
+//	q4_0-byte                    forward   Suite/Kernel/MatMulQuant/q4_0
+//	q4_1-min-sign                forward   Suite/Kernel/MatMulQuant/q4_1
+//	q4_1-scale-index             forward   Suite/Kernel/MatMulQuant/q4_1
+//	q5_0-qh-byte                 forward   Suite/Kernel/MatMulQuant/q5_0
+//	q5_0-no-offset               forward   Suite/Kernel/MatMulQuant/q5_0
+//	q5_1-qh-bit                  forward   Suite/Kernel/MatMulQuant/q5_1
+//	q5_1-quants-offset           forward   Suite/Kernel/MatMulQuant/q5_1
+//	q8_0-unsigned                forward   Suite/Kernel/MatMulQuant/q8_0
+//	q8_0-byte                    forward   Suite/Kernel/MatMulQuant/q8_0
+//	q2_k-min-nibble              forward   Suite/Kernel/MatMulQuant/q2_k
+//	q2_k-scale-group             forward   Suite/Kernel/MatMulQuant/q2_k
+//	q2_k-shift                   forward   Suite/Kernel/MatMulQuant/q2_k
+//	q2_k-d-dmin                  forward   Suite/Kernel/MatMulQuant/q2_k
+//	q3_k-hmask-sense             forward   Suite/Kernel/MatMulQuant/q3_k
+//	q3_k-hmask-bit               forward   Suite/Kernel/MatMulQuant/q3_k
+//	q3_k-scale-high              forward   Suite/Kernel/MatMulQuant/q3_k
+//	q3_k-scale-low               forward   Suite/Kernel/MatMulQuant/q3_k
+//	q3_k-scale-bias              forward   Suite/Kernel/MatMulQuant/q3_k
+//	k4-min-low                   forward   Suite/Kernel/MatMulQuant/q4_k
+//	k4-min-high                  forward   Suite/Kernel/MatMulQuant/q4_k
+//	k4-scale-high                forward   Suite/Kernel/MatMulQuant/q4_k
+//	q4_k-nibble-half             forward   Suite/Kernel/MatMulQuant/q4_k
+//	q4_k-min-sign                forward   Suite/Kernel/MatMulQuant/q4_k
+//	q4_k-chunk                   forward   Suite/Kernel/MatMulQuant/q4_k
+//	q5_k-high-bit                forward   Suite/Kernel/MatMulQuant/q5_k
+//	q5_k-quants-offset           forward   Suite/Kernel/MatMulQuant/q5_k
+//	q6_k-low-half                forward   Suite/Kernel/MatMulQuant/q6_k
+//	q6_k-high-bits               forward   Suite/Kernel/MatMulQuant/q6_k
+//	q6_k-no-offset               forward   Suite/Kernel/MatMulQuant/q6_k
+//	q6_k-scale-unsigned          forward   Suite/Kernel/MatMulQuant/q6_k
+//	q6_k-scale-index             forward   Suite/Kernel/MatMulQuant/q6_k
+//	matmul_q-row-bound           forward   Suite/Kernel/MatMulQuant/q4_0; the emulator faults reading past w
+//	matmul_q-last-block          forward   Suite/Kernel/MatMulQuant/q4_0
+//	matmul_q-row-stride          forward   Suite/Kernel/MatMulQuant/q4_0
+//	matmul_q-activation-index    forward   Suite/Kernel/MatMulQuant/q2_k
+//	matmul_q-reduce-rows         forward   Suite/Kernel/MatMulQuant/q4_0
+//	sync-matmul_t_q-publish      forward   Suite/Kernel/MatMulQuant/q4_0
+//	sync-matmul_t_q-reuse        reverse   Suite/Kernel/MatMulQuant/q4_0
+//	matmul_t_q-row-stride        forward   Suite/Kernel/MatMulQuant/q4_0
+//	matmul_t_q-block             forward   Suite/Kernel/MatMulQuant/q2_k; the emulator faults reading past w
+//	matmul_t_q-group             forward   Suite/Kernel/MatMulQuant/q2_k
+//	matmul_t_q-inner-bound       forward   Suite/Kernel/MatMulQuant/q4_0
+//	matmul_t_q-split-sum         forward   Suite/Kernel/MatMulQuant/q4_0
+//	dequant-bound                forward   Suite/Kernel/MatMulQuant/q4_0
+//	dequant-store                forward   Suite/Kernel/MatMulQuant/q2_k
 //
 // The survivors are equivalent in these kernels. sync-block_max-before-write
 // removes block_max's leading barrier, which only guards red against a
@@ -85,7 +144,8 @@
 // (attention's score barrier). warp_sum-shfl_down turns the butterfly into
 // a shift-down reduction, after which only lane 0 holds the total, and lane
 // 0 is the only lane whose warp_sum result any caller reads. Both were also
-// run end to end (TestEmuRunMatchesHost): tokens equal the host backend's.
+// run end to end (TestEmuRunMatchesHost and, unsharded, every run of
+// TestEmuRunQuantMatchesHost): tokens equal the host backend's.
 //
 // sync-attention-scores shows why the schedules and the poison run are all
 // needed: without the barrier after the scores, threads take the tile's

@@ -123,7 +123,8 @@ __device__ void matmul_impl(float* __restrict__ y, const float* __restrict__ x,
                 if (k < nr) acc[k] += wv * xr[(i64)k * in + i];
         }
 #pragma unroll
-        for (int k = 0; k < MM_ROWS; k++) acc[k] = warp_sum(acc[k]);
+        for (int k = 0; k < MM_ROWS; k++)
+            if (k < nr) acc[k] = warp_sum(acc[k]); // nr is warp-uniform
         if (lane == 0)
             for (int k = 0; k < nr; k++) y[(i64)(r0 + k) * out + o] = acc[k];
     }
@@ -188,6 +189,285 @@ extern "C" __global__ void matmul_t_f16(float* y, const float* x, const u16* w, 
 extern "C" __global__ void matmul_t_bf16(float* y, const float* x, const u16* w, int n, int in, int out) {
     matmul_t_impl<WBF16>(y, x, w, n, in, out);
 }
+
+// ---------------------------------------------------------------------------
+// Block-quantized weights (ggml's layouts, ggml-common.h). A row of w is a
+// whole number of blocks; a block starts 2-byte aligned (tensor offsets are
+// whole halves, every block size is even), so scales are read as u16 and
+// everything else as bytes.
+//
+// Each format is a struct with QK (elements per block), BYTES (bytes per
+// block) and at(b, j, l): element 32j + l (l < 32) of block b, dequantized
+// exactly as ggml's dequantize_row_* computes it: every product that then
+// meets an addition or subtraction is __fmul_rn, which --fmad=true never
+// fuses into a multiply-add (a fused one rounds once, ggml's C twice). Lane
+// l of a warp decodes the elements i ≡ l (mod 32), as in matmul_impl.
+
+typedef unsigned char u8;
+
+__device__ __forceinline__ float ldh(const u8* p) { return f16_to_f32(*(const u16*)p); }
+
+// 32-element blocks (j is 0).
+struct Q4_0 { // d, qs[16]: element l < 16 is the low nibble of qs[l], l >= 16 the high one of qs[l-16]
+    enum { QK = 32, BYTES = 18 };
+    static __device__ __forceinline__ float at(const u8* b, int, int l) {
+        int q = b[2 + (l & 15)];
+        q = (l < 16 ? q & 15 : q >> 4) - 8;
+        return (float)q * ldh(b);
+    }
+};
+struct Q4_1 { // d, m, qs[16]
+    enum { QK = 32, BYTES = 20 };
+    static __device__ __forceinline__ float at(const u8* b, int, int l) {
+        int q = b[4 + (l & 15)];
+        q = l < 16 ? q & 15 : q >> 4;
+        return __fmul_rn((float)q, ldh(b)) + ldh(b + 2);
+    }
+};
+// Q5: element l's fifth bit is bit l of the 32-bit qh.
+struct Q5_0 { // d, qh[4], qs[16]
+    enum { QK = 32, BYTES = 22 };
+    static __device__ __forceinline__ float at(const u8* b, int, int l) {
+        int q = b[6 + (l & 15)];
+        q = (l < 16 ? q & 15 : q >> 4) | ((b[2 + (l >> 3)] >> (l & 7)) & 1) << 4;
+        return (float)(q - 16) * ldh(b);
+    }
+};
+struct Q5_1 { // d, m, qh[4], qs[16]
+    enum { QK = 32, BYTES = 24 };
+    static __device__ __forceinline__ float at(const u8* b, int, int l) {
+        int q = b[8 + (l & 15)];
+        q = (l < 16 ? q & 15 : q >> 4) | ((b[4 + (l >> 3)] >> (l & 7)) & 1) << 4;
+        return __fmul_rn((float)q, ldh(b)) + ldh(b + 2);
+    }
+};
+struct Q8_0 { // d, qs[32] int8
+    enum { QK = 32, BYTES = 34 };
+    static __device__ __forceinline__ float at(const u8* b, int, int l) {
+        return (float)(signed char)b[2 + l] * ldh(b);
+    }
+};
+
+// 256-element super-blocks (j = 0..7).
+
+// Q2_K: scales[16], qs[64], d, dmin. Element 128h + 32s + l has bits 2s..2s+1
+// of qs[32h + l]; its group 8h + 2s + l/16 has a 4-bit scale (low nibble of
+// scales[group]) and a 4-bit min (high nibble).
+struct Q2_K {
+    enum { QK = 256, BYTES = 84 };
+    static __device__ __forceinline__ float at(const u8* b, int j, int l) {
+        float d = ldh(b + 80), dmin = ldh(b + 82);
+        int h = j >> 2, s = j & 3;
+        int sc = b[8 * h + 2 * s + (l >> 4)];
+        int q = (b[16 + 32 * h + l] >> (2 * s)) & 3;
+        float dl = d * (float)(sc & 15), ml = __fmul_rn(dmin, (float)(sc >> 4));
+        return __fmul_rn(dl, (float)q) - ml;
+    }
+};
+
+// Q3_K: hmask[32], qs[64], scales[12], d. The low two bits as in Q2_K; the
+// high bit of element 128h + 32s + l is bit 4h + s of hmask[l], and a clear
+// bit means 4 less. Group g's 6-bit scale (minus 32): low four bits in a
+// nibble of scales[g % 8] (low for g < 8), high two in scales[8 + g % 4]
+// at bit 2(g / 4).
+struct Q3_K {
+    enum { QK = 256, BYTES = 110 };
+    static __device__ __forceinline__ float at(const u8* b, int j, int l) {
+        float d = ldh(b + 108);
+        const u8* sc = b + 96;
+        int hm = b[l];
+        int h = j >> 2, s = j & 3;
+        int g = 8 * h + 2 * s + (l >> 4);
+        int lo = g < 8 ? sc[g] & 15 : sc[g - 8] >> 4;
+        int hi = (sc[8 + (g & 3)] >> (2 * (g >> 2))) & 3;
+        int q = (b[32 + 32 * h + l] >> (2 * s)) & 3;
+        if (!((hm >> (4 * h + s)) & 1)) q -= 4;
+        float dl = d * (float)((lo | hi << 4) - 32);
+        return dl * (float)q;
+    }
+};
+
+// Q4_K/Q5_K: group g (of 8, 32 elements each) has a 6-bit scale and min
+// (ggml's get_scale_min_k4).
+__device__ __forceinline__ void k4_scale_min(const u8* q, int g, int* sc, int* m) {
+    if (g < 4) {
+        *sc = q[g] & 63;
+        *m = q[g + 4] & 63;
+    } else {
+        *sc = (q[g + 4] & 15) | ((q[g - 4] >> 6) << 4);
+        *m = (q[g + 4] >> 4) | ((q[g] >> 6) << 4);
+    }
+}
+
+// Q4_K: d, dmin, scales[12], qs[128]. Element 64c + 32k + l is the low
+// (k = 0) or high (k = 1) nibble of qs[32c + l], in group 2c + k.
+struct Q4_K {
+    enum { QK = 256, BYTES = 144 };
+    static __device__ __forceinline__ float at(const u8* b, int j, int l) {
+        float d = ldh(b), dmin = ldh(b + 2);
+        int c = j >> 1, k = j & 1, sc, m;
+        k4_scale_min(b + 4, j, &sc, &m);
+        int q = b[16 + 32 * c + l];
+        q = k ? q >> 4 : q & 15;
+        float dl = d * (float)sc, ml = __fmul_rn(dmin, (float)m);
+        return __fmul_rn(dl, (float)q) - ml;
+    }
+};
+
+// Q5_K: d, dmin, scales[12], qh[32], qs[128]. Q4_K plus a fifth bit: element
+// 32j + l has it in bit j of qh[l].
+struct Q5_K {
+    enum { QK = 256, BYTES = 176 };
+    static __device__ __forceinline__ float at(const u8* b, int j, int l) {
+        float d = ldh(b), dmin = ldh(b + 2);
+        int qh = b[16 + l];
+        int c = j >> 1, k = j & 1, sc, m;
+        k4_scale_min(b + 4, j, &sc, &m);
+        int q = b[48 + 32 * c + l];
+        q = (k ? q >> 4 : q & 15) | ((qh >> j) & 1) << 4;
+        float dl = d * (float)sc, ml = __fmul_rn(dmin, (float)m);
+        return __fmul_rn(dl, (float)q) - ml;
+    }
+};
+
+// Q6_K: ql[128], qh[64], scales[16] int8, d. In half h, element
+// 128h + 32k + l has its low nibble in ql[64h + 32(k & 1) + l] (low nibble
+// for k < 2, high for k >= 2), its top two bits at bit 2k of qh[32h + l],
+// and scale scales[8h + 2k + l/16]; the value is d * scale * (q - 32).
+struct Q6_K {
+    enum { QK = 256, BYTES = 210 };
+    static __device__ __forceinline__ float at(const u8* b, int j, int l) {
+        float d = ldh(b + 208);
+        int h = j >> 2, k = j & 3;
+        int lo = b[64 * h + 32 * (k & 1) + l];
+        lo = k < 2 ? lo & 15 : lo >> 4;
+        int q = (lo | ((b[128 + 32 * h + l] >> (2 * k)) & 3) << 4) - 32;
+        float sc = (float)(signed char)b[192 + 8 * h + 2 * k + (l >> 4)];
+        return d * sc * (float)q;
+    }
+};
+
+// y[n,out] = x[n,in] · w[out,in]ᵀ with quantized w: matmul_impl's scheme
+// (one warp per output row, lane l sums the elements i ≡ l mod 32 in
+// increasing order, then a butterfly), each weight dequantized once per
+// MM_ROWS activation rows.
+template <class Q>
+__device__ void matmul_q_impl(float* __restrict__ y, const float* __restrict__ x,
+                              const u8* __restrict__ w, int n, int in, int out) {
+    int o = (int)((blockIdx.x * (i64)blockDim.x + threadIdx.x) >> 5);
+    int lane = threadIdx.x & 31;
+    if (o >= out) return;
+    int nb = in / Q::QK;
+    const u8* wr = w + (i64)o * nb * Q::BYTES;
+    for (int r0 = 0; r0 < n; r0 += MM_ROWS) {
+        int nr = min(MM_ROWS, n - r0);
+        const float* xr = x + (i64)r0 * in;
+        float acc[MM_ROWS];
+#pragma unroll
+        for (int k = 0; k < MM_ROWS; k++) acc[k] = 0.0f;
+        for (int b = 0; b < nb; b++) {
+            const u8* blk = wr + (i64)b * Q::BYTES;
+            const float* xb = xr + (i64)b * Q::QK + lane;
+#pragma unroll
+            for (int j = 0; j < Q::QK / 32; j++) {
+                float v = Q::at(blk, j, lane);
+#pragma unroll
+                for (int k = 0; k < MM_ROWS; k++)
+                    if (k < nr) acc[k] += v * xb[(i64)k * in + 32 * j];
+            }
+        }
+#pragma unroll
+        for (int k = 0; k < MM_ROWS; k++)
+            if (k < nr) acc[k] = warp_sum(acc[k]); // nr is warp-uniform
+        if (lane == 0)
+            for (int k = 0; k < nr; k++) y[(i64)(r0 + k) * out + o] = acc[k];
+    }
+}
+
+// y[n,out] = x[n,in] · w[in,out] with quantized w: row i of w holds out
+// elements (whole blocks), the layout of quantized neuron bundles' down
+// columns. matmul_t_impl's scheme: a block of 256 threads owns 32 output
+// columns (one 32-element run of a block, as out is a whole number of
+// blocks: lane l decodes element l of it), its 8 warps split the inner dimension (warp s sums rows i ≡ s mod 8) and
+// the 8 partial sums are added in order through shared memory.
+template <class Q>
+__device__ void matmul_t_q_impl(float* __restrict__ y, const float* __restrict__ x,
+                                const u8* __restrict__ w, int n, int in, int out) {
+    __shared__ float part[MMT_SPLIT][MM_ROWS][MMT_COLS];
+    int lane = threadIdx.x & 31, s = threadIdx.x >> 5;
+    int c0 = blockIdx.x * MMT_COLS, c = c0 + lane;
+    i64 rowBytes = (i64)(out / Q::QK) * Q::BYTES;
+    const u8* wb = w + (i64)(c0 / Q::QK) * Q::BYTES;
+    int j = (c0 % Q::QK) / 32;
+    for (int r0 = 0; r0 < n; r0 += MM_ROWS) {
+        int nr = min(MM_ROWS, n - r0);
+        const float* xr = x + (i64)r0 * in;
+        float acc[MM_ROWS];
+#pragma unroll
+        for (int k = 0; k < MM_ROWS; k++) acc[k] = 0.0f;
+        for (int i = s; i < in; i += MMT_SPLIT) {
+            float wv = Q::at(wb + (i64)i * rowBytes, j, lane);
+#pragma unroll
+            for (int k = 0; k < MM_ROWS; k++)
+                if (k < nr) acc[k] += wv * xr[(i64)k * in + i];
+        }
+#pragma unroll
+        for (int k = 0; k < MM_ROWS; k++) part[s][k][lane] = acc[k];
+        __syncthreads();
+        if (s == 0) {
+            for (int k = 0; k < nr; k++) {
+                float t = 0.0f;
+                for (int p = 0; p < MMT_SPLIT; p++) t += part[p][k][lane];
+                y[(i64)(r0 + k) * out + c] = t;
+            }
+        }
+        __syncthreads();
+    }
+}
+
+// dst[blocks * QK] = the blocks of w dequantized (a panel of whole rows, for
+// the cuBLAS path). One warp per block.
+template <class Q>
+__device__ void dequant_impl(float* __restrict__ dst, const u8* __restrict__ w, i64 blocks) {
+    int lane = threadIdx.x & 31;
+    for (i64 g = (blockIdx.x * (i64)blockDim.x + threadIdx.x) >> 5; g < blocks; g += ((i64)gridDim.x * blockDim.x) >> 5) {
+#pragma unroll
+        for (int j = 0; j < Q::QK / 32; j++) dst[g * Q::QK + 32 * j + lane] = Q::at(w + g * Q::BYTES, j, lane);
+    }
+}
+
+extern "C" __global__ void matmul_q4_0(float* y, const float* x, const u8* w, int n, int in, int out) { matmul_q_impl<Q4_0>(y, x, w, n, in, out); }
+extern "C" __global__ void matmul_q4_1(float* y, const float* x, const u8* w, int n, int in, int out) { matmul_q_impl<Q4_1>(y, x, w, n, in, out); }
+extern "C" __global__ void matmul_q5_0(float* y, const float* x, const u8* w, int n, int in, int out) { matmul_q_impl<Q5_0>(y, x, w, n, in, out); }
+extern "C" __global__ void matmul_q5_1(float* y, const float* x, const u8* w, int n, int in, int out) { matmul_q_impl<Q5_1>(y, x, w, n, in, out); }
+extern "C" __global__ void matmul_q8_0(float* y, const float* x, const u8* w, int n, int in, int out) { matmul_q_impl<Q8_0>(y, x, w, n, in, out); }
+extern "C" __global__ void matmul_q2_k(float* y, const float* x, const u8* w, int n, int in, int out) { matmul_q_impl<Q2_K>(y, x, w, n, in, out); }
+extern "C" __global__ void matmul_q3_k(float* y, const float* x, const u8* w, int n, int in, int out) { matmul_q_impl<Q3_K>(y, x, w, n, in, out); }
+extern "C" __global__ void matmul_q4_k(float* y, const float* x, const u8* w, int n, int in, int out) { matmul_q_impl<Q4_K>(y, x, w, n, in, out); }
+extern "C" __global__ void matmul_q5_k(float* y, const float* x, const u8* w, int n, int in, int out) { matmul_q_impl<Q5_K>(y, x, w, n, in, out); }
+extern "C" __global__ void matmul_q6_k(float* y, const float* x, const u8* w, int n, int in, int out) { matmul_q_impl<Q6_K>(y, x, w, n, in, out); }
+
+extern "C" __global__ void matmul_t_q4_0(float* y, const float* x, const u8* w, int n, int in, int out) { matmul_t_q_impl<Q4_0>(y, x, w, n, in, out); }
+extern "C" __global__ void matmul_t_q4_1(float* y, const float* x, const u8* w, int n, int in, int out) { matmul_t_q_impl<Q4_1>(y, x, w, n, in, out); }
+extern "C" __global__ void matmul_t_q5_0(float* y, const float* x, const u8* w, int n, int in, int out) { matmul_t_q_impl<Q5_0>(y, x, w, n, in, out); }
+extern "C" __global__ void matmul_t_q5_1(float* y, const float* x, const u8* w, int n, int in, int out) { matmul_t_q_impl<Q5_1>(y, x, w, n, in, out); }
+extern "C" __global__ void matmul_t_q8_0(float* y, const float* x, const u8* w, int n, int in, int out) { matmul_t_q_impl<Q8_0>(y, x, w, n, in, out); }
+extern "C" __global__ void matmul_t_q2_k(float* y, const float* x, const u8* w, int n, int in, int out) { matmul_t_q_impl<Q2_K>(y, x, w, n, in, out); }
+extern "C" __global__ void matmul_t_q3_k(float* y, const float* x, const u8* w, int n, int in, int out) { matmul_t_q_impl<Q3_K>(y, x, w, n, in, out); }
+extern "C" __global__ void matmul_t_q4_k(float* y, const float* x, const u8* w, int n, int in, int out) { matmul_t_q_impl<Q4_K>(y, x, w, n, in, out); }
+extern "C" __global__ void matmul_t_q5_k(float* y, const float* x, const u8* w, int n, int in, int out) { matmul_t_q_impl<Q5_K>(y, x, w, n, in, out); }
+extern "C" __global__ void matmul_t_q6_k(float* y, const float* x, const u8* w, int n, int in, int out) { matmul_t_q_impl<Q6_K>(y, x, w, n, in, out); }
+
+extern "C" __global__ void dequant_q4_0(float* dst, const u8* w, i64 blocks) { dequant_impl<Q4_0>(dst, w, blocks); }
+extern "C" __global__ void dequant_q4_1(float* dst, const u8* w, i64 blocks) { dequant_impl<Q4_1>(dst, w, blocks); }
+extern "C" __global__ void dequant_q5_0(float* dst, const u8* w, i64 blocks) { dequant_impl<Q5_0>(dst, w, blocks); }
+extern "C" __global__ void dequant_q5_1(float* dst, const u8* w, i64 blocks) { dequant_impl<Q5_1>(dst, w, blocks); }
+extern "C" __global__ void dequant_q8_0(float* dst, const u8* w, i64 blocks) { dequant_impl<Q8_0>(dst, w, blocks); }
+extern "C" __global__ void dequant_q2_k(float* dst, const u8* w, i64 blocks) { dequant_impl<Q2_K>(dst, w, blocks); }
+extern "C" __global__ void dequant_q3_k(float* dst, const u8* w, i64 blocks) { dequant_impl<Q3_K>(dst, w, blocks); }
+extern "C" __global__ void dequant_q4_k(float* dst, const u8* w, i64 blocks) { dequant_impl<Q4_K>(dst, w, blocks); }
+extern "C" __global__ void dequant_q5_k(float* dst, const u8* w, i64 blocks) { dequant_impl<Q5_K>(dst, w, blocks); }
+extern "C" __global__ void dequant_q6_k(float* dst, const u8* w, i64 blocks) { dequant_impl<Q6_K>(dst, w, blocks); }
 
 // ---------------------------------------------------------------------------
 // RMSNorm: one block per row. y = x / sqrt(mean(x²) + eps) * w.

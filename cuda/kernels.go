@@ -74,6 +74,16 @@ var kernelSigs = map[string][]pkind{
 	"loglik_rows":       {pPtr, pPtr, pPtr, pI32, pF32, pPtr},
 }
 
+// The quantized products (plain and transposed) and dequantizations, one of
+// each per block type (matmul_q4_0, matmul_t_q4_0, dequant_q4_0, ...).
+func init() {
+	for _, dt := range quantTypes {
+		kernelSigs["matmul_"+dt.String()] = []pkind{pPtr, pPtr, pPtr, pI32, pI32, pI32}
+		kernelSigs["matmul_t_"+dt.String()] = []pkind{pPtr, pPtr, pPtr, pI32, pI32, pI32}
+		kernelSigs["dequant_"+dt.String()] = []pkind{pPtr, pPtr, pI64}
+	}
+}
+
 // kernelNames is kernelSigs' keys, sorted (module loading order).
 func kernelNames() []string {
 	names := make([]string, 0, len(kernelSigs))

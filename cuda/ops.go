@@ -81,8 +81,16 @@ func wantDType(op, what string, t device.Tensor, dts ...device.DType) error {
 	return fmt.Errorf("cuda: %s: %s is %s, want %v", op, what, t.DType, dts)
 }
 
+// quantTypes are the block-quantized weight types: MatMul and MatMulT read
+// them with matmul_<type> and matmul_t_<type> (dequantizing in registers)
+// and, for large batches, dequantize panels of rows with dequant_<type> for
+// cuBLAS. Either way the weight's rows are whole blocks: w [out, in] for
+// MatMul, w [in, out] for MatMulT (quantized neuron bundles' down columns).
+var quantTypes = []device.DType{device.Q4_0, device.Q4_1, device.Q5_0, device.Q5_1, device.Q8_0,
+	device.Q2_K, device.Q3_K, device.Q4_K, device.Q5_K, device.Q6_K}
+
 // weightTypes are the weight dtypes the CUDA kernels compute with.
-var weightTypes = []device.DType{device.F32, device.F16, device.BF16}
+var weightTypes = append([]device.DType{device.F32, device.F16, device.BF16}, quantTypes...)
 
 var weightSuffix = map[device.DType]string{device.F32: "f32", device.F16: "f16", device.BF16: "bf16"}
 
@@ -116,6 +124,18 @@ func (d *Device) matmul(s device.Stream, y, x, w device.Tensor, trans bool) erro
 	if n == 0 || out == 0 {
 		return nil
 	}
+	if w.DType.Quantized() {
+		if n > gemvMaxRows && d.blas != nil && in > 0 && int64(w.Cols)*4 <= quantPanelBytes {
+			return d.gemmQuant(cs, ps[0], ps[1], ps[2], w.DType, n, in, out, trans)
+		}
+		name := "matmul_" + w.DType.String()
+		grid := [3]uint32{uint32((int64(out)*32 + threads - 1) / threads), 1, 1}
+		if trans {
+			name = "matmul_t_" + w.DType.String()
+			grid[0] = uint32((out + mmtCols - 1) / mmtCols)
+		}
+		return d.launch(cs, name, grid, [3]uint32{threads, 1, 1}, ps[0], ps[1], ps[2], int32(n), int32(in), int32(out))
+	}
 	if n > gemvMaxRows && d.blas != nil && (w.DType == device.F32 || int64(in)*2*2 <= scratchBytes) {
 		return d.gemm(cs, ps[0], ps[1], ps[2], w.DType, n, in, out, trans)
 	}
@@ -140,16 +160,8 @@ func (d *Device) gemm(cs *stream, y, x, w devPtr, wt device.DType, n, in, out in
 		return err
 	}
 	defer leave()
-	if cs.blas == 0 {
-		h, err := d.blas.create()
-		if err != nil {
-			return fmt.Errorf("cuda: cuBLAS: %w", err)
-		}
-		if err := d.blas.setStream(h, cs.h); err != nil {
-			_ = d.blas.destroy(h)
-			return fmt.Errorf("cuda: cuBLAS: %w", err)
-		}
-		cs.blas = h
+	if err := d.streamBLAS(cs); err != nil {
+		return err
 	}
 	g := gemmArgs{transA: cublasOpT, m: out, k: in, a: uint64(w), lda: in, ldc: out, ldb: in, cType: cudaR32F}
 	if trans {
@@ -169,12 +181,8 @@ func (d *Device) gemm(cs *stream, y, x, w devPtr, wt device.DType, n, in, out in
 	case device.F16:
 		g.aType, g.bType = cudaR16F, cudaR16F
 	}
-	if cs.scratch == 0 {
-		p, err := d.drv.memAlloc(scratchBytes)
-		if err != nil {
-			return fmt.Errorf("cuda: conversion scratch of %d bytes: %w", scratchBytes, err)
-		}
-		cs.scratch = p
+	if err := d.streamScratch(cs); err != nil {
+		return err
 	}
 	conv := "f32_to_bf16_k"
 	if wt == device.F16 {
@@ -195,6 +203,101 @@ func (d *Device) gemm(cs *stream, y, x, w devPtr, wt device.DType, n, in, out in
 			return fmt.Errorf("cuda: launch %s: %w", conv, err)
 		}
 		g.n, g.b, g.c = rc, cs.scratch, uint64(y)+uint64(r0)*uint64(out)*4
+		if err := d.blas.gemmEx(cs.blas, g); err != nil {
+			return fmt.Errorf("cuda: cuBLAS: %w", err)
+		}
+	}
+	return nil
+}
+
+// streamBLAS creates cs's cuBLAS handle on first use; cs.mu is held and the
+// context current.
+func (d *Device) streamBLAS(cs *stream) error {
+	if cs.blas != 0 {
+		return nil
+	}
+	h, err := d.blas.create()
+	if err != nil {
+		return fmt.Errorf("cuda: cuBLAS: %w", err)
+	}
+	if err := d.blas.setStream(h, cs.h); err != nil {
+		_ = d.blas.destroy(h)
+		return fmt.Errorf("cuda: cuBLAS: %w", err)
+	}
+	cs.blas = h
+	return nil
+}
+
+// streamScratch allocates cs's scratch (scratchBytes, outside Capacity) on
+// first use; cs.mu is held and the context current.
+func (d *Device) streamScratch(cs *stream) error {
+	if cs.scratch != 0 {
+		return nil
+	}
+	p, err := d.drv.memAlloc(scratchBytes)
+	if err != nil {
+		return fmt.Errorf("cuda: scratch of %d bytes: %w", scratchBytes, err)
+	}
+	cs.scratch = p
+	return nil
+}
+
+// quantPanelBytes sizes gemmQuant's panels: scratchBytes, less in tests
+// that want several panels of a small matrix.
+var quantPanelBytes int64 = scratchBytes
+
+// gemmQuant is the cuBLAS path of a quantized product (prefill): panels of
+// whole rows of w are dequantized exactly to f32 into the stream's scratch
+// (dequant_<type>, the same decoding as the product kernels) and each
+// panel is one f32 GEMM. For MatMul a panel is rows o0.. of w [out, in]
+// and gives columns o0.. of y (yᵀ[o0:, :] = panelᵀ·xᵀ, ldc = out); for
+// MatMulT it is rows i0.. of w [in, out] and adds x[:, i0:]·panel to y
+// (beta 1 after the first panel).
+func (d *Device) gemmQuant(cs *stream, y, x, w devPtr, wt device.DType, n, in, out int, trans bool) error {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	leave, err := d.enter()
+	if err != nil {
+		return err
+	}
+	defer leave()
+	if err := d.streamBLAS(cs); err != nil {
+		return err
+	}
+	if err := d.streamScratch(cs); err != nil {
+		return err
+	}
+	name := "dequant_" + wt.String()
+	f := d.fns[name]
+	rows, cols := out, in // w's shape
+	if trans {
+		rows, cols = in, out
+	}
+	rowBytes := wt.RowBytes(cols)
+	panel := int(quantPanelBytes / (int64(cols) * 4))
+	for r0 := 0; r0 < rows; r0 += panel {
+		pr := min(panel, rows-r0)
+		nblk := int64(pr) * int64(cols) / int64(wt.BlockElems())
+		ka, err := packArgs(name, []any{devPtr(cs.scratch), w + devPtr(int64(r0)*rowBytes), nblk})
+		if err != nil {
+			return err
+		}
+		err = d.drv.launchKernel(f, [3]uint32{blocks(nblk*32, threads), 1, 1}, [3]uint32{threads, 1, 1}, 0, cs.h, ka.params())
+		ka.release()
+		if err != nil {
+			return fmt.Errorf("cuda: launch %s: %w", name, err)
+		}
+		g := gemmArgs{transA: cublasOpT, transB: cublasOpN, m: pr, n: n, k: in,
+			a: cs.scratch, aType: cudaR32F, lda: in,
+			b: uint64(x), bType: cudaR32F, ldb: in,
+			c: uint64(y) + uint64(r0)*4, cType: cudaR32F, ldc: out}
+		if trans {
+			g.transA, g.m, g.k, g.lda = cublasOpN, out, pr, out
+			g.b, g.c = uint64(x)+uint64(r0)*4, uint64(y)
+			if r0 > 0 {
+				g.beta = 1
+			}
+		}
 		if err := d.blas.gemmEx(cs.blas, g); err != nil {
 			return fmt.Errorf("cuda: cuBLAS: %w", err)
 		}

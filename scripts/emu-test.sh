@@ -10,7 +10,12 @@
 #     and the GPU kernel tests, TestGPU*;
 #   - ./cmd/offload: TestEmuRunMatchesHost, `offload run --device cuda` on
 #     stories260K in dense, sparse and Sirius modes, resident and streamed,
-#     whose tokens must equal the host backend's.
+#     whose tokens must equal the host backend's; and TestEmuRunQuantMatchesHost,
+#     the same on quantized files (Q4_K_M, Q8_0; dense and strict Sirius,
+#     resident and streamed; strict Sirius on Q4_K_M as neuron bundles),
+#     whose ten runs are spread over the configurations
+#     (OFFLOAD_EMU_SHARD=k/n: configuration k of n runs every n-th), so that
+#     one `make test` runs each once.
 # and prints how many kernels ran (EMU_PROFILE=1) and how many launches. A
 # kernel of cuda/kernels.cu that the cuda tests never launch is a failure.
 #
@@ -38,6 +43,7 @@ nkernels=$(echo "$kernels" | wc -l)
 failed=0
 start=$(date +%s)
 ran=()
+nconfigs=$(echo $configs | wc -w)
 
 # profile LOG: "kernel launches" per kernel, the largest running total the
 # emulator printed (it prints its totals at every module unload).
@@ -66,7 +72,7 @@ for c in $configs; do
 	name=${c//[^a-z0-9]/_}
 	ok=1
 	env OFFLOAD_EMU=1 EMU_PROFILE=1 "${env[@]}" $GO test -count=1 -v -run '^TestGPU' ./cuda >"$logs/$name-cuda.log" 2>&1 || ok=0
-	env OFFLOAD_EMU=1 "${env[@]}" $GO test -count=1 -v -run '^TestEmuRunMatchesHost$' ./cmd/offload >"$logs/$name-e2e.log" 2>&1 || ok=0
+	env OFFLOAD_EMU=1 OFFLOAD_EMU_SHARD=${#ran[@]}/$nconfigs "${env[@]}" $GO test -count=1 -v -run '^TestEmuRun(Quant)?MatchesHost$' ./cmd/offload >"$logs/$name-e2e.log" 2>&1 || ok=0
 	if [ "$c" = forward ]; then
 		# The device calls of a dense and a Sirius generation failed in
 		# turn (engine's fault sweep), once: every Alloc and Synchronize,
@@ -82,13 +88,15 @@ for c in $configs; do
 	missing=$(comm -23 <(echo "$kernels") <(echo "$prof" | awk '{print $1}' | sort))
 	e2e=$(grep -o 'emu-e2e: .*' "$logs/$name-e2e.log" | tail -n 1)
 	e2e=${e2e#emu-e2e: }
+	e2eq=$(grep -o 'emu-e2e-quant: .*' "$logs/$name-e2e.log" | tail -n 1)
+	e2eq=${e2eq#emu-e2e-quant: }
 	if grep -q -- '--- SKIP' "$logs/$name-cuda.log" "$logs/$name-e2e.log"; then
 		ok=0
 		grep -h -A2 -- '--- SKIP' "$logs/$name-cuda.log" "$logs/$name-e2e.log" | head -n 6
 	fi
 	status=PASS
 	if [ $ok = 0 ] || [ -n "$missing" ]; then status=FAIL; failed=1; fi
-	echo "emu $status $c ($(($(date +%s) - t0))s): cuda tests ran $nran of $nkernels kernels ($launches launches); end-to-end ${e2e:-did not finish}"
+	echo "emu $status $c ($(($(date +%s) - t0))s): cuda tests ran $nran of $nkernels kernels ($launches launches); end-to-end ${e2e:-did not finish}; quantized ${e2eq:-did not finish}"
 	if [ -n "$missing" ]; then echo "    never launched: $(echo $missing)"; fi
 	if [ $ok = 0 ]; then
 		failures "$logs/$name-cuda.log" | sed 's/^/    /'

@@ -10,7 +10,8 @@
 #   CGO_ENABLED=0 go build -o bin/offload ./cmd/offload &&
 #   CGO_ENABLED=0 go test -c -o bin/cuda.test ./cuda &&
 #   OFFLOAD_KERNEL_CACHE=$PWD/bin/kernels go test -count=1 -run TestCompileAllKernels ./cuda &&
-#   mkdir -p bin/models && cp -r ../shared/models/stories260K bin/models/
+#   mkdir -p bin/models/stories260K-q && cp -r ../shared/models/stories260K bin/models/ &&
+#   cp ../shared/models/stories260K-q/stories260K-pad256-{Q4_K_M,Q8_0}.gguf bin/models/stories260K-q/
 #
 # The third line fills bin/kernels with CUBINs for sm_80/86/89/90 and PTX for
 # newer cards, so the GPU machine needs no NVRTC (it uses one if it has it).
@@ -29,7 +30,11 @@
 # pageable; stories260K in dense, sparse and Sirius modes, resident and
 # streamed, on the GPU, whose tokens must equal the host backend's (the
 # emulated TestEmuRunMatchesHost's runs), and Sirius with strict acceptance
-# against dense decoding; a synthetic
+# against dense decoding; the quantized files (stories260K padded to dim
+# 256, Q4_K_M and Q8_0) dense and strict Sirius, resident and streamed, and
+# Q4_K_M converted to neuron bundles in strict Sirius, against the host
+# backend (the emulated TestEmuRunQuantMatchesHost's runs);
+# a synthetic
 # llama-3-70b-shaped model (LAYERS layers) benchmarked dense-streamed, sparse
 # and Sirius in s/token and GB/s.
 #
@@ -39,7 +44,8 @@
 # each: the head is resident either way); DEVICE_MEM (if set, passed as
 # --device-mem; unset, bench streams every layer, the paper's setting);
 # TOKENS (stories260K tokens, default 32, as the emulated test); MODEL (stories260K file; default:
-# found under bin/models or ../shared).
+# found under bin/models or ../shared); QMODELS (directory of the quantized
+# files; default: bin/models/stories260K-q or ../shared's).
 set -uo pipefail
 
 out_root=${1:-${OUT:-/tmp}}
@@ -167,15 +173,15 @@ for m in bin/models/stories260K/stories260K.gguf ../shared/models/stories260K/st
 	if [ -z "$model" ] && [ -f "$m" ]; then model=$m; fi
 done
 tokens_of() { [ -f "$1" ] && tr -d ' \n\t' <"$1" | grep -o '"tokens":\[[-0-9,]*\]' | head -n 1; }
-# compare NAME: cuda tokens of stories-NAME-cuda.log against host's.
+# compare NAME [LABEL]: cuda tokens of stories-NAME-cuda.log against host's.
 compare() {
-	local a b
+	local a b label=${2:-stories260K}
 	a=$(tokens_of "$dir/stories-$1-host.log")
 	b=$(tokens_of "$dir/stories-$1-cuda.log")
 	if [ -n "$a" ] && [ "$a" = "$b" ]; then
-		say "PASS stories260K $1: cuda tokens == host tokens ($(echo "$a" | tr -cd ',' | wc -c) + 1 tokens)"
+		say "PASS $label $1: cuda tokens == host tokens ($(echo "$a" | tr -cd ',' | wc -c) + 1 tokens)"
 	else
-		say "FAIL stories260K $1: cuda tokens differ from host"
+		say "FAIL $label $1: cuda tokens differ from host"
 		say "    host: ${a:0:300}"
 		say "    cuda: ${b:0:300}"
 		failed=1
@@ -211,6 +217,61 @@ else
 		say "FAIL stories260K on cuda: sirius (strict) tokens differ from dense"
 		failed=1
 	fi
+fi
+
+# 4b. Quantized weights: stories260K padded to dim 256, Q4_K_M (Q4_K and
+# Q6_K tensors) and Q8_0, dense and strict Sirius, resident and streamed
+# (--device-mem 2MiB), then strict Sirius on Q4_K_M converted here to
+# neuron bundles (quantized bundle rows gathered on the GPU, down columns
+# multiplied transposed): GPU tokens must equal the host backend's. The same
+# runs, with the same flags, as the emulated TestEmuRunQuantMatchesHost
+# (cmd/offload/emu_quant_test.go).
+qdir=${QMODELS:-}
+for d in bin/models/stories260K-q ../shared/models/stories260K-q shared/models/stories260K-q; do
+	if [ -z "$qdir" ] && [ -f "$d/stories260K-pad256-Q8_0.gguf" ]; then qdir=$d; fi
+done
+if [ -z "$qdir" ]; then
+	say "SKIP quantized stories260K (not found: copy the Q4_K_M and Q8_0 files to bin/models/stories260K-q/, or set QMODELS)"
+else
+	for q in Q4_K_M Q8_0; do
+		for mode in dense sirius; do
+			for mem in resident streamed; do
+				extra=(--mode "$mode")
+				if [ "$mode" = sirius ]; then extra+=(--accept strict --window 8 --window-policy fixed); fi
+				if [ "$mem" = streamed ]; then extra+=(--device-mem 2MiB); fi
+				name="$q-$mode-$mem"
+				for dev in host cuda; do
+					step "stories-$name-$dev" 60 bin/offload run --model "$qdir/stories260K-pad256-$q.gguf" --device "$dev" "${extra[@]}" \
+						--prompt "Once upon a time" -n 24 --json
+					cp "$dir/stories-$name-$dev.log" "$dir/stories-$name-$dev.json" 2>/dev/null
+				done
+				compare "$name" "quantized stories260K"
+			done
+		done
+		a=$(tokens_of "$dir/stories-$q-dense-resident-cuda.log")
+		b=$(tokens_of "$dir/stories-$q-sirius-resident-cuda.log")
+		if [ -n "$a" ] && [ "$a" = "$b" ]; then
+			say "PASS quantized stories260K $q on cuda: sirius (strict) tokens == dense tokens"
+		else
+			say "FAIL quantized stories260K $q on cuda: sirius (strict) tokens differ from dense"
+			failed=1
+		fi
+	done
+	bundled="$dir/stories260K-pad256-Q4_K_M-bundled.gguf"
+	if step convert-bundled 60 bin/offload convert --model "$qdir/stories260K-pad256-Q4_K_M.gguf" -o "$bundled"; then
+		for mem in resident streamed; do
+			extra=(--mode sirius --accept strict --window 8 --window-policy fixed)
+			if [ "$mem" = streamed ]; then extra+=(--device-mem 2MiB); fi
+			name="Q4_K_M-bundled-sirius-$mem"
+			for dev in host cuda; do
+				step "stories-$name-$dev" 60 bin/offload run --model "$bundled" --device "$dev" "${extra[@]}" \
+					--prompt "Once upon a time" -n 24 --json
+				cp "$dir/stories-$name-$dev.log" "$dir/stories-$name-$dev.json" 2>/dev/null
+			done
+			compare "$name" "quantized stories260K"
+		done
+	fi
+	rm -f "$bundled"
 fi
 
 # 5. Synthetic llama-3-70b-shaped model: dense-streamed, sparse, Sirius.

@@ -3,12 +3,14 @@
 #
 # It applies, one at a time, small known-bad edits to a copy of
 # cuda/kernels.cu (every __syncthreads removed in turn, off-by-one bounds,
-# wrong reduction lanes, the attention tile's barrier and rescaling), runs
+# wrong reduction lanes, the attention tile's barrier and rescaling, and in
+# the quantized kernels wrong bits, nibble halves, scale and min indices,
+# signs and offsets, blocks and strides), runs
 # the CUDA package's device tests (TestGPU*: the conformance suite and the
 # GPU tests) on the emulator under the forward, reverse and random
 # schedules and with EMU_POISON=0x7f until one fails, and prints a table of which mutants the suite
 # caught, how, and which survived. A survivor is then run end to end
-# (TestEmuRunMatchesHost) as well. Every mutant that changes results must
+# (TestEmuRunMatchesHost and TestEmuRunQuantMatchesHost) as well. Every mutant that changes results must
 # be caught; the table and the reasoning for any survivor are kept in the
 # cuda package doc (cuda/doc.go).
 #
@@ -37,8 +39,8 @@ sync-block_sum-before-write @@ v = warp_sum(v);\n    __syncthreads(); @@ v = war
 sync-block_sum-before-read @@ red[warp] = v;\n    __syncthreads();\n    float t = 0.0f; @@ red[warp] = v;\n    float t = 0.0f;
 sync-block_max-before-write @@ v = warp_max(v);\n    __syncthreads(); @@ v = warp_max(v);
 sync-block_max-before-read @@ red[warp] = v;\n    __syncthreads();\n    float t = -F32_INF; @@ red[warp] = v;\n    float t = -F32_INF;
-sync-matmul_t-publish @@ part[s][k][lane] = acc[k];\n        __syncthreads(); @@ part[s][k][lane] = acc[k];
-sync-matmul_t-reuse @@ y[(i64)(r0 + k) * out + c] = t;\n            }\n        }\n        __syncthreads(); @@ y[(i64)(r0 + k) * out + c] = t;\n            }\n        }
+sync-matmul_t-publish @@ __syncthreads();\n        if (s == 0 && c < out) @@ if (s == 0 && c < out)
+sync-matmul_t-reuse @@ t += part[j][k][lane];\n                y[(i64)(r0 + k) * out + c] = t;\n            }\n        }\n        __syncthreads(); @@ t += part[j][k][lane];\n                y[(i64)(r0 + k) * out + c] = t;\n            }\n        }
 sync-attention-scores @@ sc[t] = d * scale;\n        }\n        __syncthreads(); @@ sc[t] = d * scale;\n        }
 sync-attention-tile-end @@ m = mn;\n        __syncthreads(); @@ m = mn;
 sync-argmax @@ bi[warp] = bidx; }\n    __syncthreads(); @@ bi[warp] = bidx; }
@@ -53,7 +55,7 @@ block_sum-warp-count @@ nw = (blockDim.x + 31) >> 5;\n    v = warp_sum(v); @@ nw
 argmax-lanes @@ for (int o = 16; o > 0; o >>= 1) {\n        float ov @@ for (int o = 16; o > 1; o >>= 1) {\n        float ov
 argmax-last-warp @@ for (int w = 1; w < nw; w++) @@ for (int w = 1; w < nw - 1; w++)
 argmax-tie @@ (ov == best && oi < bidx) @@ (ov == best && oi > bidx)
-matmul-row-bound @@ if (o >= out) return; @@ if (o > out) return;
+matmul-row-bound @@ if (o >= out) return;\n    const typename @@ if (o > out) return;\n    const typename
 matmul-inner-bound @@ for (int i = lane; i < in; i += 32) @@ for (int i = lane; i < in - 1; i += 32)
 matmul_t-col-bound @@ if (s == 0 && c < out) @@ if (s == 0 && c <= out)
 matmul_t-split-sum @@ for (int j = 0; j < MMT_SPLIT; j++) t += @@ for (int j = 1; j < MMT_SPLIT; j++) t +=
@@ -64,6 +66,54 @@ gather_cols_t-bound @@ c >= cols @@ c > cols
 silu_mul-stride @@ i += (i64)gridDim.x * blockDim.x) {\n        float g @@ i += blockDim.x) {\n        float g
 softmax-last-element @@ i < cols; i += blockDim.x) yr[i] = expf @@ i < cols - 1; i += blockDim.x) yr[i] = expf
 loglik-token-bound @@ t < 0 || t >= cols @@ t < 0 || t > cols
+matmul-reduce-rows @@ xr[(i64)k * in + i];\n        }\n#pragma unroll\n        for (int k = 0; k < MM_ROWS; k++)\n            if (k < nr) @@ xr[(i64)k * in + i];\n        }\n#pragma unroll\n        for (int k = 0; k < MM_ROWS; k++)\n            if (k < nr - 1)
+q4_0-nibble-half @@ q = (l < 16 ? q & 15 : q >> 4) - 8; @@ q = (l < 16 ? q >> 4 : q & 15) - 8;
+q4_0-no-offset @@ q = (l < 16 ? q & 15 : q >> 4) - 8; @@ q = (l < 16 ? q & 15 : q >> 4);
+q4_0-byte @@ int q = b[2 + (l & 15)]; @@ int q = b[2 + (l & 7)];
+q4_1-min-sign @@ q = l < 16 ? q & 15 : q >> 4;\n        return __fmul_rn((float)q, ldh(b)) + ldh(b + 2); @@ q = l < 16 ? q & 15 : q >> 4;\n        return __fmul_rn((float)q, ldh(b)) - ldh(b + 2);
+q4_1-scale-index @@ q = l < 16 ? q & 15 : q >> 4;\n        return __fmul_rn((float)q, ldh(b)) @@ q = l < 16 ? q & 15 : q >> 4;\n        return __fmul_rn((float)q, ldh(b + 2))
+q5_0-qh-byte @@ ((b[2 + (l >> 3)] >> (l & 7)) & 1) << 4; @@ ((b[2 + (l >> 4)] >> (l & 7)) & 1) << 4;
+q5_0-no-offset @@ return (float)(q - 16) * ldh(b); @@ return (float)q * ldh(b);
+q5_1-qh-bit @@ ((b[4 + (l >> 3)] >> (l & 7)) & 1) << 4; @@ ((b[4 + (l >> 3)] >> (l & 3)) & 1) << 4;
+q5_1-quants-offset @@ int q = b[8 + (l & 15)]; @@ int q = b[7 + (l & 15)];
+q8_0-unsigned @@ (float)(signed char)b[2 + l] @@ (float)b[2 + l]
+q8_0-byte @@ (float)(signed char)b[2 + l] @@ (float)(signed char)b[1 + l]
+q2_k-min-nibble @@ ml = __fmul_rn(dmin, (float)(sc >> 4)); @@ ml = __fmul_rn(dmin, (float)(sc & 15));
+q2_k-scale-group @@ int sc = b[8 * h + 2 * s + (l >> 4)]; @@ int sc = b[8 * h + 2 * s];
+q2_k-shift @@ int q = (b[16 + 32 * h + l] >> (2 * s)) & 3; @@ int q = (b[16 + 32 * h + l] >> s) & 3;
+q2_k-d-dmin @@ float d = ldh(b + 80), dmin = ldh(b + 82); @@ float d = ldh(b + 82), dmin = ldh(b + 80);
+q3_k-hmask-sense @@ if (!((hm >> (4 * h + s)) & 1)) q -= 4; @@ if ((hm >> (4 * h + s)) & 1) q -= 4;
+q3_k-hmask-bit @@ if (!((hm >> (4 * h + s)) & 1)) q -= 4; @@ if (!((hm >> (2 * h + s)) & 1)) q -= 4;
+q3_k-scale-high @@ int hi = (sc[8 + (g & 3)] >> (2 * (g >> 2))) & 3; @@ int hi = (sc[8 + (g & 3)] >> (2 * (g & 3))) & 3;
+q3_k-scale-low @@ int lo = g < 8 ? sc[g] & 15 : sc[g - 8] >> 4; @@ int lo = g < 8 ? sc[g] >> 4 : sc[g - 8] & 15;
+q3_k-scale-bias @@ float dl = d * (float)((lo | hi << 4) - 32); @@ float dl = d * (float)(lo | hi << 4);
+k4-min-low @@ *m = q[g + 4] & 63; @@ *m = q[g] & 63;
+k4-min-high @@ *m = (q[g + 4] >> 4) | ((q[g] >> 6) << 4); @@ *m = (q[g + 4] >> 4) | ((q[g - 4] >> 6) << 4);
+k4-scale-high @@ *sc = (q[g + 4] & 15) | ((q[g - 4] >> 6) << 4); @@ *sc = (q[g + 4] & 15) | ((q[g - 4] >> 4) << 4);
+q4_k-nibble-half @@ q = k ? q >> 4 : q & 15; @@ q = k ? q & 15 : q >> 4;
+q4_k-min-sign @@ q = k ? q >> 4 : q & 15;\n        float dl = d * (float)sc, ml = __fmul_rn(dmin, (float)m);\n        return __fmul_rn(dl, (float)q) - ml; @@ q = k ? q >> 4 : q & 15;\n        float dl = d * (float)sc, ml = __fmul_rn(dmin, (float)m);\n        return __fmul_rn(dl, (float)q) + ml;
+q4_k-chunk @@ int q = b[16 + 32 * c + l]; @@ int q = b[16 + 32 * k + l];
+q5_k-high-bit @@ ((qh >> j) & 1) << 4; @@ ((qh >> c) & 1) << 4;
+q5_k-quants-offset @@ int q = b[48 + 32 * c + l]; @@ int q = b[16 + 32 * c + l];
+q6_k-low-half @@ int lo = b[64 * h + 32 * (k & 1) + l]; @@ int lo = b[64 * h + 32 * (k >> 1) + l];
+q6_k-high-bits @@ ((b[128 + 32 * h + l] >> (2 * k)) & 3) << 4) - 32; @@ ((b[128 + 32 * h + l] >> k) & 3) << 4) - 32;
+q6_k-no-offset @@ ((b[128 + 32 * h + l] >> (2 * k)) & 3) << 4) - 32; @@ ((b[128 + 32 * h + l] >> (2 * k)) & 3) << 4);
+q6_k-scale-unsigned @@ float sc = (float)(signed char)b[192 + 8 * h + 2 * k + (l >> 4)]; @@ float sc = (float)b[192 + 8 * h + 2 * k + (l >> 4)];
+q6_k-scale-index @@ float sc = (float)(signed char)b[192 + 8 * h + 2 * k + (l >> 4)]; @@ float sc = (float)(signed char)b[192 + 8 * h + k + (l >> 4)];
+matmul_q-row-bound @@ if (o >= out) return;\n    int nb = in / Q::QK; @@ if (o > out) return;\n    int nb = in / Q::QK;
+matmul_q-last-block @@ for (int b = 0; b < nb; b++) { @@ for (int b = 0; b < nb - 1; b++) {
+matmul_q-row-stride @@ const u8* wr = w + (i64)o * nb * Q::BYTES; @@ const u8* wr = w + (i64)o * (nb - 1) * Q::BYTES;
+matmul_q-activation-index @@ xb[(i64)k * in + 32 * j]; @@ xb[(i64)k * in + 8 * j];
+matmul_q-reduce-rows @@ xb[(i64)k * in + 32 * j];\n            }\n        }\n#pragma unroll\n        for (int k = 0; k < MM_ROWS; k++)\n            if (k < nr) @@ xb[(i64)k * in + 32 * j];\n            }\n        }\n#pragma unroll\n        for (int k = 0; k < MM_ROWS; k++)\n            if (k < nr - 1)
+sync-matmul_t_q-publish @@ __syncthreads();\n        if (s == 0) { @@ if (s == 0) {
+sync-matmul_t_q-reuse @@ t += part[p][k][lane];\n                y[(i64)(r0 + k) * out + c] = t;\n            }\n        }\n        __syncthreads(); @@ t += part[p][k][lane];\n                y[(i64)(r0 + k) * out + c] = t;\n            }\n        }
+matmul_t_q-row-stride @@ i64 rowBytes = (i64)(out / Q::QK) * Q::BYTES; @@ i64 rowBytes = (i64)(out / Q::QK - 1) * Q::BYTES;
+matmul_t_q-block @@ const u8* wb = w + (i64)(c0 / Q::QK) * Q::BYTES; @@ const u8* wb = w + (i64)(c0 / 32) * Q::BYTES;
+matmul_t_q-group @@ int j = (c0 % Q::QK) / 32; @@ int j = 0;
+matmul_t_q-inner-bound @@ for (int i = s; i < in; i += MMT_SPLIT) {\n            float wv = Q::at @@ for (int i = s; i < in - 1; i += MMT_SPLIT) {\n            float wv = Q::at
+matmul_t_q-split-sum @@ for (int p = 0; p < MMT_SPLIT; p++) @@ for (int p = 1; p < MMT_SPLIT; p++)
+dequant-bound @@ g < blocks; g += @@ g < blocks - 1; g +=
+dequant-store @@ dst[g * Q::QK + 32 * j + lane] = Q::at( @@ dst[g * Q::QK + 8 * j + lane] = Q::at(
 EOF
 )
 
@@ -139,7 +189,7 @@ while IFS= read -r line; do
 	done
 	if [ "$result" = no ]; then
 		log=$work/$name-e2e.log
-		if (cd "$copy" && timeout 600 $GO test -count=1 -v -run '^TestEmuRunMatchesHost$' ./cmd/offload) >"$log" 2>&1; then
+		if (cd "$copy" && timeout 900 $GO test -count=1 -v -run '^TestEmuRun(Quant)?MatchesHost$' ./cmd/offload) >"$log" 2>&1; then
 			how="survived all schedules; end to end tokens equal host"
 		else
 			how="survived the device tests; end to end FAILED: $(first_failure "$log")"

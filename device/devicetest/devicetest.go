@@ -74,6 +74,7 @@ func Run(t *testing.T, newDev func(t *testing.T, capacity int64) device.Device) 
 		{"Kernel/SiLUMul", 4 * mib, testSiLUMul},
 		{"Kernel/Add", 4 * mib, testAdd},
 		{"Kernel/GatherRows", 4 * mib, testGatherRows},
+		{"Kernel/GatherRowsQuant", 4 * mib, testGatherRowsQuant},
 		{"Kernel/GatherColsT", 4 * mib, testGatherColsT},
 	}
 	for _, tc := range tests {

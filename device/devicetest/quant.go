@@ -1,6 +1,7 @@
 package devicetest
 
 import (
+	"bytes"
 	"fmt"
 
 	"offload/device"
@@ -82,5 +83,50 @@ func testMatMulQuant(f *fixture) {
 				f.checkPad(y, fmt.Sprintf("MatMulT %s n=%d", dt, n))
 			}
 		})
+	}
+}
+
+// testGatherRowsQuant: GatherRows moves whole rows of blocks of every
+// quantized type byte for byte (the engine packs Griffin's gate and up rows
+// on the device with it), from and to offsets that are whole halves but
+// not whole words, and writes nothing outside dst.
+func testGatherRowsQuant(f *fixture) {
+	idx := []int32{9, 0, 3, 3, 7}
+	const rows = 10
+	for _, dt := range device.WeightTypes {
+		if !dt.Quantized() {
+			continue
+		}
+		for _, off := range []int64{0, 2} {
+			f.sub(fmt.Sprintf("%s/off=%d", dt, off), func(f *fixture) {
+				cols := 3 * dt.BlockElems()
+				rb := dt.RowBytes(cols)
+				raw := f.randBytes(int(rb) * rows)
+				sb := f.alloc(int64(len(raw))+off+2, "src")
+				f.upload(sb, 0, bytes.Repeat([]byte{sentinel}, int(sb.Size())))
+				f.upload(sb, off, raw)
+				src, err := device.View(sb, off, dt, rows, cols)
+				if err != nil {
+					f.t.Fatal(err)
+				}
+				db := f.alloc(rb*int64(len(idx))+2*off+2, "dst")
+				f.upload(db, 0, bytes.Repeat([]byte{sentinel}, int(db.Size())))
+				dst, err := device.View(db, 2*off+2, dt, len(idx), cols)
+				if err != nil {
+					f.t.Fatal(err)
+				}
+				if err := f.dev.GatherRows(f.s, dst, src, f.index(idx)); err != nil {
+					f.t.Fatal(err)
+				}
+				f.sync(f.s)
+				got := f.download(db, dst.Off, dst.Bytes())
+				for i, r := range idx {
+					if want := raw[int64(r)*rb : int64(r+1)*rb]; !bytes.Equal(got[int64(i)*rb:int64(i+1)*rb], want) {
+						f.t.Errorf("dst row %d is not src row %d", i, r)
+					}
+				}
+				f.checkPad(dst, "dst")
+			})
+		}
 	}
 }
