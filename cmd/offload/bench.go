@@ -6,10 +6,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/dustin/go-humanize"
 	"github.com/urfave/cli/v2"
@@ -26,7 +30,7 @@ import (
 func benchCommand() *cli.Command {
 	flags := []cli.Flag{
 		modelFlag(),
-		&cli.StringFlag{Name: "modes", Value: "resident,dense,sparse,sirius", Usage: "comma-separated modes to compare: resident (whole model on the device, dense), dense (streamed), sparse, sirius (the --window-policy), sirius-fixed (the fixed --window) or sirius-fixed=K (a fixed window of K)"},
+		&cli.StringFlag{Name: "modes", Value: "resident,dense,sparse,sirius", Usage: "comma-separated modes to compare: resident (whole model on the device, dense), dense (streamed), sparse, sirius (the --window-policy), sirius-fixed (the fixed --window), sirius-fixed=K (a fixed window of K) or sirius-width=W (the --window-policy with W branches: draft trees when adaptive)"},
 		&cli.IntFlag{Name: "n", Value: 33, Usage: "tokens to generate per mode (the first comes from the prefill; speed is measured over the rest)"},
 		&cli.IntFlag{Name: "prompt-len", Value: 16, Usage: "prompt length in tokens (seeded random ids; models without a tokenizer work too)"},
 		&cli.StringFlag{Name: "prompt", Usage: "prompt text instead of random ids (needs the model's tokenizer)"},
@@ -74,9 +78,12 @@ type BenchResult struct {
 	CopyGBpsMax      float64 `json:"copy_gb_per_s_max"`
 	// LinkFraction is CopyGBps over the median link ceiling. Above 1 it is
 	// measurement noise (a copy cannot beat the link): LinkNoise says so.
-	LinkFraction   float64              `json:"link_fraction"`
-	LinkNoise      bool                 `json:"link_fraction_is_noise,omitempty"`
-	Overlap        float64              `json:"overlap"`
+	LinkFraction float64 `json:"link_fraction"`
+	LinkNoise    bool    `json:"link_fraction_is_noise,omitempty"`
+	Overlap      float64 `json:"overlap"`
+	// PrefillTokPerS is the prompt's tokens over the prefill's wall time
+	// (batched passes: the compute ceiling, where decode is the memory's).
+	PrefillTokPerS float64              `json:"prefill_tok_per_s"`
 	CopySeconds    float64              `json:"copy_seconds"`
 	ComputeSeconds float64              `json:"compute_seconds"`
 	WallSeconds    float64              `json:"wall_seconds"`
@@ -84,6 +91,10 @@ type BenchResult struct {
 	Resident       int64                `json:"resident_bytes"`
 	Phases         []engine.PhaseReport `json:"phases"`
 	RatioToDense   float64              `json:"ratio_to_dense,omitempty"`
+	// WeightGBps (resident mode) is the resident weights read per second of
+	// decode, and OfMemRead its share of the same run's memory-read ceiling.
+	WeightGBps float64 `json:"weight_gb_per_s,omitempty"`
+	OfMemRead  float64 `json:"of_memread,omitempty"`
 }
 
 // spread is the median of a few samples and their range.
@@ -149,7 +160,7 @@ func benchAction(c *cli.Context) error {
 	var modes []benchMode
 	for _, name := range strings.Split(c.String("modes"), ",") {
 		name = strings.TrimSpace(name)
-		modeName, window, fixed := name, 0, false
+		modeName, window, fixed, width := name, 0, false, 0
 		switch {
 		case name == "resident":
 			modeName = "dense"
@@ -165,6 +176,14 @@ func benchAction(c *cli.Context) error {
 			} else if name != "sirius-fixed" {
 				return fmt.Errorf("--modes %s: want sirius-fixed or sirius-fixed=K", name)
 			}
+		case strings.HasPrefix(name, "sirius-width="):
+			// sirius-width=W: the --window-policy with W branches (trees
+			// when adaptive, beams when fixed), to compare widths in one run.
+			modeName = "sirius"
+			var err error
+			if width, err = strconv.Atoi(strings.TrimPrefix(name, "sirius-width=")); err != nil || width < 1 {
+				return fmt.Errorf("--modes %s: the width %q is not a number of at least 1", name, strings.TrimPrefix(name, "sirius-width="))
+			}
 		}
 		dec, err := readDecoding(c, modeName)
 		if err != nil {
@@ -175,8 +194,13 @@ func benchAction(c *cli.Context) error {
 				return fmt.Errorf("--modes: %s is listed twice", name)
 			}
 		}
-		if fixed {
-			dec.Policy = corrector.PolicyFixed
+		if width > 0 {
+			dec.Width = width
+		}
+		if fixed || width > 0 {
+			if fixed {
+				dec.Policy = corrector.PolicyFixed
+			}
 			if window > 0 {
 				dec.Window = window
 			}
@@ -205,14 +229,14 @@ func benchAction(c *cli.Context) error {
 	// starting one mode later, the ceilings measured at its start) so a
 	// slow spell on a shared machine spreads over all modes instead of
 	// landing on one.
-	var memcpyS, linkS []float64
+	var memcpyS, memreadS, linkS []float64
 	samples := make([][]benchSample, len(modes))
 	for rep := 0; rep < reps; rep++ {
 		ceil, err := measureCeilings(dev, 256<<20)
 		if err != nil {
 			return fmt.Errorf("measuring the link: %w", err)
 		}
-		memcpyS, linkS = append(memcpyS, ceil.memcpy), append(linkS, ceil.link)
+		memcpyS, memreadS, linkS = append(memcpyS, ceil.memcpy), append(memreadS, ceil.memread), append(linkS, ceil.link)
 		for k := range modes {
 			i := (rep + k) % len(modes)
 			fmt.Fprintf(os.Stderr, "bench: round %d/%d, %s ...\n", rep+1, reps, modes[i].name)
@@ -226,7 +250,7 @@ func benchAction(c *cli.Context) error {
 			samples[i] = append(samples[i], smp)
 		}
 	}
-	memcpy, link := spreadOf(memcpyS), spreadOf(linkS)
+	memcpy, memread, link := spreadOf(memcpyS), spreadOf(memreadS), spreadOf(linkS)
 	var results []BenchResult
 	measured := plan.Measured{Model: m.Name, Device: dev.Name(), LinkGBps: link.Median / 1e9}
 	var lastProf *engine.Profiler
@@ -248,6 +272,11 @@ func benchAction(c *cli.Context) error {
 		if denseS > 0 {
 			results[i].RatioToDense = results[i].SecondsPerTok / denseS
 		}
+		if results[i].Mode == "resident" && results[i].SecondsPerTok > 0 {
+			// A resident decode step reads every resident weight once.
+			results[i].WeightGBps = float64(results[i].Resident) / results[i].SecondsPerTok / 1e9
+			results[i].OfMemRead = results[i].WeightGBps * 1e9 / memread.Median
+		}
 	}
 	notes = append(notes, orderNotes(results)...)
 	if tr := c.String("trace"); tr != "" && lastProf != nil {
@@ -268,10 +297,11 @@ func benchAction(c *cli.Context) error {
 			Repeats    int           `json:"repeats"`
 			MemcpyGBps float64       `json:"memcpy_gbps"`
 			Memcpy     spread        `json:"memcpy_bytes_per_s"`
+			MemRead    spread        `json:"memread_bytes_per_s"`
 			Link       spread        `json:"link_bytes_per_s"`
 			Results    []BenchResult `json:"results"`
 			Notes      []string      `json:"notes,omitempty"`
-		}{measured, reps, memcpy.Median / 1e9, memcpy, link, results, notes})
+		}{measured, reps, memcpy.Median / 1e9, memcpy, memread, link, results, notes})
 	}
 	fmt.Printf("model %s on %s; prompt %d tokens, %d generated per mode\n", m.Name, dev.Name(), len(prompt), n)
 	what := "one run"
@@ -279,12 +309,12 @@ func benchAction(c *cli.Context) error {
 		what = fmt.Sprintf("median (min..max) of %d interleaved runs", reps)
 	}
 	fmt.Printf("figures: %s\n", what)
-	fmt.Printf("ceilings (same run): host memcpy %s GB/s, host->device copy %s GB/s\n", memcpy.format(1e-9, 3), link.format(1e-9, 3))
+	fmt.Printf("ceilings (same run): host memcpy %s GB/s, memory read %s GB/s, host->device copy %s GB/s\n", memcpy.format(1e-9, 3), memread.format(1e-9, 3), link.format(1e-9, 3))
 	modeW := 9
 	for _, r := range results {
 		modeW = max(modeW, len(r.Mode))
 	}
-	fmt.Printf("\n%-*s %26s %9s %12s %22s %8s %8s %10s %7s\n", modeW, "mode", "s/token", "tok/s", "bytes/token", "copy GB/s", "of link", "overlap", "resident", "AAL")
+	fmt.Printf("\n%-*s %26s %9s %12s %22s %8s %8s %10s %7s %12s\n", modeW, "mode", "s/token", "tok/s", "bytes/token", "copy GB/s", "of link", "overlap", "resident", "AAL", "prefill t/s")
 	var noisy []string
 	for _, r := range results {
 		aal := "-"
@@ -298,13 +328,18 @@ func benchAction(c *cli.Context) error {
 		}
 		sp := spread{r.SecondsPerTok, r.SecondsPerTokMin, r.SecondsPerTokMax}
 		cp := spread{r.CopyGBps, r.CopyGBpsMin, r.CopyGBpsMax}
-		fmt.Printf("%-*s %26s %9.4g %12s %22s %8s %7.0f%% %10s %7s\n", modeW, r.Mode, sp.format(1, 3), 1/r.SecondsPerTok,
-			humanize.IBytes(uint64(r.BytesPerTok)), cp.format(1, 3), ofLink, 100*r.Overlap, humanize.IBytes(uint64(r.Resident)), aal)
+		fmt.Printf("%-*s %26s %9.4g %12s %22s %8s %7.0f%% %10s %7s %12.4g\n", modeW, r.Mode, sp.format(1, 3), 1/r.SecondsPerTok,
+			humanize.IBytes(uint64(r.BytesPerTok)), cp.format(1, 3), ofLink, 100*r.Overlap, humanize.IBytes(uint64(r.Resident)), aal, r.PrefillTokPerS)
 	}
 	if len(noisy) > 0 {
 		fmt.Printf("* measurement noise, not a result: a copy cannot beat the link, yet %s of the median link ceiling was measured;\n"+
 			"  the ceiling is a 256 MiB copy, so copies small enough to stay in CPU cache, or noisy timings on a busy machine,\n"+
 			"  come out faster (raise --repeat, rerun on an idle machine, or pace the link with --link)\n", strings.Join(noisy, ", "))
+	}
+	for _, r := range results {
+		if r.WeightGBps > 0 {
+			fmt.Printf("\n%s decode reads its %s of weights at %.3g GB/s: %.2f of the memory-read ceiling\n", r.Mode, humanize.IBytes(uint64(r.Resident)), r.WeightGBps, r.OfMemRead)
+		}
 	}
 	if denseS > 0 {
 		fmt.Printf("\nratios to dense streaming (s/token):")
@@ -345,7 +380,8 @@ func benchOne(c *cli.Context, m *offload.Model, dev device.Device, bm benchMode,
 	pre := e.Prof.Phases[engine.PhasePrefill]
 	r := BenchResult{Mode: name, Tokens: res.Decoded(), SecondsPerTok: rep.DecodeSeconds / float64(max(1, res.Decoded())),
 		BytesPerTok: rep.BytesPerToken, Resident: e.Prof.Plan.Resident, Phases: rep.Phases, AAL: res.Stats.AAL,
-		CopySeconds: (tot.Copy - pre.Copy).Seconds(), ComputeSeconds: (tot.Compute - pre.Compute).Seconds(), WallSeconds: rep.DecodeSeconds}
+		PrefillTokPerS: rep.PrefillTokPerS,
+		CopySeconds:    (tot.Copy - pre.Copy).Seconds(), ComputeSeconds: (tot.Compute - pre.Compute).Seconds(), WallSeconds: rep.DecodeSeconds}
 	if r.CopySeconds > 0 {
 		r.CopyGBps = float64(tot.WeightBytes-pre.WeightBytes) / r.CopySeconds / 1e9
 	}
@@ -379,6 +415,7 @@ func summarize(ss []benchSample, link float64) (BenchResult, benchSample) {
 	r.CopyGBps, r.CopyGBpsMin, r.CopyGBpsMax = cp.Median, cp.Min, cp.Max
 	r.BytesPerTok = col(func(r BenchResult) float64 { return r.BytesPerTok }).Median
 	r.Overlap = col(func(r BenchResult) float64 { return r.Overlap }).Median
+	r.PrefillTokPerS = col(func(r BenchResult) float64 { return r.PrefillTokPerS }).Median
 	r.CopySeconds = col(func(r BenchResult) float64 { return r.CopySeconds }).Median
 	r.ComputeSeconds = col(func(r BenchResult) float64 { return r.ComputeSeconds }).Median
 	r.WallSeconds = col(func(r BenchResult) float64 { return r.WallSeconds }).Median
@@ -446,7 +483,7 @@ func benchPrompt(c *cli.Context, m *offload.Model) ([]int, error) {
 	return ids, nil
 }
 
-type ceilings struct{ memcpy, link float64 }
+type ceilings struct{ memcpy, memread, link float64 }
 
 // measureCeilings times a plain host memcpy and a host->device copy of the
 // same size from a staging buffer, in this process, now.
@@ -466,6 +503,8 @@ func measureCeilings(dev device.Device, size int64) (ceilings, error) {
 	}
 	c.memcpy = float64(size) / best.Seconds()
 	dst = nil
+	runtime.GC() // the memcpy's buffer: a collection running under the read would share its cores
+	c.memread = readCeiling(src)
 	stage, err := dev.HostAlloc(size)
 	if err != nil {
 		return c, err
@@ -499,6 +538,44 @@ func measureCeilings(dev device.Device, size int64) (ceilings, error) {
 	}
 	c.link = float64(size) / best.Seconds()
 	return c, nil
+}
+
+// readCeiling is the rate at which this process reads buf from memory with
+// every thread (best of three): what a decode pass, which reads each resident
+// weight once per token, can at most reach.
+func readCeiling(buf []byte) float64 {
+	words := unsafe.Slice((*uint64)(unsafe.Pointer(unsafe.SliceData(buf))), len(buf)/8)
+	workers := runtime.GOMAXPROCS(0)
+	best := time.Duration(1 << 62)
+	var sink atomic.Uint64
+	for i := 0; i < 3; i++ {
+		t := time.Now()
+		var wg sync.WaitGroup
+		per := (len(words)/workers + 7) &^ 7
+		for lo := 0; lo < len(words); lo += per {
+			part := words[lo:min(lo+per, len(words))]
+			wg.Go(func() {
+				var a, b, c, d uint64
+				for len(part) >= 8 {
+					a |= part[0] ^ part[4]
+					b |= part[1] ^ part[5]
+					c |= part[2] ^ part[6]
+					d |= part[3] ^ part[7]
+					part = part[8:]
+				}
+				for _, w := range part {
+					a |= w
+				}
+				sink.Or(a | b | c | d)
+			})
+		}
+		wg.Wait()
+		best = min(best, time.Since(t))
+	}
+	if sink.Load() == 1<<63 {
+		runtime.KeepAlive(buf) // keep the reads observable
+	}
+	return float64(len(words)*8) / best.Seconds()
 }
 
 // measuredMode turns a mode's profile into `plan --measured` input.

@@ -380,6 +380,8 @@ func TestFlagsCheckedFirst(t *testing.T) {
 	}
 	// bench and eval share the checks.
 	for _, args := range [][]string{{"bench", "--model", missing, "-p", "2"}, {"bench", "--model", missing, "--repeat", "0"},
+		{"bench", "--model", missing, "--modes", "sirius-width=0"}, {"bench", "--model", missing, "--modes", "sirius-fixed=x"},
+		{"bench", "--model", missing, "--modes", "sirius-width=2,sirius-width=2"},
 		{"eval", "--model", missing, "--prompts", missing, "--threshold", "-1"}} {
 		_, errOut, code := runCLI(t, args...)
 		if code == 0 || strings.Contains(errOut, "no-such-model") || len(strings.Split(strings.TrimSpace(errOut), "\n")) != 1 {
@@ -757,7 +759,7 @@ func TestBenchSummary(t *testing.T) {
 // share of the link above 100% as a result.
 func TestBenchRepeats(t *testing.T) {
 	model := filepath.Join(fixtures.Stories(t), "stories260K.gguf")
-	args := []string{"bench", "--model", model, "--device", "host", "-n", "4", "--modes", "dense,sirius", "--repeat", "2"}
+	args := []string{"bench", "--model", model, "--device", "host", "-n", "4", "--modes", "resident,dense,sirius-width=2", "--repeat", "2"}
 	out, errOut, code := runCLI(t, append(args, "--json")...)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
@@ -765,21 +767,31 @@ func TestBenchRepeats(t *testing.T) {
 	var b struct {
 		Repeats int           `json:"repeats"`
 		Link    spread        `json:"link_bytes_per_s"`
+		MemRead spread        `json:"memread_bytes_per_s"`
 		Results []BenchResult `json:"results"`
 	}
 	if err := json.Unmarshal([]byte(out), &b); err != nil {
 		t.Fatal(err)
 	}
-	if b.Repeats != 2 || len(b.Results) != 2 || !(b.Link.Min <= b.Link.Median && b.Link.Median <= b.Link.Max) {
+	if b.Repeats != 2 || len(b.Results) != 3 || !(b.Link.Min <= b.Link.Median && b.Link.Median <= b.Link.Max) ||
+		!(b.MemRead.Min > 0 && b.MemRead.Min <= b.MemRead.Median && b.MemRead.Median <= b.MemRead.Max) {
 		t.Fatalf("%+v", b)
 	}
+	// Only the resident mode reads all its weights each step: its rate
+	// against the memory-read ceiling is reported, the others' is not.
+	if r := b.Results[0]; r.Mode != "resident" || r.WeightGBps <= 0 || r.OfMemRead != r.WeightGBps*1e9/b.MemRead.Median {
+		t.Errorf("resident: %+v", r)
+	}
+	if r := b.Results[1]; r.WeightGBps != 0 {
+		t.Errorf("dense: a weight read rate for a streamed mode: %+v", r)
+	}
 	for _, r := range b.Results {
-		if r.Repeats != 2 || !(r.SecondsPerTokMin <= r.SecondsPerTok && r.SecondsPerTok <= r.SecondsPerTokMax) || r.LinkNoise != (r.LinkFraction > 1) {
+		if r.Repeats != 2 || !(r.SecondsPerTokMin <= r.SecondsPerTok && r.SecondsPerTok <= r.SecondsPerTokMax) || r.LinkNoise != (r.LinkFraction > 1) || !(r.PrefillTokPerS > 0) {
 			t.Errorf("%s: %+v", r.Mode, r)
 		}
 	}
-	if n := strings.Count(errOut, "bench: round"); n != 4 {
-		t.Errorf("%d runs, want 2 modes x 2 rounds:\n%s", n, errOut)
+	if n := strings.Count(errOut, "bench: round"); n != 6 {
+		t.Errorf("%d runs, want 3 modes x 2 rounds:\n%s", n, errOut)
 	}
 	out, errOut, code = runCLI(t, args...)
 	if code != 0 {
@@ -787,7 +799,7 @@ func TestBenchRepeats(t *testing.T) {
 	}
 	pct := regexp.MustCompile(`(\d+)%`)
 	for _, line := range strings.Split(out, "\n") {
-		if !strings.HasPrefix(line, "dense ") && !strings.HasPrefix(line, "sirius ") {
+		if !strings.HasPrefix(line, "dense ") && !strings.HasPrefix(line, "sirius-width=2 ") {
 			continue
 		}
 		for _, m := range pct.FindAllStringSubmatch(line, -1) {
@@ -797,6 +809,11 @@ func TestBenchRepeats(t *testing.T) {
 		}
 		if strings.Contains(line, ">100%*") && !strings.Contains(out, "measurement noise") {
 			t.Errorf("flag without its footnote:\n%s", out)
+		}
+	}
+	for _, w := range []string{"memory read", "prefill t/s", "resident decode reads its", "of the memory-read ceiling"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("no %q in:\n%s", w, out)
 		}
 	}
 }
