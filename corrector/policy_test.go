@@ -468,3 +468,24 @@ func TestPolicyStatsString(t *testing.T) {
 		t.Errorf("stats %+v", ps)
 	}
 }
+
+// TestPolicyRampUp: with drafts that are always kept, the trust region lets
+// the check rows grow 4x per window (2, 8, then the full 16), on both cost
+// profiles: every ramp-up window costs a check pass the fixed window does
+// not pay.
+func TestPolicyRampUp(t *testing.T) {
+	const v, n = 32, 120
+	full := hashModel(v, 3, 0)
+	for _, prof := range []costProfile{cpuCosts, offloadCosts} {
+		t.Run(prof.name, func(t *testing.T) {
+			ad := runCosted(t, full, scriptedSparse(full, 1, 0.9, 0.9), prof, policyCfg(PolicyAdaptive, 16, 1, n))
+			var ks []int
+			for _, p := range ad.plans[:min(4, len(ad.plans))] {
+				ks = append(ks, p.Drafts+1)
+			}
+			if want := []int{2, 8, 16, 16}; !slices.Equal(ks, want) {
+				t.Errorf("first windows K=%v, want %v", ks, want)
+			}
+		})
+	}
+}
