@@ -84,7 +84,11 @@ type Engine struct {
 	// costs are the measured times of draft and check passes, kept across
 	// requests, for the adaptive window policy.
 	costs corrector.CostTable
-	fin   finiteChecker
+	// firstDrafts is the drafts the adaptive policy planned for the last
+	// sequence's first window (-1: none yet), to guess what the pass after
+	// a prefill will be.
+	firstDrafts int
+	fin         finiteChecker
 	// diag, when set, is called after each unit's compute is enqueued
 	// (diagnose: it finds the layer where activations went non-finite).
 	diag func(u int) error
@@ -154,7 +158,7 @@ func New(m *model.Model, dev device.Device, opt Options) (_ *Engine, err error) 
 	if err := checkBatch(cfg, opt, budget); err != nil {
 		return nil, err
 	}
-	e := &Engine{M: m, cfg: cfg, dev: dev, opt: opt, Prof: newProfiler(cfg.Layers, opt.Trace)}
+	e := &Engine{M: m, cfg: cfg, dev: dev, opt: opt, Prof: newProfiler(cfg.Layers, opt.Trace), firstDrafts: -1}
 	if e.copy, err = dev.NewStream("copy"); err != nil {
 		return nil, err
 	}
@@ -418,8 +422,18 @@ func (e *Engine) logits(seqs []Seq, pass *passRec, fetch bool) ([][][]float32, e
 		pass.outputBytes += int64(len(host))
 	}
 	serr := e.dev.Synchronize(e.comp)
-	if err := e.dev.Synchronize(e.copy); serr == nil {
-		serr = err
+	var cerr error
+	if mark := e.pipe.passCopies; mark != nil {
+		// A prefetch for the next pass is in flight behind this pass's
+		// copies: wait for those only (a copy error of the prefetch is
+		// reported by the next pass's wait).
+		e.pipe.passCopies = nil
+		cerr = e.dev.EventSynchronize(mark)
+	} else {
+		cerr = e.dev.Synchronize(e.copy)
+	}
+	if serr == nil {
+		serr = cerr
 	}
 	if serr != nil {
 		return nil, serr

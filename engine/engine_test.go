@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"offload/corrector"
+	"offload/device"
 	"offload/device/host"
 	"offload/internal/fixtures"
 	"offload/model"
@@ -51,6 +52,17 @@ func oracleLogits(t *testing.T) [][]float32 {
 // cfg's; the other Decoding fields (sparsity, keep) come from opt.
 func newTestEngine(t *testing.T, path string, mem int64, opt Options, cfg corrector.Config) *Engine {
 	t.Helper()
+	dev, err := host.New(host.Options{Capacity: 1 << 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dev.Close() })
+	return newTestEngineOn(t, dev, path, mem, opt, cfg)
+}
+
+// newTestEngineOn is newTestEngine on a given device.
+func newTestEngineOn(t *testing.T, dev device.Device, path string, mem int64, opt Options, cfg corrector.Config) *Engine {
+	t.Helper()
 	d := opt.Decoding
 	if d.Sparsity == "" {
 		d = DefaultDecoding()
@@ -63,11 +75,6 @@ func newTestEngine(t *testing.T, path string, mem int64, opt Options, cfg correc
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { m.Close() })
-	dev, err := host.New(host.Options{Capacity: 1 << 30})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dev.Close() })
 	opt.DeviceMem = mem
 	if opt.Context == 0 {
 		opt.Context = 128

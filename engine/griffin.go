@@ -76,6 +76,12 @@ func (e *Engine) packGriffin() error {
 		return fmt.Errorf("no prefill statistics for the Griffin neuron set")
 	}
 	cfg := e.cfg
+	if e.pipe.prefetch != nil {
+		// A prefetch may still be reading the packed rows rewritten below.
+		if err := e.dev.Synchronize(e.copy); err != nil {
+			return err
+		}
+	}
 	e.pipe.seqGen++
 	e.grif.sel = make([][]int32, cfg.Layers)
 	for l := range e.grif.sel {

@@ -25,6 +25,15 @@ type pipeline struct {
 	expect   *FFNMode
 	prefetch *prefetched
 	seqGen   int
+	// mispredicts counts prefetches dropped because the pass that came was
+	// of another kind: that pass waited for a copy it did not need.
+	mispredicts int
+	// passCopies, recorded on the copy stream just before a prefetch is
+	// enqueued, fires when the current pass's own copies are done: the
+	// pass waits for it, not for the next pass's first layer, so that the
+	// prefetch overlaps the host's work between passes (sampling, the
+	// window policy) and each pass is timed without the next one's copy.
+	passCopies device.Event
 }
 
 func (p *pipeline) allocate(dev device.Device, plan *Plan, noPrefetch bool) error {
@@ -358,6 +367,7 @@ func (e *Engine) startPrefetch() error {
 	if err != nil || un.slotLo == nil {
 		return err
 	}
+	pp.passCopies = e.dev.Record(e.copy)
 	rec := &passRec{}
 	if err := e.copyUnit(0, un, rec); err != nil {
 		return err
@@ -377,6 +387,7 @@ func (e *Engine) takePrefetch(ffn FFNMode) *prefetched {
 	if pf.ffn == ffn && pf.gen == e.pipe.seqGen {
 		return pf
 	}
+	e.pipe.mispredicts++
 	e.Prof.wasted(pf.rec)
 	return nil
 }

@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"offload/corrector"
+	"offload/device"
+	"offload/internal/emu"
 	"offload/internal/fixtures"
 	"offload/model"
 )
@@ -55,48 +57,9 @@ func TestQuantizedOracle(t *testing.T) {
 	for typ, m := range o.Models {
 		t.Run(typ, func(t *testing.T) {
 			path := filepath.Join(dir, m.File)
-			raw, err := os.ReadFile(filepath.Join(dir, m.LogitsFile))
-			if err != nil {
-				t.Fatal(err)
-			}
-			const V = 512
-			want := make([]float32, len(raw)/4)
-			for i := range want {
-				want[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
-			}
-			mm, err := model.Open(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			// Half the weights plus the KV cache and activations: every
-			// file streams some layers.
-			stream := mm.WeightBytes()/2 + 1200<<10
-			mm.Close()
-			for _, mem := range []int64{0, stream} {
-				e := newTestEngine(t, path, mem, Options{Context: 96}, denseCfg())
-				if mem > 0 && (e.Prof.Plan.SlotBytes == 0 || e.Prof.Plan.Resident >= e.M.WeightBytes()) {
-					t.Fatalf("budget %d should make layers stream: %v", mem, e.Prof.Plan)
-				}
-				var worst float64
-				for p, id := range m.LogitsIDs {
-					out, err := e.Forward(context.Background(), []Seq{{Toks: []int{id}, Pos: p, Logits: true}}, PhaseDecode, FFNFull)
-					if err != nil {
-						t.Fatal(err)
-					}
-					row := want[p*V : (p+1)*V]
-					var maxAbs float64
-					for _, v := range row {
-						maxAbs = max(maxAbs, math.Abs(float64(v)))
-					}
-					for j, v := range out[0][0] {
-						worst = max(worst, math.Abs(float64(v-row[j]))/maxAbs)
-					}
-				}
-				if worst > 1e-4 {
-					t.Fatalf("mem %d: max |logit error| / max |logit| = %.3g > 1e-4", mem, worst)
-				}
-				t.Logf("mem %d: logits within %.2g of the oracle", mem, worst)
-			}
+			stream := checkQuantLogits(t, dir, m.File, m.LogitsFile, m.LogitsIDs, func(mem int64) *Engine {
+				return newTestEngine(t, path, mem, Options{Context: 96}, denseCfg())
+			})
 			for _, run := range []struct {
 				name   string
 				mem    int64
@@ -122,6 +85,81 @@ func TestQuantizedOracle(t *testing.T) {
 					}
 				}
 			}
+		})
+	}
+}
+
+// checkQuantLogits holds the logits of the oracle's first positions (fed one
+// at a time, dense) within 1e-4 of the largest oracle logit, on an engine
+// with every weight resident and on one whose budget (returned) makes about
+// half the layers stream; open builds the engine for a budget.
+func checkQuantLogits(t *testing.T, dir, file, logitsFile string, ids []int, open func(mem int64) *Engine) (stream int64) {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(dir, logitsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const V = 512
+	want := make([]float32, len(raw)/4)
+	for i := range want {
+		want[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
+	}
+	mm, err := model.Open(filepath.Join(dir, file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Half the weights plus the KV cache and activations: every file
+	// streams some layers.
+	stream = mm.WeightBytes()/2 + 1200<<10
+	mm.Close()
+	for _, mem := range []int64{0, stream} {
+		e := open(mem)
+		if mem > 0 && (e.Prof.Plan.SlotBytes == 0 || e.Prof.Plan.Resident >= e.M.WeightBytes()) {
+			t.Fatalf("budget %d should make layers stream: %v", mem, e.Prof.Plan)
+		}
+		var worst float64
+		for p, id := range ids {
+			out, err := e.Forward(context.Background(), []Seq{{Toks: []int{id}, Pos: p, Logits: true}}, PhaseDecode, FFNFull)
+			if err != nil {
+				t.Fatal(err)
+			}
+			row := want[p*V : (p+1)*V]
+			var maxAbs float64
+			for _, v := range row {
+				maxAbs = max(maxAbs, math.Abs(float64(v)))
+			}
+			for j, v := range out[0][0] {
+				worst = max(worst, math.Abs(float64(v-row[j]))/maxAbs)
+			}
+		}
+		if worst > 1e-4 {
+			t.Fatalf("mem %d: max |logit error| / max |logit| = %.3g > 1e-4", mem, worst)
+		}
+		t.Logf("mem %d: logits within %.2g of the oracle", mem, worst)
+	}
+	return stream
+}
+
+// TestEmuQuantizedOracle is TestQuantizedOracle's logits check on the
+// emulated CUDA driver (scripts/emu-test.sh; skipped without OFFLOAD_EMU):
+// every quantized fixture's product runs in the CUDA kernels, resident and
+// streamed, and must agree with the exact-dequantization oracle as the
+// host backend does. The greedy runs on the emulator are in cmd/offload's
+// TestEmuRunQuantMatchesHost.
+func TestEmuQuantizedOracle(t *testing.T) {
+	emu.Use(t)
+	dir, o := loadQuantOracle(t)
+	for typ, m := range o.Models {
+		t.Run(typ, func(t *testing.T) {
+			dev, err := device.Open("cuda", device.Config{Capacity: 256 << 20})
+			if err != nil {
+				t.Fatal("the emulated CUDA device does not open:", err)
+			}
+			t.Cleanup(func() { dev.Close() })
+			path := filepath.Join(dir, m.File)
+			checkQuantLogits(t, dir, m.File, m.LogitsFile, m.LogitsIDs, func(mem int64) *Engine {
+				return newTestEngineOn(t, dev, path, mem, Options{Context: 96}, denseCfg())
+			})
 		})
 	}
 }

@@ -19,6 +19,7 @@ type siriusModel struct {
 	drafts     int // drafts since the last check
 	planned    int // drafts the window policy planned for this window
 	prefillDur time.Duration
+	firstPlan  bool // the next WindowPlanned is the sequence's first
 }
 
 // The engine tells the corrector what its passes cost, measured, so the
@@ -34,6 +35,10 @@ func (m *siriusModel) CheckCost(rows int) time.Duration     { return m.e.costs.C
 
 // WindowPlanned records how many drafts the coming window may run.
 func (m *siriusModel) WindowPlanned(p corrector.Plan) {
+	if m.firstPlan {
+		m.firstPlan = false
+		m.e.firstDrafts = p.Drafts
+	}
 	m.planned = p.Drafts
 	m.drafts = 0
 	m.expectNext()
@@ -64,7 +69,15 @@ func (m *siriusModel) Prefill(prompt []int) ([]float32, error) {
 	var last []float32
 	m.drafts, m.planned = 0, e.opt.Window-1
 	if e.opt.Policy == corrector.PolicyAdaptive {
-		m.planned = 0 // until the policy says otherwise: a plain step is the safer guess
+		// The first window is planned only after the prefill, whose end
+		// already prefetches the next pass: guess it from the previous
+		// sequence's first window (the costs the policy plans with are
+		// kept across sequences), or a draft, which is what the policy
+		// plans on unmeasured costs. A wrong guess costs one layer's copy.
+		m.planned, m.firstPlan = max(e.firstDrafts, 0), true
+		if e.firstDrafts < 0 {
+			m.planned = 1
+		}
 	}
 	for p := 0; p < len(prompt); p += chunk {
 		end := min(p+chunk, len(prompt))
@@ -105,12 +118,18 @@ func (m *siriusModel) Draft(toks []int, pos int) ([][]float32, error) {
 	}
 	m.drafts++
 	m.expectNext()
-	t0 := time.Now()
+	t0, miss := time.Now(), m.e.pipe.mispredicts
 	out, err := m.e.Forward(m.ctx, seqs, PhaseDraft, FFNSparse)
 	if err != nil {
 		return nil, err
 	}
-	m.e.costs.ObserveDraft(len(toks), time.Since(t0))
+	if m.e.pipe.mispredicts == miss {
+		// A pass that first waited for a mispredicted prefetch is not a
+		// measure of its kind: one such draft (the first after a dense
+		// stretch) made a streamed draft look dearer than a dense step
+		// and kept the policy from drafting at all.
+		m.e.costs.ObserveDraft(len(toks), time.Since(t0))
+	}
 	res := make([][]float32, len(toks))
 	for b := range out {
 		res[b] = out[b][0]
@@ -136,9 +155,9 @@ func (m *siriusModel) Verify(toks [][]int, pos int) ([][][]float32, error) {
 		m.planned = m.e.opt.Window - 1
 	}
 	m.expectNext()
-	t0 := time.Now()
+	t0, miss := time.Now(), m.e.pipe.mispredicts
 	out, err := m.e.Forward(m.ctx, seqs, phase, FFNFull)
-	if err == nil {
+	if err == nil && m.e.pipe.mispredicts == miss {
 		m.e.costs.ObserveCheck(rows, time.Since(t0))
 	}
 	return out, err

@@ -76,8 +76,9 @@ for c in $configs; do
 	if [ "$c" = forward ]; then
 		# The device calls of a dense and a Sirius generation failed in
 		# turn (engine's fault sweep), once: every Alloc and Synchronize,
-		# every tenth copy and kernel (-short; all 580 take two minutes).
-		env OFFLOAD_EMU=1 "${env[@]}" $GO test -short -count=1 -v -run '^TestEmuFaultInjection$' ./engine >"$logs/$name-faults.log" 2>&1 || {
+		# every tenth copy and kernel (-short; all 580 take two minutes);
+		# and every quantized fixture's logits against the oracle.
+		env OFFLOAD_EMU=1 "${env[@]}" $GO test -short -count=1 -v -run '^(TestEmuFaultInjection|TestEmuQuantizedOracle)$' ./engine >"$logs/$name-faults.log" 2>&1 || {
 			ok=0
 			failures "$logs/$name-faults.log" | sed 's/^/    /'
 		}
@@ -90,9 +91,11 @@ for c in $configs; do
 	e2e=${e2e#emu-e2e: }
 	e2eq=$(grep -o 'emu-e2e-quant: .*' "$logs/$name-e2e.log" | tail -n 1)
 	e2eq=${e2eq#emu-e2e-quant: }
-	if grep -q -- '--- SKIP' "$logs/$name-cuda.log" "$logs/$name-e2e.log"; then
+	checked=("$logs/$name-cuda.log" "$logs/$name-e2e.log")
+	[ -f "$logs/$name-faults.log" ] && checked+=("$logs/$name-faults.log")
+	if grep -q -- '--- SKIP' "${checked[@]}"; then
 		ok=0
-		grep -h -A2 -- '--- SKIP' "$logs/$name-cuda.log" "$logs/$name-e2e.log" | head -n 6
+		grep -h -A2 -- '--- SKIP' "${checked[@]}" | head -n 6
 	fi
 	status=PASS
 	if [ $ok = 0 ] || [ -n "$missing" ]; then status=FAIL; failed=1; fi
