@@ -142,6 +142,11 @@ type Plan struct {
 	// Probe marks a window drafted only to measure acceptance while dense
 	// decoding wins.
 	Probe bool
+	// Then is the drafts the policy expects to plan for the next window if
+	// what this one shows does not change its mind (0: a dense step): a
+	// hint for an engine that starts copying the next pass's weights before
+	// this window ends. A probe's hint is 0 (most probes fail).
+	Then int
 	// Reason says why the plan is dense (empty otherwise).
 	Reason string
 
@@ -561,6 +566,9 @@ func (p *policy) next(room, generated int) Plan {
 		p.probeEvery, p.probeDrafts = probeEvery, 1
 	}
 	p.planned = true
+	if pl.Drafts > 0 && !pl.Probe {
+		pl.Then = pl.Drafts
+	}
 	if pl.Width > 1 {
 		// Branch only where the top candidate is less likely kept than
 		// the sequence's average draft (everywhere until calibrated).
@@ -581,7 +589,11 @@ func (p *policy) dense(room int, a, g float64) Plan {
 		e := expectTokens(a, g, d, 1)
 		return Plan{Drafts: d, Width: 1, Expected: e, Rate: e / p.cost(float64(d), 1), Probe: true}
 	}
-	return Plan{Width: 1, Expected: 1, Rate: 1 / p.check(1), Reason: p.reason}
+	pl := Plan{Width: 1, Expected: 1, Rate: 1 / p.check(1), Reason: p.reason}
+	if p.sinceProbe+1 >= p.probeEvery {
+		pl.Then = min(p.probeDrafts, room) // a probe comes next
+	}
+	return pl
 }
 
 func (p *policy) denseReason(a, opt float64, room int) string {

@@ -489,3 +489,50 @@ func TestPolicyRampUp(t *testing.T) {
 		})
 	}
 }
+
+// TestPolicyThenHint: each plan says what the next window will be when
+// nothing changes, so that an engine can prefetch the right pass: with
+// drafts that are never kept, the dense step before each probe says a
+// probe follows, the other dense steps say a dense step follows, and a
+// drafting window says it drafts again.
+func TestPolicyThenHint(t *testing.T) {
+	const v, n = 32, 300
+	full := hashModel(v, 3, 0)
+	for _, tc := range []struct {
+		acc  float64
+		prof costProfile
+	}{{0, cpuCosts}, {0, offloadCosts}, {1, offloadCosts}} {
+		t.Run(fmt.Sprintf("acc=%v/%s", tc.acc, tc.prof.name), func(t *testing.T) {
+			ad := runCosted(t, full, scriptedSparse(full, tc.acc, 0.6, 0.6), tc.prof, policyCfg(PolicyAdaptive, 16, 1, n))
+			right, probes := 0, 0
+			for i, p := range ad.plans[:len(ad.plans)-1] {
+				next := ad.plans[i+1]
+				switch {
+				case p.Probe:
+					if p.Then != 0 {
+						t.Errorf("plan %d is a probe with hint %d", i, p.Then)
+					}
+				case p.Drafts > 0:
+					if p.Then != p.Drafts {
+						t.Errorf("plan %d drafts %d, hint %d", i, p.Drafts, p.Then)
+					}
+				case next.Probe:
+					probes++
+					if p.Then != next.Drafts {
+						t.Errorf("plan %d: the dense step before a probe of %d drafts hints %d", i, next.Drafts, p.Then)
+					}
+				}
+				if (p.Then > 0) == (next.Drafts > 0) {
+					right++
+				}
+			}
+			if tc.acc == 0 && probes == 0 {
+				t.Fatal("no probes")
+			}
+			// Hints are wrong only where an outcome changed the plan.
+			if frac := float64(right) / float64(len(ad.plans)-1); frac < 0.9 {
+				t.Errorf("the hint named the next window's kind for %.2f of %d windows", frac, len(ad.plans)-1)
+			}
+		})
+	}
+}

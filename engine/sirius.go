@@ -20,6 +20,7 @@ type siriusModel struct {
 	planned    int // drafts the window policy planned for this window
 	prefillDur time.Duration
 	firstPlan  bool // the next WindowPlanned is the sequence's first
+	then       int  // the policy's guess at the next window's drafts
 }
 
 // The engine tells the corrector what its passes cost, measured, so the
@@ -39,7 +40,7 @@ func (m *siriusModel) WindowPlanned(p corrector.Plan) {
 		m.firstPlan = false
 		m.e.firstDrafts = p.Drafts
 	}
-	m.planned = p.Drafts
+	m.planned, m.then = p.Drafts, p.Then
 	m.drafts = 0
 	m.expectNext()
 }
@@ -153,6 +154,10 @@ func (m *siriusModel) Verify(toks [][]int, pos int) ([][][]float32, error) {
 	m.drafts = 0
 	if m.e.opt.Policy == corrector.PolicyFixed {
 		m.planned = m.e.opt.Window - 1
+	} else {
+		// The pass after this check is the next window's first: a draft
+		// if the policy expects to draft again (or to probe).
+		m.planned = m.then
 	}
 	m.expectNext()
 	t0, miss := time.Now(), m.e.pipe.mispredicts
