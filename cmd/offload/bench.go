@@ -95,6 +95,8 @@ type BenchResult struct {
 	// decode, and OfMemRead its share of the same run's memory-read ceiling.
 	WeightGBps float64 `json:"weight_gb_per_s,omitempty"`
 	OfMemRead  float64 `json:"of_memread,omitempty"`
+	// Policy is what the adaptive window policy chose in the median run.
+	Policy string `json:"policy,omitempty"`
 }
 
 // spread is the median of a few samples and their range.
@@ -381,6 +383,7 @@ func benchOne(c *cli.Context, m *offload.Model, dev device.Device, bm benchMode,
 	r := BenchResult{Mode: name, Tokens: res.Decoded(), SecondsPerTok: rep.DecodeSeconds / float64(max(1, res.Decoded())),
 		BytesPerTok: rep.BytesPerToken, Resident: e.Prof.Plan.Resident, Phases: rep.Phases, AAL: res.Stats.AAL,
 		PrefillTokPerS: rep.PrefillTokPerS,
+		Policy:         policyLine(rep),
 		CopySeconds:    (tot.Copy - pre.Copy).Seconds(), ComputeSeconds: (tot.Compute - pre.Compute).Seconds(), WallSeconds: rep.DecodeSeconds}
 	if r.CopySeconds > 0 {
 		r.CopyGBps = float64(tot.WeightBytes-pre.WeightBytes) / r.CopySeconds / 1e9
@@ -388,6 +391,14 @@ func benchOne(c *cli.Context, m *offload.Model, dev device.Device, bm benchMode,
 	dec := engine.PhaseStats{Copy: tot.Copy - pre.Copy, Compute: tot.Compute - pre.Compute, Wall: tot.Wall - pre.Wall}
 	r.Overlap = dec.Overlap()
 	return benchSample{r: r, prof: e.Prof, measured: measuredMode(e.Prof, bm.dec.Mode.String(), res.Result)}, ctxNote, nil
+}
+
+// policyLine is the report's account of the adaptive policy, if it ran.
+func policyLine(rep *engine.Report) string {
+	if rep.Sirius == nil {
+		return ""
+	}
+	return rep.Sirius.Policy
 }
 
 // summarize folds one mode's repetitions into its row: each figure is the
