@@ -254,6 +254,31 @@ func (m *acceptModel) above(tau float64, cal *[confBins]float64) (pi, a float64)
 	return hi / all, acc / hi
 }
 
+// separates says whether the drafts judged so far show that confidence
+// below tau predicts rejection: enough of them on each side (minSide), and
+// acceptance above tau higher by minGap. Without that evidence a stop level
+// is calibration noise, and each early stop costs more than the drafts it
+// saves: the engine had already started copying the next draft's weights,
+// and the check waits for that copy (planted 8B-shape model behind a 4 GB/s
+// link: 13 early stops in 64 tokens, 0.78 of a fixed window's speed).
+func (m *acceptModel) separates(tau float64) bool {
+	var lo, hi counts
+	for b, c := range m.bins {
+		if float64(b)/confBins >= tau-1e-12 {
+			hi.a, hi.n = hi.a+c.a, hi.n+c.n
+		} else {
+			lo.a, lo.n = lo.a+c.a, lo.n+c.n
+		}
+	}
+	return lo.n >= minSide && hi.n >= minSide && hi.a/hi.n-lo.a/lo.n >= minGap
+}
+
+// Evidence an early-stop level needs (separates).
+const (
+	minSide = 8
+	minGap  = 0.15
+)
+
 // level is the lowest confidence whose calibrated acceptance is at least
 // want (1 when none is).
 func (m *acceptModel) level(want float64) float64 {
@@ -472,6 +497,9 @@ func (p *policy) best(a, g float64, room int) Plan {
 			continue // no drafts in this bin: the same as the level below
 		}
 		lastPi = pi
+		if b > 0 && !p.acc.separates(tau) {
+			continue
+		}
 		sh := shape{a, g, pi, ahi}
 		if b == 0 {
 			sh = shape{a, g, 1, a}

@@ -536,3 +536,32 @@ func TestPolicyThenHint(t *testing.T) {
 		})
 	}
 }
+
+// TestSeparates: an early-stop level needs evidence that confidence below it
+// predicts rejection.
+func TestSeparates(t *testing.T) {
+	judge := func(m *acceptModel, conf float64, n, kept int) {
+		for i := range n {
+			m.observeTop(conf, i < kept)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		fill func(m *acceptModel)
+		want bool
+	}{
+		{"nothing judged", func(m *acceptModel) {}, false},
+		{"clear split", func(m *acceptModel) { judge(m, 0.1, 20, 2); judge(m, 0.8, 20, 18) }, true},
+		{"no split", func(m *acceptModel) { judge(m, 0.1, 20, 14); judge(m, 0.8, 20, 15) }, false},
+		{"too few below", func(m *acceptModel) { judge(m, 0.1, 3, 0); judge(m, 0.8, 20, 18) }, false},
+		{"too few above", func(m *acceptModel) { judge(m, 0.1, 20, 2); judge(m, 0.8, 3, 3) }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var m acceptModel
+			tc.fill(&m)
+			if got := m.separates(0.5); got != tc.want {
+				t.Errorf("separates(0.5) = %v, want %v (bins %+v)", got, tc.want, m.bins)
+			}
+		})
+	}
+}
