@@ -67,16 +67,17 @@ func TestRunMatchesOracle(t *testing.T) {
 		{"gguf-streamed", "oracle_stdout_once_upon_a_time_t0_n64.txt", []string{"--model", filepath.Join(s, "stories260K.gguf"), "--prompt", "Once upon a time", "-n", "60", "--device-mem", "1MiB"}},
 	}
 	for _, c := range cases {
-		for _, mode := range []string{"--mode=dense", "--accept=strict"} {
-			if strings.Contains(c.name, "sampled") && mode == "--accept=strict" {
+		// Strict Sirius under each window policy (adaptive is the default).
+		for _, mode := range []string{"--mode=dense", "--accept=strict", "--accept=strict --window-policy=fixed"} {
+			if strings.Contains(c.name, "sampled") && mode != "--mode=dense" {
 				continue // sampled Sirius follows the distribution, not the same draws
 			}
-			t.Run(c.name+mode, func(t *testing.T) {
+			t.Run(c.name+strings.ReplaceAll(mode, " ", ""), func(t *testing.T) {
 				want, err := os.ReadFile(filepath.Join(s, c.oracle))
 				if err != nil {
 					t.Fatal(err)
 				}
-				out, errOut, code := runCLI(t, append([]string{"run", "--device", "host", mode}, c.args...)...)
+				out, errOut, code := runCLI(t, append(append([]string{"run", "--device", "host"}, strings.Fields(mode)...), c.args...)...)
 				if code != 0 {
 					t.Fatalf("exit %d: %s", code, errOut)
 				}
