@@ -226,22 +226,7 @@ func convert(src *pager.Model, dst string, opt Options) (*Result, error) {
 		res.Tensors = append(res.Tensors, o.Tensor)
 	}
 	res.Bytes = total
-	pw := &progressWriter{total: total, report: opt.Progress}
-	// The fills read the mapped source: a fault (it was truncated
-	// meanwhile) is an error, and the partial output is removed.
-	if ferr := fault.Guard(func() {
-		err = pager.WriteGGUF(dst, meta, specs, func(i int, w io.Writer) error {
-			pw.w = w
-			if err := outs[i].fill(pw); err != nil {
-				return err
-			}
-			pw.flush()
-			return nil
-		})
-	}); ferr != nil {
-		err = ferr
-	}
-	if err != nil {
+	if err := pager.WriteGGUFProgress(dst, meta, specs, total, opt.Progress, func(i int, w io.Writer) error { return outs[i].fill(w) }); err != nil {
 		return nil, err
 	}
 	return res, nil
@@ -382,30 +367,4 @@ func parseType(s string) (quant.Type, error) {
 		}
 	}
 	return 0, fmt.Errorf("unknown tensor type %q", s)
-}
-
-// progressWriter forwards writes and reports progress about every 4 MiB.
-type progressWriter struct {
-	w           io.Writer
-	done, last  int64
-	total       int64
-	report      func(done, total int64)
-	reportedAny bool
-}
-
-func (p *progressWriter) Write(b []byte) (int, error) {
-	n, err := p.w.Write(b)
-	p.done += int64(n)
-	if p.done-p.last >= 4<<20 {
-		p.flush()
-	}
-	return n, err
-}
-
-func (p *progressWriter) flush() {
-	if p.report != nil && (p.done != p.last || !p.reportedAny) {
-		p.report(p.done, p.total)
-		p.last = p.done
-		p.reportedAny = true
-	}
 }

@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"offload/internal/atomicfile"
-	"offload/internal/fault"
 )
 
 // hfLayerNames maps the per-layer part of Hugging Face Llama tensor names
@@ -243,23 +242,7 @@ func BundleFFN(src *Model, dstPath string, progress func(done, total int64)) err
 		}
 		total += n
 	}
-	pw := &progressWriter{total: total, report: progress}
-	// The fills read the mapped source: a fault (the source was truncated
-	// meanwhile) is an error, and the partial output is removed.
-	ferr := fault.Guard(func() {
-		err = WriteGGUF(dstPath, meta, specs, func(i int, w io.Writer) error {
-			pw.w = w
-			if err := outs[i].fill(pw); err != nil {
-				return err
-			}
-			pw.flush()
-			return nil
-		})
-	})
-	if ferr != nil {
-		err = ferr
-	}
-	if err != nil {
+	if err := WriteGGUFProgress(dstPath, meta, specs, total, progress, func(i int, w io.Writer) error { return outs[i].fill(w) }); err != nil {
 		return fail(err)
 	}
 	return nil
@@ -393,31 +376,5 @@ func transposeBlock(dst, down []byte, d, h, j0, nb, s int) {
 		for b := 0; b < nb; b++ {
 			copy(dst[b*rowB+i*s:b*rowB+(i+1)*s], r[b*s:(b+1)*s])
 		}
-	}
-}
-
-// progressWriter forwards writes and reports progress about every 4 MiB.
-type progressWriter struct {
-	w            io.Writer
-	done, last   int64
-	total        int64
-	report       func(done, total int64)
-	reportedOnce bool
-}
-
-func (p *progressWriter) Write(b []byte) (int, error) {
-	n, err := p.w.Write(b)
-	p.done += int64(n)
-	if p.done-p.last >= 4<<20 {
-		p.flush()
-	}
-	return n, err
-}
-
-func (p *progressWriter) flush() {
-	if p.report != nil && (p.done != p.last || !p.reportedOnce) {
-		p.report(p.done, p.total)
-		p.last = p.done
-		p.reportedOnce = true
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"offload/internal/atomicfile"
+	"offload/internal/fault"
 )
 
 // TensorSpec describes one tensor to write.
@@ -391,4 +392,52 @@ func (e *ggufEnc) arrayBody(v any, depth int) error {
 		e.scalar(rv.Index(i).Interface(), true)
 	}
 	return nil
+}
+
+// WriteGGUFProgress is WriteGGUF for fills that read mapped files (convert,
+// bundle): progress, if set, is told the bytes written of total about every
+// 4 MiB and after each tensor, and a fault reading a mapping (a source
+// truncated meanwhile) is an error, the partial output removed.
+func WriteGGUFProgress(path string, meta map[string]any, specs []TensorSpec, total int64, progress func(done, total int64), fill func(i int, w io.Writer) error) error {
+	pw := &progressWriter{total: total, report: progress}
+	var err error
+	if ferr := fault.Guard(func() {
+		err = WriteGGUF(path, meta, specs, func(i int, w io.Writer) error {
+			pw.w = w
+			if err := fill(i, pw); err != nil {
+				return err
+			}
+			pw.flush()
+			return nil
+		})
+	}); ferr != nil {
+		return ferr
+	}
+	return err
+}
+
+// progressWriter forwards writes and reports progress about every 4 MiB.
+type progressWriter struct {
+	w            io.Writer
+	done, last   int64
+	total        int64
+	report       func(done, total int64)
+	reportedOnce bool
+}
+
+func (p *progressWriter) Write(b []byte) (int, error) {
+	n, err := p.w.Write(b)
+	p.done += int64(n)
+	if p.done-p.last >= 4<<20 {
+		p.flush()
+	}
+	return n, err
+}
+
+func (p *progressWriter) flush() {
+	if p.report != nil && (p.done != p.last || !p.reportedOnce) {
+		p.report(p.done, p.total)
+		p.last = p.done
+		p.reportedOnce = true
+	}
 }
