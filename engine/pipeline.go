@@ -25,9 +25,6 @@ type pipeline struct {
 	expect   *FFNMode
 	prefetch *prefetched
 	seqGen   int
-	// mispredicts counts prefetches dropped because the pass that came was
-	// of another kind: that pass waited for a copy it did not need.
-	mispredicts int
 	// passCopies, recorded on the copy stream just before a prefetch is
 	// enqueued, fires when the current pass's own copies are done: the
 	// pass waits for it, not for the next pass's first layer, so that the
@@ -387,7 +384,6 @@ func (e *Engine) takePrefetch(ffn FFNMode) *prefetched {
 	if pf.ffn == ffn && pf.gen == e.pipe.seqGen {
 		return pf
 	}
-	e.pipe.mispredicts++
 	e.Prof.wasted(pf.rec)
 	return nil
 }

@@ -119,16 +119,16 @@ func (m *siriusModel) Draft(toks []int, pos int) ([][]float32, error) {
 	}
 	m.drafts++
 	m.expectNext()
-	t0, miss := time.Now(), m.e.pipe.mispredicts
+	t0, wasted := time.Now(), m.e.Prof.WastedBytes
 	out, err := m.e.Forward(m.ctx, seqs, PhaseDraft, FFNSparse)
 	if err != nil {
 		return nil, err
 	}
-	if m.e.pipe.mispredicts == miss {
-		// A pass that first waited for a mispredicted prefetch is not a
-		// measure of its kind: one such draft (the first after a dense
-		// stretch) made a streamed draft look dearer than a dense step
-		// and kept the policy from drafting at all.
+	if m.e.Prof.WastedBytes == wasted {
+		// A pass that first waited for a mispredicted prefetch (its bytes
+		// count as wasted) is not a measure of its kind: one such draft
+		// (the first after a dense stretch) made a streamed draft look
+		// dearer than a dense step and kept the policy from drafting.
 		m.e.costs.ObserveDraft(len(toks), time.Since(t0))
 	}
 	res := make([][]float32, len(toks))
@@ -160,9 +160,9 @@ func (m *siriusModel) Verify(toks [][]int, pos int) ([][][]float32, error) {
 		m.planned = m.then
 	}
 	m.expectNext()
-	t0, miss := time.Now(), m.e.pipe.mispredicts
+	t0, wasted := time.Now(), m.e.Prof.WastedBytes
 	out, err := m.e.Forward(m.ctx, seqs, phase, FFNFull)
-	if err == nil && m.e.pipe.mispredicts == miss {
+	if err == nil && m.e.Prof.WastedBytes == wasted {
 		m.e.costs.ObserveCheck(rows, time.Since(t0))
 	}
 	return out, err
