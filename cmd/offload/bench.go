@@ -196,16 +196,16 @@ func benchAction(c *cli.Context) error {
 				return fmt.Errorf("--modes: %s is listed twice", name)
 			}
 		}
+		if fixed {
+			dec.Policy = corrector.PolicyFixed
+		}
+		if window > 0 {
+			dec.Window = window
+		}
 		if width > 0 {
 			dec.Width = width
 		}
 		if fixed || width > 0 {
-			if fixed {
-				dec.Policy = corrector.PolicyFixed
-			}
-			if window > 0 {
-				dec.Window = window
-			}
 			if err := dec.Validate(); err != nil {
 				return fmt.Errorf("--modes %s: %w", name, oneLine(err))
 			}
@@ -558,11 +558,11 @@ func readCeiling(buf []byte) float64 {
 	words := unsafe.Slice((*uint64)(unsafe.Pointer(unsafe.SliceData(buf))), len(buf)/8)
 	workers := runtime.GOMAXPROCS(0)
 	best := time.Duration(1 << 62)
-	var sink atomic.Uint64
+	var sink atomic.Uint64 // the reads' result, so they cannot be dropped
 	for i := 0; i < 3; i++ {
 		t := time.Now()
 		var wg sync.WaitGroup
-		per := (len(words)/workers + 7) &^ 7
+		per := max((len(words)/workers+7)&^7, 8)
 		for lo := 0; lo < len(words); lo += per {
 			part := words[lo:min(lo+per, len(words))]
 			wg.Go(func() {
@@ -582,9 +582,6 @@ func readCeiling(buf []byte) float64 {
 		}
 		wg.Wait()
 		best = min(best, time.Since(t))
-	}
-	if sink.Load() == 1<<63 {
-		runtime.KeepAlive(buf) // keep the reads observable
 	}
 	return float64(len(words)*8) / best.Seconds()
 }
