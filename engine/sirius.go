@@ -75,8 +75,8 @@ func (m *siriusModel) Prefill(prompt []int) ([]float32, error) {
 		// sequence's first window (the costs the policy plans with are
 		// kept across sequences), or a draft, which is what the policy
 		// plans on unmeasured costs. A wrong guess costs one layer's copy.
-		m.planned, m.firstPlan = max(e.firstDrafts, 0), true
-		if e.firstDrafts < 0 {
+		m.planned, m.firstPlan = e.firstDrafts, true
+		if m.planned < 0 {
 			m.planned = 1
 		}
 	}
