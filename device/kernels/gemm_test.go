@@ -26,16 +26,7 @@ func TestGemmTiling(t *testing.T) {
 		for _, s := range shapes {
 			r := rand.New(rand.NewPCG(uint64(s.n), uint64(s.in*1000+s.out)))
 			x := randF32(r, s.n*s.in)
-			var wf []float32
-			var wh []uint16
-			switch c.kind {
-			case kindF32:
-				wf = randF32(r, s.in*s.out)
-			case kindBF16:
-				wh = randBF16(r, s.in*s.out)
-			case kindF16:
-				wh = randF16(r, s.in*s.out)
-			}
+			wf, wh := randWeights(r, c.kind, s.in*s.out)
 			want := make([]float32, s.n*s.out)
 			runRef(c, want, x, wf, wh, s.n, s.in, s.out)
 			bound := absBound(x, weightsF32(wf, wh, convFor(c.kind)), s.n, s.in, s.out, c.trans)

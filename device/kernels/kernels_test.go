@@ -213,16 +213,7 @@ func TestMatMulVsRef(t *testing.T) {
 		for _, s := range testShapes() {
 			r := rand.New(rand.NewPCG(uint64(s.n*7919+s.in), uint64(s.out)))
 			x := randF32(r, s.n*s.in)
-			var wf []float32
-			var wh []uint16
-			switch c.kind {
-			case kindF32:
-				wf = randF32(r, s.in*s.out)
-			case kindBF16:
-				wh = randBF16(r, s.in*s.out)
-			case kindF16:
-				wh = randF16(r, s.in*s.out)
-			}
+			wf, wh := randWeights(r, c.kind, s.in*s.out)
 			yref := make([]float32, s.n*s.out)
 			runRef(c, yref, x, wf, wh, s.n, s.in, s.out)
 			bound := absBound(x, weightsF32(wf, wh, convFor(c.kind)), s.n, s.in, s.out, c.trans)
@@ -366,4 +357,18 @@ func TestSetPlain(t *testing.T) {
 	if Impl() != simd {
 		t.Errorf("after SetPlain(false): Impl() = %q, want %q", Impl(), simd)
 	}
+}
+
+// randWeights makes n random weights of kind: f32 in wf, or the 16-bit
+// encodings in wh.
+func randWeights(r *rand.Rand, kind wkind, n int) (wf []float32, wh []uint16) {
+	switch kind {
+	case kindF32:
+		wf = randF32(r, n)
+	case kindBF16:
+		wh = randBF16(r, n)
+	case kindF16:
+		wh = randF16(r, n)
+	}
+	return wf, wh
 }
