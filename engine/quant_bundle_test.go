@@ -1,11 +1,7 @@
 package engine
 
 import (
-	"context"
-	"encoding/binary"
 	"fmt"
-	"math"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -95,15 +91,7 @@ func TestQuantizedBundleExact(t *testing.T) {
 func TestQuantizedBundleRequantized(t *testing.T) {
 	dir, o := loadQuantOracle(t)
 	m := o.Models["Q4_K_M"]
-	raw, err := os.ReadFile(filepath.Join(dir, m.LogitsFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	const V = 512
-	want := make([]float32, len(raw)/4)
-	for i := range want {
-		want[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
-	}
+	want := oracleQuantLogits(t, dir, m.LogitsFile)
 	for _, c := range []struct {
 		policy string
 		down   pager.DType // layer 0's down part
@@ -115,21 +103,7 @@ func TestQuantizedBundleRequantized(t *testing.T) {
 			if got := e.M.Layers[0].BundleParts.Types[pager.PartDown]; got != c.down {
 				t.Fatalf("layer 0 down part %s, want %s", got, c.down)
 			}
-			var worst float64
-			for p, id := range m.LogitsIDs {
-				out, err := e.Forward(context.Background(), []Seq{{Toks: []int{id}, Pos: p, Logits: true}}, PhaseDecode, FFNFull)
-				if err != nil {
-					t.Fatal(err)
-				}
-				row := want[p*V : (p+1)*V]
-				var maxAbs float64
-				for _, v := range row {
-					maxAbs = max(maxAbs, math.Abs(float64(v)))
-				}
-				for j, v := range out[0][0] {
-					worst = max(worst, math.Abs(float64(v-row[j]))/maxAbs)
-				}
-			}
+			worst := worstLogitError(t, e, m.LogitsIDs, want)
 			if worst > c.tol || worst == 0 {
 				t.Fatalf("max |logit error| / max |logit| = %.3g, want (0, %g]", worst, c.tol)
 			}

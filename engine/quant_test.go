@@ -95,15 +95,7 @@ func TestQuantizedOracle(t *testing.T) {
 // half the layers stream; open builds the engine for a budget.
 func checkQuantLogits(t *testing.T, dir, file, logitsFile string, ids []int, open func(mem int64) *Engine) (stream int64) {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join(dir, logitsFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	const V = 512
-	want := make([]float32, len(raw)/4)
-	for i := range want {
-		want[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
-	}
+	want := oracleQuantLogits(t, dir, logitsFile)
 	mm, err := model.Open(filepath.Join(dir, file))
 	if err != nil {
 		t.Fatal(err)
@@ -117,27 +109,54 @@ func checkQuantLogits(t *testing.T, dir, file, logitsFile string, ids []int, ope
 		if mem > 0 && (e.Prof.Plan.SlotBytes == 0 || e.Prof.Plan.Resident >= e.M.WeightBytes()) {
 			t.Fatalf("budget %d should make layers stream: %v", mem, e.Prof.Plan)
 		}
-		var worst float64
-		for p, id := range ids {
-			out, err := e.Forward(context.Background(), []Seq{{Toks: []int{id}, Pos: p, Logits: true}}, PhaseDecode, FFNFull)
-			if err != nil {
-				t.Fatal(err)
-			}
-			row := want[p*V : (p+1)*V]
-			var maxAbs float64
-			for _, v := range row {
-				maxAbs = max(maxAbs, math.Abs(float64(v)))
-			}
-			for j, v := range out[0][0] {
-				worst = max(worst, math.Abs(float64(v-row[j]))/maxAbs)
-			}
-		}
+		worst := worstLogitError(t, e, ids, want)
 		if worst > 1e-4 {
 			t.Fatalf("mem %d: max |logit error| / max |logit| = %.3g > 1e-4", mem, worst)
 		}
 		t.Logf("mem %d: logits within %.2g of the oracle", mem, worst)
 	}
 	return stream
+}
+
+// quantVocab is the quantized fixtures' vocabulary.
+const quantVocab = 512
+
+// oracleQuantLogits reads a fixture's oracle logits (f32, quantVocab a
+// position).
+func oracleQuantLogits(t *testing.T, dir, logitsFile string) []float32 {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(dir, logitsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make([]float32, len(raw)/4)
+	for i := range want {
+		want[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
+	}
+	return want
+}
+
+// worstLogitError feeds ids one position at a time (dense) and returns the
+// largest |logit - oracle| over the largest |oracle logit| of its position.
+func worstLogitError(t *testing.T, e *Engine, ids []int, want []float32) float64 {
+	t.Helper()
+	const V = quantVocab
+	var worst float64
+	for p, id := range ids {
+		out, err := e.Forward(context.Background(), []Seq{{Toks: []int{id}, Pos: p, Logits: true}}, PhaseDecode, FFNFull)
+		if err != nil {
+			t.Fatal(err)
+		}
+		row := want[p*V : (p+1)*V]
+		var maxAbs float64
+		for _, v := range row {
+			maxAbs = max(maxAbs, math.Abs(float64(v)))
+		}
+		for j, v := range out[0][0] {
+			worst = max(worst, math.Abs(float64(v-row[j]))/maxAbs)
+		}
+	}
+	return worst
 }
 
 // TestEmuQuantizedOracle is TestQuantizedOracle's logits check on the
