@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"reflect"
 	"strings"
 	"testing"
 
@@ -94,17 +93,7 @@ func TestEmuRunQuantMatchesHost(t *testing.T) {
 				model = bundled
 			}
 			args := append([]string{"run", "--model", model, "--prompt", "Once upon a time", "-n", "24", "--json"}, r.args...)
-			host, _ := runJSON(t, nil, append(args, "--device", "host")...)
-			gpu, stderr := runJSON(t, env, append(args, "--device", "cuda")...)
-			if !strings.Contains(gpu.Device, "emucuda") {
-				t.Fatalf("--device cuda ran on %q, not the emulator", gpu.Device)
-			}
-			if len(host.Tokens) < 24 {
-				t.Fatalf("host produced %d tokens", len(host.Tokens))
-			}
-			if !reflect.DeepEqual(gpu.Tokens, host.Tokens) {
-				t.Errorf("cuda tokens differ from host tokens\n cuda: %v\n host: %v", gpu.Tokens, host.Tokens)
-			}
+			gpu, stderr := runHostAndEmu(t, env, args, 24)
 			streamed := strings.HasSuffix(r.name, "/streamed")
 			if (gpu.weightBytes() > 0) != streamed {
 				t.Errorf("copied %d bytes of weights after setup", gpu.weightBytes())

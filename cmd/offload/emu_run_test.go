@@ -33,6 +33,25 @@ func (r runReport) weightBytes() int64 {
 
 // runJSON runs the CLI with env (nil: this process's) and decodes its JSON
 // report; it returns the report and stderr.
+// runHostAndEmu runs `offload args` on the host backend and on the
+// emulated CUDA driver (env) and holds the CUDA run to the host's tokens
+// (at least n of them); it returns the CUDA run's report and stderr.
+func runHostAndEmu(t *testing.T, env, args []string, n int) (runReport, string) {
+	t.Helper()
+	host, _ := runJSON(t, nil, append(args, "--device", "host")...)
+	gpu, stderr := runJSON(t, env, append(args, "--device", "cuda")...)
+	if !strings.Contains(gpu.Device, "emucuda") {
+		t.Fatalf("--device cuda ran on %q, not the emulator", gpu.Device)
+	}
+	if len(host.Tokens) < n {
+		t.Fatalf("host produced %d tokens", len(host.Tokens))
+	}
+	if !reflect.DeepEqual(gpu.Tokens, host.Tokens) {
+		t.Errorf("cuda tokens differ from host tokens\n cuda: %v\n host: %v", gpu.Tokens, host.Tokens)
+	}
+	return gpu, stderr
+}
+
 func runJSON(t *testing.T, env []string, args ...string) (runReport, string) {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
@@ -95,17 +114,7 @@ func TestEmuRunMatchesHost(t *testing.T) {
 			t.Run(m.name+"/"+mem.name, func(t *testing.T) {
 				args := []string{"run", "--model", model, "--prompt", "Once upon a time", "-n", "32", "--json"}
 				args = append(append(args, m.args...), mem.args...)
-				host, _ := runJSON(t, nil, append(args, "--device", "host")...)
-				gpu, stderr := runJSON(t, env, append(args, "--device", "cuda")...)
-				if !strings.Contains(gpu.Device, "emucuda") {
-					t.Fatalf("--device cuda ran on %q, not the emulator", gpu.Device)
-				}
-				if len(host.Tokens) < 32 {
-					t.Fatalf("host produced %d tokens", len(host.Tokens))
-				}
-				if !reflect.DeepEqual(gpu.Tokens, host.Tokens) {
-					t.Errorf("cuda tokens differ from host tokens\n cuda: %v\n host: %v", gpu.Tokens, host.Tokens)
-				}
+				gpu, stderr := runHostAndEmu(t, env, args, 32)
 				streamed := gpu.weightBytes() > 0
 				if streamed != (mem.args != nil) {
 					t.Errorf("%s run copied %d bytes of weights after setup", mem.name, gpu.weightBytes())
