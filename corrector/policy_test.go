@@ -383,18 +383,17 @@ func TestCostTable(t *testing.T) {
 	for _, ms := range []time.Duration{5, 6, 5, 7} {
 		ct.ObserveDraft(1, ms*time.Millisecond)
 	}
-	ct.ObserveDraft(2, 4*time.Millisecond)
-	ct.ObserveDraft(2, 8*time.Millisecond) // lower median of two: the faster
+	ct.ObserveDraft(2, 8*time.Millisecond)
+	ct.ObserveDraft(2, 12*time.Millisecond) // the lower median of two: the faster
 	for _, tc := range []struct {
 		got, want time.Duration
 	}{
 		{ct.CheckCost(1), 10 * time.Millisecond},
 		{ct.CheckCost(6), 15 * time.Millisecond},  // interpolated
 		{ct.CheckCost(31), 25 * time.Millisecond}, // beyond the largest: as the largest (optimistic)
-		{ct.CheckCost(0), 10 * time.Millisecond},
-		{ct.DraftCost(1), 6 * time.Millisecond}, // the lower median of 50 5 6 5 7
-		{ct.DraftCost(2), 4 * time.Millisecond},
-		{ct.DraftCost(3), 4 * time.Millisecond},
+		{ct.DraftCost(1), 6 * time.Millisecond},   // the lower median of 50 5 6 5 7
+		{ct.DraftCost(2), 8 * time.Millisecond},
+		{ct.DraftCost(3), 10 * time.Millisecond}, // along the line through 1 and 2
 	} {
 		if tc.got != tc.want {
 			t.Errorf("got %v, want %v", tc.got, tc.want)
@@ -404,6 +403,39 @@ func TestCostTable(t *testing.T) {
 	ct.ObserveCheck(4, -time.Second)
 	if ct.CheckCost(4) != 13*time.Millisecond {
 		t.Fatalf("bad observations changed the table: %v", ct.CheckCost(4))
+	}
+	// Below every measured size: the smallest alone, then down the line
+	// through the two smallest, never below the smallest's share.
+	var low CostTable
+	low.ObserveCheck(2, 1350*time.Microsecond)
+	if got := low.CheckCost(1); got != 1350*time.Microsecond {
+		t.Errorf("one size measured: check(1) = %v, want check(2)", got)
+	}
+	low.ObserveCheck(8, 3450*time.Microsecond)
+	if got := low.CheckCost(1); got != 1000*time.Microsecond {
+		t.Errorf("down the line: check(1) = %v, want 1ms", got)
+	}
+	var steep CostTable
+	steep.ObserveCheck(2, time.Millisecond)
+	steep.ObserveCheck(3, 2400*time.Microsecond)
+	if got := steep.CheckCost(1); got != 500*time.Microsecond {
+		t.Errorf("steep line: check(1) = %v, want half of check(2)", got)
+	}
+	// A one-row check measured in a slow moment, then only larger checks
+	// (drafting): a smaller pass never answers more than a larger one did.
+	ct.ObserveCheck(2, 9*time.Millisecond)
+	ct.ObserveDraft(4, 3*time.Millisecond)
+	for _, tc := range []struct {
+		got, want time.Duration
+	}{
+		{ct.CheckCost(1), 9 * time.Millisecond},
+		{ct.CheckCost(2), 9 * time.Millisecond},
+		{ct.DraftCost(1), 3 * time.Millisecond},
+		{ct.DraftCost(3), 3 * time.Millisecond},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("monotone: got %v, want %v", tc.got, tc.want)
+		}
 	}
 }
 
