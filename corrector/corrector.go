@@ -585,6 +585,7 @@ func (g *gen) adaptiveWindow() error {
 // drafts per path over paths paths, of which kept were kept.
 func (g *gen) windowDone(pl *Plan, d, paths, kept int) {
 	g.pol.ran(paths*(d+1), paths)
+	g.pol.spent(d, paths, kept+1)
 	ps := &g.st.Policy
 	ps.Lengths = bump(ps.Lengths, d+1)
 	ps.Widths = bump(ps.Widths, paths)

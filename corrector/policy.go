@@ -51,6 +51,24 @@ import (
 //     rejected probes cost well under 2% of the time; a probe whose drafts
 //     were all kept is followed at once by one twice as long, so a sequence
 //     whose drafts became good leaves dense decoding within a few windows.
+//   - Optimism and probes are exploration, and exploration is paid from a
+//     budget: each window's cost is weighed (with the measured costs) against
+//     the dense steps that would have made its tokens, and the difference,
+//     plus explorationShare of the window's time, is banked (from
+//     explorationAllowance dense steps, at most maxBank). A plan chosen
+//     with the optimistic α, or a probe, whose expected loss at the mean α
+//     is more than the bank is not run: the policy plans with the mean (or
+//     waits to probe). Where drafts are good they pay for themselves and
+//     nothing changes; where drafting barely loses (drafts nearly as dear
+//     as dense steps, acceptance near the break-even: stories260K on a CPU)
+//     exploring costs at most about explorationShare of the time instead
+//     of a 7-draft window on one lucky draft and a probe every few tokens.
+//   - Costs are timed on machines that are rarely quiet, so a drafting plan
+//     must expect to beat dense decoding by minGain, and while drafting wins
+//     by a small margin a dense step is timed again now and then
+//     (recheckDue): nothing else times one while drafting goes on, and a
+//     one-row cost measured in a slow moment would otherwise keep a losing
+//     plan for good.
 
 // WindowPolicy says how each window's length and width are chosen.
 type WindowPolicy int
@@ -168,8 +186,17 @@ const (
 	// hopelessProbeFactor stretches the probe interval when the costs say
 	// drafting cannot pay at any acceptance.
 	hopelessProbeFactor = 8
-	maxFallbacks        = 16   // fallback events kept in PolicyStats
-	worthEps            = 1e-9 // relative margin for "better than"
+	maxFallbacks        = 16 // fallback events kept in PolicyStats
+	// The exploration budget, in dense steps: what a sequence starts with,
+	// the share of its time it may lose to exploring, and the most it banks.
+	explorationAllowance = 2.0
+	explorationShare     = 0.03
+	maxBank              = 16.0
+	worthEps             = 1e-9 // relative margin for "better than"
+	// minGain is how much faster than dense decoding a drafting plan must
+	// expect to be: a plan that wins by less rests on cost estimates
+	// noisier than that on a busy machine, and loses as often as it wins.
+	minGain = 0.03
 )
 
 type counts struct{ a, n float64 }
@@ -329,6 +356,13 @@ type policy struct {
 
 	// Costs resolved once per window (seconds; index: rows or branches).
 	checks, drafts []float64
+
+	// bank is the exploration budget left, in dense steps (see the file
+	// comment).
+	bank float64
+	// sinceDense counts windows since the last dense step, timedDense the
+	// dense steps this sequence has run (recheckDue).
+	sinceDense, timedDense int
 }
 
 // resolveCosts asks Costs (or the prior) once for every row count and
@@ -350,7 +384,8 @@ func (p *policy) resolveCosts() {
 }
 
 func newPolicy(maxDrafts, maxWidth int, costs Costs, st *PolicyStats) *policy {
-	return &policy{maxDrafts: maxDrafts, maxWidth: maxWidth, costs: costs, probeEvery: probeEvery, probeDrafts: 1, st: st}
+	return &policy{maxDrafts: maxDrafts, maxWidth: maxWidth, costs: costs, probeEvery: probeEvery, probeDrafts: 1, st: st,
+		bank: explorationAllowance}
 }
 
 // check is the time of a full pass over rows tokens, in seconds.
@@ -476,6 +511,61 @@ func (p *policy) ran(rows, paths int) {
 	p.maxRows, p.maxPaths = max(p.maxRows, rows), max(p.maxPaths, paths)
 }
 
+// A drafting plan whose expected rate (at the mean acceptance) is less than
+// recheckMargin times a dense step's gives way to one dense step, to time
+// it: after firstRecheck windows while this sequence has run fewer than
+// minTimedDense (one timing on a busy machine can be far off), and every
+// recheckEvery windows after that. Only where a check's cost grows with its
+// rows (by flatChecks or more from two rows to the largest run): there a
+// one-row cost extrapolated from larger checks, or timed in a slow moment,
+// can be far off; where checks cost the same whatever their rows (a link-
+// bound streamed pass) it cannot, and a dense step there costs a whole
+// streamed pass. Its cost is small: a token made at dense speed instead of
+// at most 1.5 times it, once in many windows.
+const (
+	firstRecheck  = 8
+	minTimedDense = 3
+	recheckEvery  = 16
+	recheckMargin = 1.5
+	flatChecks    = 1.25
+)
+
+// recheckReason is the Reason of a dense step run to time one.
+const recheckReason = "re-timing a dense step"
+
+// recheckDue says whether a drafting plan of expected rate rate (tokens
+// per second) should give way to a dense step after after more windows.
+func (p *policy) recheckDue(rate float64, after int) bool {
+	since := p.sinceDense + after
+	due := since >= recheckEvery || (p.timedDense < minTimedDense && since >= firstRecheck)
+	if !due || rate >= recheckMargin/p.check(1) {
+		return false
+	}
+	return p.maxRows <= 2 || p.check(p.maxRows) >= flatChecks*p.check(2)
+}
+
+// spent settles a window of d drafts per path over paths paths that made
+// tokens tokens final with the exploration budget: what it cost beyond the
+// dense steps that would have made them is taken, what it saved and
+// explorationShare of its time are banked.
+func (p *policy) spent(d, paths, tokens int) {
+	if d == 0 {
+		p.sinceDense = 0
+		p.timedDense++
+	} else {
+		p.sinceDense++
+	}
+	c := p.cost(float64(d), paths) / p.check(1)
+	p.bank = min(p.bank+float64(tokens)-c+explorationShare*c, maxBank)
+}
+
+// loss is the expected cost, in dense steps, of a window of drafts expected
+// drafts over w paths that makes tokens tokens final, beyond the dense
+// steps that would make them (negative when drafting pays).
+func (p *policy) loss(drafts float64, w int, tokens float64) float64 {
+	return p.cost(drafts, w)/p.check(1) - tokens
+}
+
 // best returns the plan with the most expected tokens per second for the
 // acceptance estimates, with at most room drafts: every width, depth and
 // stop level (in tenths of confidence) is tried. Dense wins when nothing
@@ -486,6 +576,7 @@ func (p *policy) ran(rows, paths int) {
 // cost.
 func (p *policy) best(a, g float64, room int) Plan {
 	best := Plan{Width: 1, Expected: 1, Rate: 1 / p.check(1)}
+	bar := best.Rate * (1 + minGain) // what a drafting plan must beat
 	maxRows, maxPaths := max(2, trustGrowth*p.maxRows), max(1, 2*p.maxPaths)
 	cal := p.acc.calAll()
 	var tab shapeTables
@@ -511,7 +602,7 @@ func (p *policy) best(a, g float64, room int) Plan {
 			}
 			for d := 1; d <= room && w*(d+1) <= maxRows; d++ {
 				e, dr := tab.expect(sh, d, w)
-				if r := e / p.cost(dr, w); r > best.Rate*(1+worthEps) {
+				if r := e / p.cost(dr, w); r > max(bar, best.Rate*(1+worthEps)) {
 					best = Plan{Drafts: d, Width: w, StopBelow: tau, Expected: e, Rate: r}
 				}
 			}
@@ -560,16 +651,12 @@ func (p *policy) next(room, generated int) Plan {
 	p.stale, p.acc.changed = 0, false
 	p.resolveCosts()
 	a, opt, g := p.acc.alpha(), p.acc.optimistic(), p.acc.gamma()
-	pl := p.best(opt, g, room)
-	if pl.Drafts > 0 {
-		// Expect with the mean, not the optimistic estimate.
-		sh := shape{a, g, 1, a}
-		if pl.StopBelow > 0 {
-			cal := p.acc.calAll()
-			pi, ahi := p.acc.above(pl.StopBelow, &cal)
-			sh = shape{a, g, pi, ahi}
-		}
-		pl.Expected, _ = sh.expect(pl.Drafts, pl.Width)
+	pl, dr := p.planWith(opt, a, g, room)
+	if pl.Drafts > 0 && p.loss(dr, pl.Width, pl.Expected) > p.bank {
+		// The optimism would cost more than the exploration budget holds
+		// if the mean is right: plan with the mean.
+		p.st.Deferred++
+		pl, dr = p.planWith(a, a, g, room)
 	}
 	switch {
 	case room == 0:
@@ -588,6 +675,13 @@ func (p *policy) next(room, generated int) Plan {
 		}
 		p.drafting = false
 		pl = p.dense(room, a, g)
+	case p.recheckDue(pl.Expected/p.cost(dr, pl.Width), 0):
+		// Drafting wins by a small margin over a dense step that has not
+		// been timed for a while (never, while drafting goes on): time
+		// one, or a stale or extrapolated cost could keep a losing plan.
+		p.st.Rechecks++
+		p.drafting = true // plan afresh after it
+		pl = Plan{Width: 1, Expected: 1, Rate: 1 / p.check(1), Reason: recheckReason}
 	default:
 		p.drafting = true
 		p.sinceProbe = 0
@@ -596,6 +690,9 @@ func (p *policy) next(room, generated int) Plan {
 	p.planned = true
 	if pl.Drafts > 0 && !pl.Probe {
 		pl.Then = pl.Drafts
+		if p.recheckDue(pl.Expected/p.cost(dr, pl.Width), 1) {
+			pl.Then = 0 // the next window will likely re-time a dense step
+		}
 	}
 	if pl.Width > 1 {
 		// Branch only where the top candidate is less likely kept than
@@ -608,18 +705,44 @@ func (p *policy) next(room, generated int) Plan {
 	return pl
 }
 
-// dense is a dense step, or a probe when one is due.
+// planWith returns the best plan for acceptance plan (optimistic or not)
+// with its expected tokens and drafts per path at the mean acceptance a.
+func (p *policy) planWith(plan, a, g float64, room int) (Plan, float64) {
+	pl := p.best(plan, g, room)
+	if pl.Drafts == 0 {
+		return pl, 0
+	}
+	sh := shape{a, g, 1, a}
+	if pl.StopBelow > 0 {
+		cal := p.acc.calAll()
+		pi, ahi := p.acc.above(pl.StopBelow, &cal)
+		sh = shape{a, g, pi, ahi}
+	}
+	var dr float64
+	pl.Expected, dr = sh.expect(pl.Drafts, pl.Width)
+	return pl, dr
+}
+
+// dense is a dense step, or a probe when one is due and the exploration
+// budget can pay for it; an unaffordable probe waits for the budget to
+// grow, a share of each dense step.
 func (p *policy) dense(room int, a, g float64) Plan {
 	p.sinceProbe++
+	d := min(p.probeDrafts, room)
+	e := expectTokens(a, g, d, 1)
+	affordable := func(bank float64) bool { return p.loss(float64(d), 1, e) <= bank }
 	if p.sinceProbe >= p.probeEvery {
-		p.sinceProbe = 0
-		d := min(p.probeDrafts, room)
-		e := expectTokens(a, g, d, 1)
-		return Plan{Drafts: d, Width: 1, Expected: e, Rate: e / p.cost(float64(d), 1), Probe: true}
+		if affordable(p.bank) {
+			p.sinceProbe = 0
+			return Plan{Drafts: d, Width: 1, Expected: e, Rate: e / p.cost(float64(d), 1), Probe: true}
+		}
+		if p.sinceProbe == p.probeEvery {
+			p.st.Deferred++ // once per wait
+		}
 	}
 	pl := Plan{Width: 1, Expected: 1, Rate: 1 / p.check(1), Reason: p.reason}
-	if p.sinceProbe+1 >= p.probeEvery {
-		pl.Then = min(p.probeDrafts, room) // a probe comes next
+	if p.sinceProbe+1 >= p.probeEvery && affordable(p.bank+explorationShare) {
+		pl.Then = d // a probe comes next
 	}
 	return pl
 }
@@ -644,10 +767,12 @@ func secs(s float64) string { return time.Duration(s * float64(time.Second)).Str
 // drafts. When it kept them all, the next window probes again at once with
 // twice the drafts (unless the estimate now favours drafting): a sequence
 // whose drafts became good leaves dense decoding within a few windows.
-// Otherwise the next probe waits twice as long and drafts one token, so
-// probing a hopeless sequence costs less and less.
+// Otherwise, or when the costs say no window could pay even with every
+// draft kept (a longer probe would only lose more), the next probe waits
+// twice as long and drafts one token, so probing a hopeless sequence costs
+// less and less.
 func (p *policy) afterProbe(kept, d int) {
-	if d > 0 && kept == d {
+	if d > 0 && kept == d && p.best(1, p.acc.gamma(), p.maxDrafts).Drafts > 0 {
 		p.probeDrafts = min(2*p.probeDrafts, max(1, p.maxDrafts))
 		p.sinceProbe = p.probeEvery
 		return
@@ -688,6 +813,11 @@ type PolicyStats struct {
 	// Probes counts windows drafted to re-measure acceptance while dense
 	// decoding was the plan; DenseSteps the dense steps the policy chose.
 	Probes, DenseSteps int
+	// Deferred counts explorations (an optimistic plan, a due probe) that
+	// the exploration budget did not cover, so were not run; Rechecks the
+	// dense steps run to time a dense step again while drafting won by a
+	// small margin.
+	Deferred, Rechecks int
 	// Judged and Kept count drafts whose fate a check decided (the first
 	// candidate at each node reached): Kept/Judged is the acceptance rate.
 	// Alpha is the policy's final estimate (prior and forgetting included).
@@ -760,8 +890,15 @@ func (s PolicyStats) String() string {
 		}
 		return strings.Join(parts, " ")
 	}
-	fmt.Fprintf(&b, "policy %s: windows %s · checked %s · widths %s · %d dense steps · %d probes · %d early stops\n",
+	fmt.Fprintf(&b, "policy %s: windows %s · checked %s · widths %s · %d dense steps · %d probes · %d early stops",
 		s.Policy, hist(s.Windows, "K="), hist(s.Lengths, "K="), hist(s.Widths, ""), s.DenseSteps, s.Probes, s.EarlyStops)
+	if s.Deferred > 0 {
+		fmt.Fprintf(&b, " · %d explorations deferred (budget)", s.Deferred)
+	}
+	if s.Rechecks > 0 {
+		fmt.Fprintf(&b, " · %d dense steps re-timed", s.Rechecks)
+	}
+	b.WriteString("\n")
 	fmt.Fprintf(&b, "acceptance %.2f of %d judged drafts (estimate %.2f) · tokens per check expected %.2f\n",
 		s.AcceptanceRate(), s.Judged, s.Alpha, s.ExpectedPerCheck())
 	if s.FallbackCount > 0 {
