@@ -323,7 +323,10 @@ const Glossary = `Reading the report:
                      (embeddings included).
   policy adaptive    what the adaptive window policy chose: how many windows of each length K (and
                      width) it ran, the acceptance it measured, and when drafting could not pay and
-                     it fell back to dense steps.
+                     it fell back to dense steps. Exploring (probes while dense wins, optimistic
+                     windows) is paid from a budget of about 3% of the time: "explorations
+                     deferred" are the ones it could not afford; "dense steps re-timed" are dense
+                     steps run while drafting won narrowly, to time a dense step again.
   phases             prefill (the prompt), decode (one dense token), draft (one sparse token), check
                      (one batched full pass over a window).
   weights, inputs    bytes sent host->device: streamed weights; embeddings and indices.
