@@ -33,9 +33,11 @@ type Profiler struct {
 	Plan        *Plan
 	trace       bool
 	Spans       []Span
-	// Copies is every host->device transfer the engine issued, in order
-	// (bytes only), so tests can check totals against it.
-	Copies []int64
+	// copied sums every host->device transfer the engine issued (setup,
+	// passes, wasted prefetches), so tests can check the report's totals
+	// against it. A sum, not a list: an engine serving requests for days
+	// must not grow with every pass.
+	copied int64
 	// LayerCopy and LayerCompute are per-unit time sums (layers, then the
 	// head), per phase, for `offload plan --measured`.
 	LayerCopy    [numPhases][]time.Duration
@@ -112,13 +114,13 @@ func newProfiler(layers int, trace bool) *Profiler {
 func (p *Profiler) wasted(r *passRec) {
 	for _, c := range r.copies {
 		p.WastedBytes += c.bytes
-		p.Copies = append(p.Copies, c.bytes)
+		p.copied += c.bytes
 	}
 }
 
 func (p *Profiler) addSetup(n int64) {
 	p.SetupBytes += n
-	p.Copies = append(p.Copies, n)
+	p.copied += n
 }
 
 func (p *Profiler) begin(ph Phase, rows int) *passRec { return &passRec{phase: ph, rows: rows} }
@@ -138,7 +140,7 @@ func (p *Profiler) end(r *passRec, dev device.Device) {
 	st.Rows += r.rows
 	st.InputBytes += r.inputBytes
 	st.OutputBytes += r.outputBytes
-	p.Copies = append(p.Copies, r.inputBytes)
+	p.copied += r.inputBytes
 	t := func(e device.Event) time.Duration {
 		d, err := dev.EventTime(e)
 		if err != nil {
@@ -151,7 +153,7 @@ func (p *Profiler) end(r *passRec, dev device.Device) {
 		s, e := t(c.start), t(c.end)
 		st.Copy += e - s
 		st.WeightBytes += c.bytes
-		p.Copies = append(p.Copies, c.bytes)
+		p.copied += c.bytes
 		p.LayerCopy[r.phase][c.unit] += e - s
 		p.LayerBytes[r.phase][c.unit] += c.bytes
 		first, last = min(first, s), max(last, e)
@@ -203,13 +205,7 @@ func (p *Profiler) Totals() PhaseStats {
 }
 
 // CopiedBytes is the sum of every recorded copy (setup included).
-func (p *Profiler) CopiedBytes() int64 {
-	var n int64
-	for _, c := range p.Copies {
-		n += c
-	}
-	return n
-}
+func (p *Profiler) CopiedBytes() int64 { return p.copied }
 
 // DecodeBytes is what crossed host->device for decoding (prefill excluded).
 func (p *Profiler) DecodeBytes() int64 {
