@@ -658,6 +658,10 @@ func (p *policy) next(room, generated int) Plan {
 		p.st.Deferred++
 		pl, dr = p.planWith(a, a, g, room)
 	}
+	var rate float64 // the drafting plan's expected tokens per second
+	if pl.Drafts > 0 {
+		rate = pl.Expected / p.cost(dr, pl.Width)
+	}
 	switch {
 	case room == 0:
 		pl.Reason = "no room to draft: the output is almost complete"
@@ -675,7 +679,7 @@ func (p *policy) next(room, generated int) Plan {
 		}
 		p.drafting = false
 		pl = p.dense(room, a, g)
-	case p.recheckDue(pl.Expected/p.cost(dr, pl.Width), 0):
+	case p.recheckDue(rate, 0):
 		// Drafting wins by a small margin over a dense step that has not
 		// been timed for a while (never, while drafting goes on): time
 		// one, or a stale or extrapolated cost could keep a losing plan.
@@ -690,7 +694,7 @@ func (p *policy) next(room, generated int) Plan {
 	p.planned = true
 	if pl.Drafts > 0 && !pl.Probe {
 		pl.Then = pl.Drafts
-		if p.recheckDue(pl.Expected/p.cost(dr, pl.Width), 1) {
+		if p.recheckDue(rate, 1) {
 			pl.Then = 0 // the next window will likely re-time a dense step
 		}
 	}
@@ -728,11 +732,15 @@ func (p *policy) planWith(plan, a, g float64, room int) (Plan, float64) {
 // grow, a share of each dense step.
 func (p *policy) dense(room int, a, g float64) Plan {
 	p.sinceProbe++
+	pl := Plan{Width: 1, Expected: 1, Rate: 1 / p.check(1), Reason: p.reason}
+	if p.sinceProbe+1 < p.probeEvery {
+		return pl // no probe due now or next: nothing to weigh (this runs every dense token)
+	}
 	d := min(p.probeDrafts, room)
 	e := expectTokens(a, g, d, 1)
-	affordable := func(bank float64) bool { return p.loss(float64(d), 1, e) <= bank }
+	loss := p.loss(float64(d), 1, e)
 	if p.sinceProbe >= p.probeEvery {
-		if affordable(p.bank) {
+		if loss <= p.bank {
 			p.sinceProbe = 0
 			return Plan{Drafts: d, Width: 1, Expected: e, Rate: e / p.cost(float64(d), 1), Probe: true}
 		}
@@ -740,8 +748,7 @@ func (p *policy) dense(room int, a, g float64) Plan {
 			p.st.Deferred++ // once per wait
 		}
 	}
-	pl := Plan{Width: 1, Expected: 1, Rate: 1 / p.check(1), Reason: p.reason}
-	if p.sinceProbe+1 >= p.probeEvery && affordable(p.bank+explorationShare) {
+	if loss <= p.bank+explorationShare {
 		pl.Then = d // a probe comes next
 	}
 	return pl
