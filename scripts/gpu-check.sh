@@ -187,6 +187,17 @@ compare() {
 		failed=1
 	fi
 }
+# run_pair NAME LABEL MODEL ARGS...: `offload run --json` with ARGS on the
+# host backend and on cuda (logs stories-NAME-host/cuda), then compare.
+run_pair() {
+	local name=$1 label=$2 m=$3 dev
+	shift 3
+	for dev in host cuda; do
+		step "stories-$name-$dev" 60 bin/offload run --model "$m" --device "$dev" "$@" --json
+		cp "$dir/stories-$name-$dev.log" "$dir/stories-$name-$dev.json" 2>/dev/null
+	done
+	compare "$name" "$label"
+}
 if [ -z "$model" ]; then
 	say "SKIP stories260K (model not found: copy ../shared/models/stories260K to bin/models/, or set MODEL)"
 else
@@ -195,20 +206,11 @@ else
 			extra=(--mode "$mode")
 			if [ "$mode" = sirius ]; then extra+=(--window 8 --window-policy fixed); fi
 			if [ "$mem" = streamed ]; then extra+=(--device-mem 1MiB); fi
-			for dev in host cuda; do
-				step "stories-$mode-$mem-$dev" 60 bin/offload run --model "$model" --device "$dev" "${extra[@]}" \
-					--prompt "Once upon a time" -n "$TOKENS" --json
-				cp "$dir/stories-$mode-$mem-$dev.log" "$dir/stories-$mode-$mem-$dev.json" 2>/dev/null
-			done
-			compare "$mode-$mem"
+			run_pair "$mode-$mem" stories260K "$model" "${extra[@]}" --prompt "Once upon a time" -n "$TOKENS"
 		done
 	done
-	for dev in host cuda; do
-		step "stories-strict-$dev" 60 bin/offload run --model "$model" --device "$dev" --mode sirius --accept strict \
-			--window 16 --window-policy fixed --prompt "Once upon a time" -n "$TOKENS" --json
-		cp "$dir/stories-strict-$dev.log" "$dir/stories-strict-$dev.json" 2>/dev/null
-	done
-	compare strict
+	run_pair strict stories260K "$model" --mode sirius --accept strict --window 16 --window-policy fixed \
+		--prompt "Once upon a time" -n "$TOKENS"
 	a=$(tokens_of "$dir/stories-dense-resident-cuda.log")
 	b=$(tokens_of "$dir/stories-strict-cuda.log")
 	if [ -n "$a" ] && [ "$a" = "$b" ]; then
@@ -239,13 +241,8 @@ else
 				extra=(--mode "$mode")
 				if [ "$mode" = sirius ]; then extra+=(--accept strict --window 8 --window-policy fixed); fi
 				if [ "$mem" = streamed ]; then extra+=(--device-mem 2MiB); fi
-				name="$q-$mode-$mem"
-				for dev in host cuda; do
-					step "stories-$name-$dev" 60 bin/offload run --model "$qdir/stories260K-pad256-$q.gguf" --device "$dev" "${extra[@]}" \
-						--prompt "Once upon a time" -n 24 --json
-					cp "$dir/stories-$name-$dev.log" "$dir/stories-$name-$dev.json" 2>/dev/null
-				done
-				compare "$name" "quantized stories260K"
+				run_pair "$q-$mode-$mem" "quantized stories260K" "$qdir/stories260K-pad256-$q.gguf" "${extra[@]}" \
+					--prompt "Once upon a time" -n 24
 			done
 		done
 		a=$(tokens_of "$dir/stories-$q-dense-resident-cuda.log")
@@ -262,13 +259,8 @@ else
 		for mem in resident streamed; do
 			extra=(--mode sirius --accept strict --window 8 --window-policy fixed)
 			if [ "$mem" = streamed ]; then extra+=(--device-mem 2MiB); fi
-			name="Q4_K_M-bundled-sirius-$mem"
-			for dev in host cuda; do
-				step "stories-$name-$dev" 60 bin/offload run --model "$bundled" --device "$dev" "${extra[@]}" \
-					--prompt "Once upon a time" -n 24 --json
-				cp "$dir/stories-$name-$dev.log" "$dir/stories-$name-$dev.json" 2>/dev/null
-			done
-			compare "$name" "quantized stories260K"
+			run_pair "Q4_K_M-bundled-sirius-$mem" "quantized stories260K" "$bundled" "${extra[@]}" \
+				--prompt "Once upon a time" -n 24
 		done
 	fi
 	rm -f "$bundled"
