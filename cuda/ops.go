@@ -153,16 +153,11 @@ func (d *Device) matmul(s device.Stream, y, x, w device.Tensor, trans bool) erro
 // column-major [in,out] (transposed, lda = in), and MatMulT uses W
 // row-major [in,out] as column-major [out,in] untransposed (lda = out).
 func (d *Device) gemm(cs *stream, y, x, w devPtr, wt device.DType, n, in, out int, trans bool) error {
-	cs.mu.Lock()
-	defer cs.mu.Unlock()
-	leave, err := d.enter()
+	release, err := d.blasOn(cs)
 	if err != nil {
 		return err
 	}
-	defer leave()
-	if err := d.streamBLAS(cs); err != nil {
-		return err
-	}
+	defer release()
 	g := gemmArgs{transA: cublasOpT, m: out, k: in, a: uint64(w), lda: in, ldc: out, ldb: in, cType: cudaR32F}
 	if trans {
 		g.transA, g.lda = cublasOpN, out
@@ -210,6 +205,27 @@ func (d *Device) gemm(cs *stream, y, x, w devPtr, wt device.DType, n, in, out in
 	return nil
 }
 
+// blasOn readies cs for cuBLAS calls: it holds cs.mu, makes the context
+// current and creates cs's handle on first use. release undoes the first
+// two.
+func (d *Device) blasOn(cs *stream) (release func(), err error) {
+	cs.mu.Lock()
+	leave, err := d.enter()
+	if err != nil {
+		cs.mu.Unlock()
+		return nil, err
+	}
+	release = func() {
+		leave()
+		cs.mu.Unlock()
+	}
+	if err := d.streamBLAS(cs); err != nil {
+		release()
+		return nil, err
+	}
+	return release, nil
+}
+
 // streamBLAS creates cs's cuBLAS handle on first use; cs.mu is held and the
 // context current.
 func (d *Device) streamBLAS(cs *stream) error {
@@ -254,16 +270,11 @@ var quantPanelBytes int64 = scratchBytes
 // MatMulT it is rows i0.. of w [in, out] and adds x[:, i0:]·panel to y
 // (beta 1 after the first panel).
 func (d *Device) gemmQuant(cs *stream, y, x, w devPtr, wt device.DType, n, in, out int, trans bool) error {
-	cs.mu.Lock()
-	defer cs.mu.Unlock()
-	leave, err := d.enter()
+	release, err := d.blasOn(cs)
 	if err != nil {
 		return err
 	}
-	defer leave()
-	if err := d.streamBLAS(cs); err != nil {
-		return err
-	}
+	defer release()
 	if err := d.streamScratch(cs); err != nil {
 		return err
 	}
